@@ -1,0 +1,339 @@
+"""The :class:`Codec` facade: build from config, save/load, encode/decode, streaming.
+
+Shapes: audio ``[B, 1, T]`` at ``codec.sample_rate``; tokens ``[B, n_q, frames]`` (int64), one frame
+per ``hop_length`` samples; ``n_q`` codebooks of ``2**bits`` codes give ``n_q * bits * frame_rate`` bit/s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config, load_config
+from .models import Decoder, Encoder
+from .models.conv import fold_weight_norm
+from .models.streaming import StreamSession
+from .quant import ResidualVQ
+
+MODEL_FORMAT = "lrac-model"
+
+
+class Generator(nn.Module):
+    """Encoder -> ResidualVQ -> Decoder, the part a GAN trains and a model file ships."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.encoder = Encoder(cfg.model)
+        self.quantizer = ResidualVQ(cfg.model.latent_dim, cfg.quantizer)
+        self.decoder = Decoder(cfg.model)
+
+    def forward(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward: ``wav [B, 1, T]`` (T a multiple of the hop) -> ``(wav_hat [B, 1, T],
+        commitment loss)``. Codebooks update themselves in train mode."""
+        latent = self.encoder(wav)
+        quantized, _, commit = self.quantizer(latent, n_q)
+        return self.decoder(quantized), commit
+
+
+def as_batch(audio: Any) -> torch.Tensor:
+    """Accept numpy or torch audio ``[T]``, ``[1, T]`` or ``[B, 1, T]``; return float ``[B, 1, T]``."""
+    x = torch.from_numpy(np.ascontiguousarray(audio)) if isinstance(audio, np.ndarray) else audio
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"audio must be a numpy array or torch tensor, got {type(audio).__name__}")
+    x = x.float()
+    if x.dim() == 1:
+        x = x[None, None]
+    elif x.dim() == 2:
+        if x.shape[0] != 1:
+            raise ValueError(f"2-D audio must be [1, T] (mono), got shape {tuple(x.shape)}; "
+                             "use [B, 1, T] for a batch")
+        x = x[None]
+    elif x.dim() != 3 or x.shape[1] != 1:
+        raise ValueError(f"audio must be [T], [1, T] or [B, 1, T], got shape {tuple(x.shape)}")
+    if x.shape[-1] == 0:
+        raise ValueError("audio is empty (0 samples)")
+    if not torch.isfinite(x).all():
+        raise ValueError("audio contains NaN or infinite samples")
+    return x
+
+
+class Codec:
+    """A speech codec: ``encode(audio) -> tokens`` and ``decode(tokens) -> audio``.
+
+    Args:
+        config: a :class:`Config`, a preset name (``"baseline-t1"``) or a YAML path.
+    """
+
+    def __init__(self, config: Config | str = "baseline-t1") -> None:
+        self.config = load_config(config)
+        self.generator = Generator(self.config)
+        self.generator.eval()
+        self.weight_norm_folded = False
+        self.model_id = self.compute_model_id()
+
+    # -- properties ---------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> Encoder:
+        return self.generator.encoder
+
+    @property
+    def quantizer(self) -> ResidualVQ:
+        return self.generator.quantizer
+
+    @property
+    def decoder(self) -> Decoder:
+        return self.generator.decoder
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.model.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per token frame."""
+        return self.encoder.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        """Token frames per second."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bits_per_index(self) -> int:
+        return self.quantizer.bits_per_index
+
+    @property
+    def bitrates_bps(self) -> list[int]:
+        """The bitrates this codec was trained for (bit/s), e.g. ``[1000, 6000]``."""
+        return list(self.config.quantizer.bitrates_bps)
+
+    def bitrate_for_stages(self, n_q: int) -> int:
+        return int(round(n_q * self.bits_per_index * self.frame_rate))
+
+    def stages_for_bitrate(self, bitrate_bps: int) -> int:
+        """Number of RVQ stages for a supported bitrate; ``ValueError`` listing the valid ones."""
+        for n_q in range(1, self.quantizer.n_stages + 1):
+            if self.bitrate_for_stages(n_q) == bitrate_bps and bitrate_bps in self.bitrates_bps:
+                return n_q
+        valid = ", ".join(str(b) for b in self.bitrates_bps)
+        raise ValueError(f"unsupported bitrate {bitrate_bps} bit/s; this codec supports: {valid}")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def to(self, device: str | torch.device) -> "Codec":
+        self.generator.to(device)
+        return self
+
+    # -- identity, save, load -----------------------------------------------------------------------
+    def compute_model_id(self) -> bytes:
+        """8 bytes identifying config + weights; written into every ``.lrac`` header."""
+        h = hashlib.sha256(repr(self.config.to_dict()).encode())
+        for key, value in sorted(self.generator.state_dict().items()):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return h.digest()[:8]
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write config + generator weights (+ ``extra`` entries) atomically; refreshes ``model_id``."""
+        self.model_id = self.compute_model_id()
+        state = {"format": MODEL_FORMAT, "version": 1, "config": self.config.to_dict(),
+                 "generator": self.generator.state_dict(), "model_id": self.model_id.hex(),
+                 "weight_norm_folded": self.weight_norm_folded}
+        state.update(extra or {})
+        atomic_torch_save(state, path)
+
+    @classmethod
+    def load(cls, path: str | Path, inference: bool = True, map_location: str = "cpu") -> "Codec":
+        """Rebuild a codec from a model file (or a training checkpoint holding one).
+
+        With ``inference`` the weight norm is folded into plain weights (faster, not trainable)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model file not found")
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable lrac model file ({type(exc).__name__})") from None
+        if not isinstance(state, dict) or "config" not in state or "generator" not in state:
+            raise ValueError(f"{path}: not an lrac model file (no config/generator inside)")
+        codec = cls(Config.from_dict(state["config"]))
+        if state.get("weight_norm_folded"):
+            codec.fold_weight_norm()
+        codec.generator.load_state_dict(state["generator"])
+        codec.model_id = bytes.fromhex(state["model_id"]) if "model_id" in state \
+            else codec.compute_model_id()
+        if inference and not codec.weight_norm_folded:
+            codec.fold_weight_norm()
+        return codec
+
+    def fold_weight_norm(self) -> "Codec":
+        """Fold weight norm into plain weights for inference (irreversible, same outputs)."""
+        fold_weight_norm(self.generator)
+        self.weight_norm_folded = True
+        return self
+
+    # -- one-pass coding ----------------------------------------------------------------------------
+    def _pad_to_frames(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (0, (-x.shape[-1]) % self.hop_length))
+
+    @torch.inference_mode()
+    def encode(self, audio: Any, bitrate_bps: int = 6000) -> torch.Tensor:
+        """Audio ``[T]``, ``[1, T]`` or ``[B, 1, T]`` (numpy or torch) -> tokens ``[B, n_q, frames]``.
+
+        ``frames = ceil(T / hop_length)``. The returned tensor carries ``num_samples`` (T) so that
+        :meth:`decode` can crop its output to the input length."""
+        n_q = self.stages_for_bitrate(bitrate_bps)
+        x = as_batch(audio).to(self.device)
+        with _eval(self.generator):
+            tokens = self.quantizer.encode(self.encoder(self._pad_to_frames(x)), n_q)
+        tokens.num_samples = x.shape[-1]
+        return tokens
+
+    def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Validate tokens ``[n_q, F]`` or ``[B, n_q, F]``; return them as ``[B, n_q, F]`` int64."""
+        if not isinstance(tokens, torch.Tensor):
+            tokens = torch.as_tensor(np.asarray(tokens))
+        t = tokens[None] if tokens.dim() == 2 else tokens
+        if t.dim() != 3:
+            raise ValueError(f"tokens must be [B, n_q, frames], got shape {tuple(tokens.shape)}")
+        if t.dtype.is_floating_point:
+            raise ValueError(f"tokens must be integers, got {t.dtype}")
+        self.stages_for_bitrate(self.bitrate_for_stages(t.shape[1]))
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.quantizer.codebook_size):
+            raise ValueError(f"token values must be in 0..{self.quantizer.codebook_size - 1}")
+        return t.long()
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Tokens ``[B, n_q, frames]`` -> audio ``[B, 1, T]``.
+
+        ``T = frames * hop_length``, cropped to ``length`` or to the ``num_samples`` that
+        :meth:`encode` attached to the tokens."""
+        length = length if length is not None else getattr(tokens, "num_samples", None)
+        t = self.check_tokens(tokens).to(self.device)
+        with _eval(self.generator):
+            wav = self.decoder(self.quantizer.decode(t))
+        return wav[..., :length] if length is not None else wav
+
+    # -- streaming ----------------------------------------------------------------------------------
+    def stream_encoder(self, bitrate_bps: int = 6000, batch_size: int = 1) -> "StreamEncoder":
+        return StreamEncoder(self, bitrate_bps, batch_size)
+
+    def stream_decoder(self, batch_size: int = 1) -> "StreamDecoder":
+        return StreamDecoder(self, batch_size)
+
+
+class StreamEncoder:
+    """Encode audio chunk by chunk; tokens equal :meth:`Codec.encode` of the whole signal.
+
+    ``push(chunk)`` takes ``[n]``/``[1, n]``/``[B, 1, n]`` audio of any length ``n >= 0`` and returns
+    the token frames completed so far ``[B, n_q, f]`` (``f`` may be 0: look-ahead holds frames back).
+    ``flush()`` pads the last partial frame with zeros and returns the remaining frames.
+    """
+
+    def __init__(self, codec: Codec, bitrate_bps: int, batch_size: int = 1) -> None:
+        self.codec = codec
+        self.n_q = codec.stages_for_bitrate(bitrate_bps)
+        self.batch_size = batch_size
+        self.session = StreamSession(codec.encoder, batch_size)
+        self.num_samples = 0
+
+    def _tokens(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.codec.quantizer.encode(latent, self.n_q)
+
+    def _as_chunk(self, audio: Any) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(audio)) if isinstance(audio, np.ndarray) else audio
+        x = x.float().reshape(self.batch_size, 1, -1) if x.dim() < 3 else x.float()
+        if not torch.isfinite(x).all():
+            raise ValueError("audio contains NaN or infinite samples")
+        return x.to(self.codec.device)
+
+    @torch.inference_mode()
+    def push(self, audio: Any) -> torch.Tensor:
+        x = self._as_chunk(audio)
+        self.num_samples += x.shape[-1]
+        with _eval(self.codec.generator):
+            return self._tokens(self.session(x))
+
+    @torch.inference_mode()
+    def flush(self) -> torch.Tensor:
+        pad = (-self.num_samples) % self.codec.hop_length
+        zeros = torch.zeros(self.batch_size, 1, pad, device=self.codec.device)
+        with _eval(self.codec.generator):
+            return self._tokens(self.session.flush(zeros))
+
+
+class StreamDecoder:
+    """Decode tokens chunk by chunk; audio equals :meth:`Codec.decode` of all tokens.
+
+    ``push(tokens [B, n_q, f])`` returns the audio completed so far ``[B, 1, n]``; ``flush(length)``
+    returns the rest, cropped so that the total is ``length`` samples when given.
+    """
+
+    def __init__(self, codec: Codec, batch_size: int = 1) -> None:
+        self.codec = codec
+        self.batch_size = batch_size
+        self.session = StreamSession(codec.decoder, batch_size)
+        self.emitted = 0
+
+    @torch.inference_mode()
+    def push(self, tokens: torch.Tensor) -> torch.Tensor:
+        t = self.codec.check_tokens(tokens).to(self.codec.device)
+        with _eval(self.codec.generator):
+            wav = self.session(self.codec.quantizer.decode(t))
+        self.emitted += wav.shape[-1]
+        return wav
+
+    @torch.inference_mode()
+    def flush(self, length: int | None = None) -> torch.Tensor:
+        empty = torch.zeros(self.batch_size, self.codec.quantizer.latent_dim, 0, device=self.codec.device)
+        with _eval(self.codec.generator):
+            wav = self.session.flush(empty)
+        if length is not None:
+            wav = wav[..., : max(0, length - self.emitted)]
+        self.emitted += wav.shape[-1]
+        return wav
+
+
+class _eval:
+    """Context: module in eval mode, previous mode restored afterwards."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __enter__(self) -> None:
+        self.was_training = self.module.training
+        self.module.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.module.train(self.was_training)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,311 @@
+"""The one configuration of lrac: a tree of dataclasses, named presets, YAML, dotted overrides.
+
+Every command and every saved model uses :class:`Config`. A model file stores ``Config.to_dict()``,
+so the file alone rebuilds its codec. Presets live in ``lrac/presets/<name>.yaml``.
+
+This module imports nothing of lrac (arrows point down only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be built: unknown key, wrong type, unknown preset."""
+
+
+# --------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SeanetEncoderConfig:
+    """Causal SEANet encoder (spec §2.1): input conv, then per block residual units + strided conv.
+
+    Per-block lists have one entry per block. ``res_kernels[b][u] = [k1, k2]`` and
+    ``res_dilations[b][u] = [d1, d2]`` give the two convs of residual unit ``u`` of block ``b``.
+    ``lookahead`` lists the convs that are *not* causal as ``[block, unit, conv]`` with conv 0 or 1;
+    each adds ``((k - 1) * d) // 2`` samples of look-ahead at its layer's rate.
+    """
+
+    channels: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    strides: list[int] = field(default_factory=lambda: [3, 4, 4, 5])
+    down_kernels: list[int] = field(default_factory=lambda: [6, 8, 8, 10])
+    input_kernel: int = 7
+    res_kernels: list[list[list[int]]] = field(default_factory=list)
+    res_dilations: list[list[list[int]]] = field(default_factory=list)
+    lookahead: list[list[int]] = field(default_factory=list)
+
+
+@dataclass
+class SeanetDecoderConfig:
+    """Causal SEANet decoder: per block ELU -> transposed conv (kernel = stride) -> residual units;
+    then ELU -> output conv -> Tanh. Lists are indexed like :class:`SeanetEncoderConfig`."""
+
+    channels: list[int] = field(default_factory=lambda: [64, 32, 16, 8])
+    strides: list[int] = field(default_factory=lambda: [5, 4, 3, 4])
+    output_kernel: int = 21
+    res_kernels: list[list[list[int]]] = field(default_factory=list)
+    res_dilations: list[list[list[int]]] = field(default_factory=list)
+    lookahead: list[list[int]] = field(default_factory=list)
+
+
+@dataclass
+class FrameConfig:
+    """Frame-rate model family (STFT encoder, iSTFT decoder); see ``lrac/models/frame.py``.
+
+    ``n_fft``/``hop`` are in samples; ``win_length`` defaults to ``n_fft``. Widths are channels at the
+    100 Hz frame rate. ``encoder_lookahead_frames``/``decoder_lookahead_frames`` count frames of
+    look-ahead spent in the convolution stacks.
+    """
+
+    n_fft: int = 480
+    hop: int = 240
+    encoder_dim: int = 256
+    encoder_layers: int = 4
+    decoder_dim: int = 256
+    decoder_layers: int = 4
+    kernel: int = 3
+    mlp_ratio: float = 2.0
+    encoder_lookahead_frames: int = 0
+    decoder_lookahead_frames: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """Which generator to build. ``family`` is ``"seanet"`` (the official baseline) or ``"frame"``."""
+
+    family: str = "seanet"
+    sample_rate: int = 24000
+    latent_dim: int = 160
+    encoder: SeanetEncoderConfig = field(default_factory=SeanetEncoderConfig)
+    decoder: SeanetDecoderConfig = field(default_factory=SeanetDecoderConfig)
+    frame: FrameConfig = field(default_factory=FrameConfig)
+
+
+@dataclass
+class QuantizerConfig:
+    """Residual VQ (spec §2.4). One stage carries ``log2(codebook_size)`` bits per frame."""
+
+    n_stages: int = 6
+    codebook_size: int = 1024
+    codebook_dim: int = 12
+    ema_decay: float = 0.99
+    epsilon: float = 1e-5
+    kmeans_iters: int = 50
+    dead_code_threshold: float = 2.0
+    bitrates_bps: list[int] = field(default_factory=lambda: [1000, 6000])
+
+
+# --------------------------------------------------------------------------------------------
+# training, data, scoring
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and loss settings (spec §3). ``steps`` count generator updates."""
+
+    track: int = 1
+    batch_size: int = 384
+    segment_samples: int = 62400
+    max_steps: int = 11_500_000
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-9
+    lr_gamma: float = 0.998
+    lr_gamma_every_steps: int = 10_000
+    grad_clip: float = 0.0
+    lambda_adv: float = 1.0
+    lambda_feat: float = 2.0
+    lambda_mel: float = 5.0
+    lambda_commit: float = 10.0
+    mel_n_ffts: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
+    mel_bins: list[int] = field(default_factory=lambda: [10, 20, 40, 80, 160])
+    disc_n_ffts: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])
+    disc_filters: int = 16
+    disc_every: int = 1
+    warmup_steps: int = 0
+    bitrate_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    seed: int = 777
+    valid_every_steps: int = 10_000
+    valid_batches: int = 8
+    keep_best: int = 20
+    log_every_steps: int = 50
+    checkpoint_every_steps: int = 500
+    num_workers: int = 0
+    threads: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the audio is and how it is filtered and augmented (spec §3.4, §4)."""
+
+    train: str = ""
+    valid: str = ""
+    noise: str = ""
+    rir: str = ""
+    cache_dir: str = ""
+    min_seconds: float = 2.9
+    max_seconds: float = 240.0
+    reverb_prob: float = 0.5
+    noise_prob: float = 0.8
+    snr_db: list[float] = field(default_factory=lambda: [-5.0, 30.0])
+    early_reflection_ms: float = 50.0
+    simulate_rooms: bool = True
+    room_size_m: list[float] = field(default_factory=lambda: [3.0, 10.0])
+    rt60_s: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    track1_augment: bool = False
+    track1_reverb_prob: float = 0.25        # mild Track 1 degradation (only with track1_augment)
+    track1_noise_prob: float = 0.5
+    track1_snr_db: list[float] = field(default_factory=lambda: [15.0, 40.0])
+    shuffle_chunks: int = 12000
+
+
+@dataclass
+class ScoreConfig:
+    """Settings of ``lrac-score``."""
+
+    bitrates_kbps: list[int] = field(default_factory=lambda: [1, 6])
+    max_delay_ms: float = 100.0
+    jobs: int = 1
+
+
+@dataclass
+class Config:
+    """The whole tree. ``name`` is the preset it came from (informational)."""
+
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        return _build(cls, data, "")
+
+    def override(self, assignments: list[str] | dict[str, Any]) -> "Config":
+        """Return a copy with dotted keys replaced, e.g. ``["train.lr=1e-4", "quantizer.n_stages=8"]``.
+
+        Values are parsed as YAML (``[1, 2]``, ``true``, ``3e-4``)."""
+        if isinstance(assignments, dict):
+            items = list(assignments.items())
+        else:
+            items = []
+            for text in assignments:
+                if "=" not in text:
+                    raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. train.lr=1e-4)")
+                key, value = text.split("=", 1)
+                items.append((key.strip(), yaml.safe_load(value)))
+        data = self.to_dict()
+        for key, value in items:
+            node = data
+            parts = key.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"unknown config key {key!r}")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ConfigError(f"unknown config key {key!r}")
+            node[parts[-1]] = value
+        return Config.from_dict(data)
+
+
+def _build(cls, data: Any, path: str):
+    """Recursively build dataclass ``cls`` from a dict, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {path or '<root>'!r} must be a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = path or "<root>"
+        raise ConfigError(f"unknown config key(s) {unknown} in {where!r}; allowed: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, path):
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    origin = get_origin(tp)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {path!r} must be a list, got {value!r}")
+        (item_tp,) = get_args(tp)
+        return [_coerce(item_tp, v, path) for v in value]
+    if origin is Union:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {path!r} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"config key {path!r} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {path!r} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        return str(value)
+    return value
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped in ``lrac/presets``."""
+    folder = resources.files("lrac") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(name_or_path: str | Path | dict | Config = "baseline-t1",
+                overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Load a preset by name (``baseline-t1``), a YAML file path, a dict, or pass a Config through.
+
+    ``overrides`` are dotted ``KEY=VALUE`` strings or a dict, applied last."""
+    if isinstance(name_or_path, Config):
+        cfg = name_or_path
+    elif isinstance(name_or_path, dict):
+        cfg = Config.from_dict(name_or_path)
+    else:
+        text = str(name_or_path)
+        path = Path(text)
+        if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {text}")
+            raw = path.read_text()
+            data = json.loads(raw) if path.suffix == ".json" else yaml.safe_load(raw)
+            cfg = Config.from_dict(data or {})
+        else:
+            if text not in preset_names():
+                raise ConfigError(f"unknown preset {text!r}; presets: {', '.join(preset_names())}"
+                                  " (or give a path to a .yaml file)")
+            resource = resources.files("lrac") / "presets" / f"{text}.yaml"
+            cfg = Config.from_dict(yaml.safe_load(resource.read_text()))
+    if overrides:
+        cfg = cfg.override(overrides)
+    return cfg

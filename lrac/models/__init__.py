@@ -1,0 +1,55 @@
+"""Generator halves. :class:`Encoder` and :class:`Decoder` build the family named in the config.
+
+Families register a builder ``ModelConfig -> (encoder_net, decoder_net)`` in :data:`FAMILIES`:
+``encoder_net`` maps ``[B, 1, T] -> [B, D, T // hop]`` and ``decoder_net`` the reverse, both made of
+:class:`~lrac.models.streaming.StreamingModule` layers wherever they hold memory.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .seanet import build_seanet
+
+FAMILIES: dict[str, Callable[[ModelConfig], tuple[nn.Module, nn.Module]]] = {"seanet": build_seanet}
+
+
+def _build(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    if cfg.family not in FAMILIES:
+        raise ValueError(f"unknown model family {cfg.family!r}; families: {sorted(FAMILIES)}")
+    return FAMILIES[cfg.family](cfg)
+
+
+class Encoder(nn.Module):
+    """Waveform ``[B, 1, T]`` at ``sample_rate`` -> latent ``[B, latent_dim, T // hop_length]``.
+
+    ``T`` must be a multiple of ``hop_length`` (the codec pads whole frames)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.net = _build(cfg)[0]
+        self.hop_length = self.net.hop_length
+        self.latent_dim = cfg.latent_dim
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.net(wav)
+
+
+class Decoder(nn.Module):
+    """Latent ``[B, latent_dim, F]`` -> waveform ``[B, 1, F * hop_length]``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.net = _build(cfg)[1]
+        self.hop_length = self.net.hop_length
+        self.latent_dim = cfg.latent_dim
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.net(latent)
+
+
+__all__ = ["Encoder", "Decoder", "FAMILIES"]

@@ -1,0 +1,98 @@
+"""Residual vector quantiser with per-stage projections (spec §2.4, pitfall §7.2.1).
+
+Stage ``i`` projects the current residual ``[B, D, F]`` to the codebook space (``D -> d``), picks the
+nearest code, projects back (``d -> D``) and subtracts that from the residual: residuals live in the
+latent space, after each stage's output projection.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import QuantizerConfig
+from .vq import EMACodebook
+
+
+class QuantizerStage(nn.Module):
+    """One RVQ stage: ``Linear(D, d)`` -> EMA codebook -> ``Linear(d, D)``."""
+
+    def __init__(self, latent_dim: int, cfg: QuantizerConfig) -> None:
+        super().__init__()
+        self.project_in = nn.Linear(latent_dim, cfg.codebook_dim)
+        self.project_out = nn.Linear(cfg.codebook_dim, latent_dim)
+        self.codebook = EMACodebook(cfg.codebook_size, cfg.codebook_dim, cfg.ema_decay, cfg.epsilon,
+                                    cfg.kmeans_iters, cfg.dead_code_threshold)
+
+
+class ResidualVQ(nn.Module):
+    """Residual VQ over ``n_stages`` codebooks of ``codebook_size`` codes.
+
+    Shapes: latent ``[B, D, F]``, indices ``[B, n_q, F]`` (int64, ``0 <= i < codebook_size``).
+    """
+
+    def __init__(self, latent_dim: int, cfg: QuantizerConfig) -> None:
+        super().__init__()
+        if cfg.codebook_size & (cfg.codebook_size - 1):
+            raise ValueError(f"codebook_size must be a power of two, got {cfg.codebook_size}")
+        self.latent_dim = latent_dim
+        self.codebook_size = cfg.codebook_size
+        self.bits_per_index = cfg.codebook_size.bit_length() - 1
+        self.stages = nn.ModuleList(QuantizerStage(latent_dim, cfg) for _ in range(cfg.n_stages))
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.stages)
+
+    def _check(self, n_q: int) -> None:
+        if not 1 <= n_q <= self.n_stages:
+            raise ValueError(f"n_q must be in 1..{self.n_stages}, got {n_q}")
+
+    def forward(self, latent: torch.Tensor, n_q: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quantise with the first ``n_q`` stages; straight-through gradients to the encoder.
+
+        Returns:
+            ``(quantized [B, D, F], indices [B, n_q, F], commitment_loss scalar)``; the loss is
+            ``MSE(code.detach(), projected)`` averaged over the active stages.
+        """
+        self._check(n_q)
+        residual = latent.transpose(1, 2)  # [B, F, D]
+        b, f, _ = residual.shape
+        quantized = torch.zeros_like(residual)
+        all_indices, losses = [], []
+        for stage in self.stages[:n_q]:
+            projected = stage.project_in(residual)  # [B, F, d]
+            codes, indices = stage.codebook(projected.reshape(b * f, projected.shape[-1]))
+            codes = codes.view_as(projected)
+            losses.append(F.mse_loss(projected, codes.detach()))
+            codes = projected + (codes - projected).detach()  # straight-through
+            out = stage.project_out(codes)
+            quantized = quantized + out
+            residual = residual - out.detach()
+            all_indices.append(indices.view(b, f))
+        commit = torch.stack(losses).mean()
+        return quantized.transpose(1, 2), torch.stack(all_indices, dim=1), commit
+
+    @torch.no_grad()
+    def encode(self, latent: torch.Tensor, n_q: int) -> torch.Tensor:
+        """Latent ``[B, D, F]`` -> indices ``[B, n_q, F]`` (no codebook updates)."""
+        self._check(n_q)
+        residual = latent.transpose(1, 2)
+        b, f, _ = residual.shape
+        all_indices = []
+        for stage in self.stages[:n_q]:
+            projected = stage.project_in(residual)
+            indices = stage.codebook.nearest(projected.reshape(b * f, projected.shape[-1])).view(b, f)
+            residual = residual - stage.project_out(stage.codebook.lookup(indices))
+            all_indices.append(indices)
+        return torch.stack(all_indices, dim=1)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Indices ``[B, n_q, F]`` -> quantised latent ``[B, D, F]``."""
+        self._check(indices.shape[1])
+        out = 0
+        for stage, idx in zip(self.stages, indices.unbind(1)):
+            out = out + stage.project_out(stage.codebook.lookup(idx))
+        return out.transpose(1, 2)
