@@ -89,7 +89,11 @@ class SConvTranspose1d(StreamingModule):
         self.stride = stride
         self.overlap = kernel_size - stride
 
-    lookahead_samples = 0
+    @property
+    def lookahead_samples(self) -> float:
+        """Latency of the overlap, in input samples: an output sample is final only once the
+        ``overlap`` samples after it have been summed in from the next input step."""
+        return self.overlap / self.stride
 
     def init_state(self, batch_size: int) -> State:
         w = self.convtr.weight
