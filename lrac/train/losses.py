@@ -1,0 +1,155 @@
+"""Training losses of the LRAC baseline (spec §3.2): multi-scale mel, hinge adversarial, feature matching.
+
+The generator loss is ``lambda_adv * adv + lambda_feat * fm + lambda_mel * mel + lambda_commit * commit``
+(1, 2, 5, 10 in the baseline); the commitment term comes from the quantizer.
+
+Discriminator outputs are lists with one entry per scale, each entry ``[feature maps..., logits]``
+as returned by :class:`lrac.models.discriminators.MultiScaleSTFTDiscriminator`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOG_FLOOR = 1e-10  # clamp before the log, and on the power before the square root (as ESPnet)
+
+
+# --------------------------------------------------------------------------------------------
+# mel filterbank (librosa.filters.mel with htk=False, norm="slaney"), numpy only
+# --------------------------------------------------------------------------------------------
+
+_F_SP = 200.0 / 3          # Hz per mel below the break frequency (Slaney's linear part)
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOG_STEP = math.log(6.4) / 27.0
+
+
+def hz_to_mel_slaney(hz: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz, logarithmic above (librosa's default)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    mel = hz / _F_SP
+    log_part = hz >= _MIN_LOG_HZ
+    mel[log_part] = _MIN_LOG_MEL + np.log(hz[log_part] / _MIN_LOG_HZ) / _LOG_STEP
+    return mel
+
+
+def mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel_slaney`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    hz = mel * _F_SP
+    log_part = mel >= _MIN_LOG_MEL
+    hz[log_part] = _MIN_LOG_HZ * np.exp(_LOG_STEP * (mel[log_part] - _MIN_LOG_MEL))
+    return hz
+
+
+def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
+                          fmax: float | None = None) -> np.ndarray:
+    """Triangular mel filters, area-normalised (Slaney), as ``librosa.filters.mel`` computes them.
+
+    Returns:
+        ``[n_mels, n_fft // 2 + 1]`` float32 weights; row ``m`` maps a magnitude spectrum to band ``m``.
+    """
+    fmax = sample_rate / 2 if fmax is None else fmax
+    fft_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    edges_hz = mel_to_hz_slaney(np.linspace(hz_to_mel_slaney(np.array([fmin]))[0],
+                                            hz_to_mel_slaney(np.array([fmax]))[0], n_mels + 2))
+    widths = np.diff(edges_hz)
+    ramps = edges_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]   # equal area per band
+    return weights.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# multi-scale mel loss
+# --------------------------------------------------------------------------------------------
+
+
+class MultiScaleMelLoss(nn.Module):
+    """ESPnet's multi-scale mel loss as the LRAC baseline configures it (spec §3.2).
+
+    For each scale ``i`` (``n_fft = 2**i``, window = ``n_fft``, hop ``n_fft // 4``, Hann,
+    ``center=True`` with reflect padding) the features are ``ln(clamp(M @ sqrt(clamp(|X|^2, 1e-10)),
+    1e-10))`` with a Slaney mel matrix ``M`` from 0 Hz to Nyquist. The scale adds
+    ``L1 + sqrt(2**i - 1) * MSE`` (means over all elements) and the sum is divided by
+    ``sum_i (sqrt(2**i - 1) + 1)``.
+
+    Args:
+        sample_rate: audio rate in Hz (24000).
+        n_ffts: FFT sizes, powers of two (64 ... 1024 in the baseline).
+        n_mels: mel bands per scale (10, 20, 40, 80, 160 in the baseline).
+    """
+
+    def __init__(self, sample_rate: int = 24000, n_ffts: Sequence[int] = (64, 128, 256, 512, 1024),
+                 n_mels: Sequence[int] = (10, 20, 40, 80, 160)) -> None:
+        super().__init__()
+        if len(n_mels) < len(n_ffts):
+            raise ValueError(f"mel loss needs one mel-bin count per FFT size: n_ffts={list(n_ffts)}, "
+                             f"n_mels={list(n_mels)}")
+        self.n_ffts = [int(n) for n in n_ffts]
+        self.alphas = [math.sqrt(n - 1) for n in self.n_ffts]   # sqrt(2**i - 1)
+        self.total = sum(a + 1 for a in self.alphas)
+        for n, m in zip(self.n_ffts, n_mels):
+            # stored transposed, [bins, mels], so features come out as [B, frames, mels] by one matmul
+            self.register_buffer(f"mel_{n}", torch.from_numpy(
+                slaney_mel_filterbank(sample_rate, n, int(m)).T.copy()), persistent=False)
+            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+
+    def log_mel(self, x: torch.Tensor, n_fft: int) -> torch.Tensor:
+        """Waveform ``[B, 1, T]`` or ``[B, T]`` -> log-mel features ``[B, frames, n_mels]``."""
+        spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, n_fft // 4, n_fft,
+                          window=getattr(self, f"window_{n_fft}"), center=True, pad_mode="reflect",
+                          normalized=False, return_complex=True)
+        power = torch.view_as_real(spec).pow(2).sum(-1).transpose(1, 2)   # [B, frames, bins]
+        mel = power.clamp(min=LOG_FLOOR).sqrt() @ getattr(self, f"mel_{n_fft}")
+        return mel.clamp(min=LOG_FLOOR).log()
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mel loss of generated ``y_hat`` against reference ``y`` (both ``[B, 1, T]``); a scalar."""
+        loss = y_hat.new_zeros(())
+        for n_fft, alpha in zip(self.n_ffts, self.alphas):
+            mel_hat = self.log_mel(y_hat, n_fft)
+            with torch.no_grad():
+                mel_ref = self.log_mel(y, n_fft)
+            loss = loss + F.l1_loss(mel_hat, mel_ref) + alpha * F.mse_loss(mel_hat, mel_ref)
+        return loss / self.total
+
+
+# --------------------------------------------------------------------------------------------
+# adversarial and feature matching (hinge GAN, averaged over discriminators)
+# --------------------------------------------------------------------------------------------
+
+
+def generator_adversarial_loss(fake: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Hinge generator loss ``mean_d(-mean(D_d(y_hat)))`` from the logits (last entry per scale)."""
+    return torch.stack([-scale[-1].mean() for scale in fake]).mean()
+
+
+def discriminator_adversarial_loss(real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]
+                                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hinge discriminator loss, averaged over scales.
+
+    Returns:
+        ``(real_loss, fake_loss)`` = ``mean_d(mean(relu(1 - D_d(y))))``, ``mean_d(mean(relu(1 + D_d(y_hat))))``;
+        the discriminator minimises their sum.
+    """
+    real_loss = torch.stack([F.relu(1 - scale[-1]).mean() for scale in real]).mean()
+    fake_loss = torch.stack([F.relu(1 + scale[-1]).mean() for scale in fake]).mean()
+    return real_loss, fake_loss
+
+
+def feature_matching_loss(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]]) -> torch.Tensor:
+    """``mean_d(sum_l L1(f_dl(y_hat), f_dl(y)))`` over every feature map *and* the logits of each scale.
+
+    The real features are treated as constants (detached)."""
+    per_scale = [sum(F.l1_loss(f_hat, f.detach()) for f_hat, f in zip(scale_hat, scale))
+                 for scale_hat, scale in zip(fake, real)]
+    return torch.stack(per_scale).mean()

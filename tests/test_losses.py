@@ -1,0 +1,105 @@
+"""Losses of spec §3.2: the mel filterbank against librosa's numbers, the mel loss against an
+independent numpy computation, and the hinge / feature-matching formulas."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lrac.train.losses import (MultiScaleMelLoss, discriminator_adversarial_loss,
+                               feature_matching_loss, generator_adversarial_loss,
+                               slaney_mel_filterbank)
+
+torch.set_num_threads(1)
+
+
+def test_filterbank_matches_librosa_slaney():
+    # Reference values from librosa 0.11 ``librosa.filters.mel(sr=24000, n_fft=..., n_mels=...)``.
+    sums_64 = [0.00254924665, 0.00254924688, 0.00261345948, 0.00264438917, 0.0027087701,
+               0.00260906643, 0.00271364301, 0.00264869537, 0.00267474353, 0.00266063353]
+    fb = slaney_mel_filterbank(24000, 64, 10)
+    assert fb.shape == (10, 33)
+    np.testing.assert_allclose(fb.sum(1), sums_64, rtol=1e-6)
+    fb = slaney_mel_filterbank(24000, 1024, 160)
+    row = fb[100]
+    assert list(np.nonzero(row)[0]) == [136, 137, 138, 139, 140, 141]
+    np.testing.assert_allclose(row[136:142], [0.00420935545, 0.00895109214, 0.0136928288,
+                                              0.00994977448, 0.00531047303, 0.000671171991], rtol=1e-6)
+
+
+def _numpy_log_mel(x: np.ndarray, n_fft: int, n_mels: int, sr: int = 24000) -> np.ndarray:
+    """Independent log-mel: reflect pad n_fft/2, periodic Hann, hop n_fft/4, |rfft|, mel, ln."""
+    hop = n_fft // 4
+    padded = np.pad(x, n_fft // 2, mode="reflect")
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    n_frames = 1 + (len(padded) - n_fft) // hop
+    frames = np.stack([padded[i * hop:i * hop + n_fft] * window for i in range(n_frames)])
+    mag = np.sqrt(np.maximum(np.abs(np.fft.rfft(frames, axis=1)) ** 2, 1e-10))
+    mel = mag @ slaney_mel_filterbank(sr, n_fft, n_mels).T.astype(np.float64)
+    return np.log(np.maximum(mel, 1e-10))
+
+
+def test_log_mel_matches_independent_numpy():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(4800) * 0.1).astype(np.float32)
+    loss = MultiScaleMelLoss()
+    for n_fft, n_mels in [(64, 10), (1024, 160)]:
+        ours = loss.log_mel(torch.from_numpy(x)[None, None], n_fft)[0].double().numpy()
+        ref = _numpy_log_mel(x.astype(np.float64), n_fft, n_mels)
+        assert ours.shape == ref.shape
+        np.testing.assert_allclose(ours, ref, atol=2e-4)
+
+
+def test_mel_loss_combines_scales_with_sqrt_weights():
+    torch.manual_seed(0)
+    y = torch.randn(2, 1, 4800) * 0.1
+    y_hat = y + 0.05 * torch.randn_like(y)
+    loss = MultiScaleMelLoss(n_ffts=[64, 256], n_mels=[10, 40])
+    expected = 0.0
+    for n_fft in (64, 256):
+        a, b = loss.log_mel(y_hat, n_fft), loss.log_mel(y, n_fft)
+        expected += (a - b).abs().mean() + math.sqrt(n_fft - 1) * ((a - b) ** 2).mean()
+    expected /= (math.sqrt(63) + 1) + (math.sqrt(255) + 1)
+    assert torch.allclose(loss(y_hat, y), expected, rtol=1e-5)
+    assert loss(y, y).item() == 0.0
+
+
+def test_mel_loss_gradient_reaches_prediction_only():
+    y = torch.randn(1, 1, 2400) * 0.1
+    y_hat = (y + 0.1 * torch.randn_like(y)).requires_grad_(True)
+    y.requires_grad_(True)
+    MultiScaleMelLoss()(y_hat, y).backward()
+    assert y_hat.grad is not None and torch.isfinite(y_hat.grad).all() and y_hat.grad.abs().sum() > 0
+    assert y.grad is None  # the reference side runs without a graph
+
+
+def test_mel_loss_refuses_missing_bins():
+    with pytest.raises(ValueError, match="mel-bin count"):
+        MultiScaleMelLoss(n_ffts=[64, 128, 256], n_mels=[10, 20])
+
+
+def _outputs(values):
+    """Fake discriminator outputs: each scale has one feature map then logits."""
+    return [[torch.full((1, 2), f), torch.full((1, 3), lg)] for f, lg in values]
+
+
+def test_hinge_losses():
+    fake = _outputs([(0.0, 0.5), (0.0, -2.0)])
+    real = _outputs([(0.0, 0.25), (0.0, 3.0)])
+    assert generator_adversarial_loss(fake).item() == pytest.approx((-0.5 + 2.0) / 2)
+    real_loss, fake_loss = discriminator_adversarial_loss(real, fake)
+    assert real_loss.item() == pytest.approx((0.75 + 0.0) / 2)       # relu(1 - D(y))
+    assert fake_loss.item() == pytest.approx((1.5 + 0.0) / 2)        # relu(1 + D(y_hat))
+
+
+def test_feature_matching_sums_layers_including_logits_and_averages_scales():
+    fake = _outputs([(1.0, 2.0), (0.0, 0.0)])
+    real = _outputs([(0.5, 0.0), (0.0, 1.0)])
+    # scale 0: |1-0.5| + |2-0| = 2.5; scale 1: 0 + 1 = 1; mean over scales = 1.75
+    assert feature_matching_loss(fake, real).item() == pytest.approx(1.75)
+    fake[0][0].requires_grad_(True)
+    real[0][0].requires_grad_(True)
+    feature_matching_loss(fake, real).backward()
+    assert fake[0][0].grad is not None
+    assert real[0][0].grad is None  # real features are constants
