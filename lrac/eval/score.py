@@ -27,10 +27,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lrac.audio import AudioError, load_audio, resample
-from lrac.eval.metrics import METRICS, column_spec, compute_metrics, mel_filterbank, resolve_metrics
+from ..audio import AudioError, list_audio, load_audio, resample
+from .metrics import METRICS, column_spec, compute_metrics, mel_filterbank, resolve_metrics
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff")
 # Waveform correlation below this means synthetic phase (vocoders): align on band envelopes instead.
 MIN_WAVEFORM_CORRELATION = 0.3
 # Length differences up to this (beyond the compensated delay) are frame padding, not worth a note.
@@ -84,76 +83,31 @@ class ScoreResult:
 # --------------------------------------------------------------------------------------------
 
 
-def read_scp(path: str | Path) -> dict[str, Path]:
-    """Read a Kaldi-style ``<uttid> <path>`` list. Relative paths are taken from the scp's folder
-    when the file is there, otherwise from the working directory (Kaldi recipes use both).
-
-    Raises ValueError naming the line for a malformed entry or a repeated id, and for Kaldi pipes
-    (``cmd |``), which lrac does not run.
-    """
-    path = Path(path)
-    items: dict[str, Path] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split(maxsplit=1)
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{number}: expected '<uttid> <path>', got {line!r}")
-        utt, target = parts[0], parts[1].strip()
-        if target.endswith("|"):
-            raise ValueError(f"{path}:{number}: command pipes are not supported; give a file path")
-        if utt in items:
-            raise ValueError(f"{path}:{number}: utterance id {utt!r} appears twice")
-        audio = Path(target)
-        if not audio.is_absolute() and (path.parent / audio).exists():
-            audio = path.parent / audio
-        items[utt] = audio
-    return items
-
-
-def list_folder(folder: str | Path) -> dict[str, Path]:
-    """Audio files under ``folder`` (recursive), keyed by file stem.
-
-    Raises ValueError when two files share a stem (ids would be ambiguous).
-    """
-    folder = Path(folder)
-    items: dict[str, Path] = {}
-    for audio in sorted(folder.rglob("*")):
-        if audio.suffix.lower() not in AUDIO_SUFFIXES or not audio.is_file():
-            continue
-        if audio.stem in items:
-            raise ValueError(f"{folder}: two files have the id {audio.stem!r} "
-                             f"({items[audio.stem]} and {audio}); use a wav.scp to name them")
-        items[audio.stem] = audio
-    return items
-
-
 def load_list(source: str | Path | dict[str, Path]) -> dict[str, Path]:
-    """Utterance id -> audio path from a folder, an ``.scp`` file or a ready dict.
+    """Utterance id -> audio path from a folder, a Kaldi-style ``.scp`` list, a file or a dict.
 
-    Raises ValueError when the source does not exist or holds no audio.
+    In a folder the id is the file stem, or the path relative to the folder when two files share
+    a stem. Raises ValueError (AudioError) when the source is missing, empty, or repeats an id.
     """
     if isinstance(source, dict):
         return {str(k): Path(v) for k, v in source.items()}
-    source = Path(source)
-    if source.is_dir():
-        items = list_folder(source)
-        if not items:
-            raise ValueError(f"{source}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder")
-        return items
-    if source.is_file():
-        if source.suffix.lower() in AUDIO_SUFFIXES:
-            return {source.stem: source}
-        items = read_scp(source)
-        if not items:
-            raise ValueError(f"{source}: no '<uttid> <path>' lines")
-        return items
-    raise ValueError(f"{source}: no such folder or file")
+    entries = list_audio(source)
+    if not entries:
+        raise AudioError(f"{source}: no audio files in it")
+    if Path(source).is_dir():
+        stems = [Path(name).name for name, _ in entries]
+        if len(set(stems)) == len(stems):  # ids by stem, so nested and flat layouts pair up
+            entries = [(stem, path) for stem, (_, path) in zip(stems, entries)]
+    items: dict[str, Path] = {}
+    for utt, path in entries:
+        if utt in items:
+            raise ValueError(f"{source}: utterance id {utt!r} appears twice")
+        items[utt] = Path(path)
+    return items
 
 
 def write_scp(path: str | Path, items: dict[str, Path]) -> None:
-    """Write ``<uttid> <path>`` lines, sorted by id (the inverse of :func:`read_scp`)."""
+    """Write ``<uttid> <path>`` lines, sorted by id (what :func:`lrac.audio.read_scp` reads)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{utt} {items[utt]}\n" for utt in sorted(items)))
@@ -480,7 +434,7 @@ def code_testset(codec: Any, refs: dict[str, Path], out_dir: str | Path, bitrate
         ``(decoded, skipped, stats)``; stats has ``seconds`` (audio), ``lrac_bytes``,
         ``bitrate_bps_real`` (file sizes x 8 / seconds), ``encode_rtf`` and ``decode_rtf``.
     """
-    from lrac.compress import decode_file, encode_file  # codec layer, needed in this mode only
+    from ..compress import decode_file, encode_file  # codec layer, needed in this mode only
 
     out_dir = Path(out_dir)
     decoded: dict[str, Path] = {}
