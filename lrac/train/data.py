@@ -1,0 +1,585 @@
+"""Training data: audio sources, the recipe's data stages, and a resumable stream of 2.6 s chunks.
+
+Sources (``--data``, ``--valid``, ``--noise``, ``--rir`` of ``lrac-train``):
+
+* a list file: Kaldi ``wav.scp`` (``<uid> <path>``) or one path per line. Relative paths are looked up
+  next to the list, then in its parent folders (Kaldi lists are relative to the recipe root);
+* a folder of audio files, searched recursively (every format soundfile reads, any rate);
+* the ``data/`` folder written by the LRAC data-generation toolkit (spec §4): its
+  ``speech/wav.scp`` is the training set and :func:`find_toolkit_layout` finds
+  ``speech_validation/wav.scp``, ``noise.scp``, ``noise_val.scp``, ``rirs.scp``, ``rirs_val.scp``.
+
+Stages (spec §7.1; numbers as in the ESPnet recipe): 1 :func:`check_entries`, 2 :func:`format_entries`
+(24 kHz wav, cached under ``cache_dir/org/<set>``), 3 :func:`length_filter` (``cache_dir/<set>``).
+A stage never ends a run because of a bad entry: missing, unreadable and silent files are counted
+in a :class:`StageReport` and skipped.
+
+:class:`ChunkStream` then augments each utterance (see ``augment.py``), cuts it into ``segment``-sample
+chunks with 50 % overlap and a random offset, and draws chunks at random from a shuffle buffer of
+``shuffle_chunks`` chunks. The buffer holds *references* (utterance, epoch, offset), not audio, so the
+whole position of the stream fits in a checkpoint and a resumed run yields exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import queue
+import threading
+import warnings
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from lrac.audio import AudioError, active_power, load_audio, write_audio
+
+AUDIO_SUFFIXES = frozenset(
+    "." + s for s in ("wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "aifc", "au", "snd",
+                      "caf", "w64", "rf64", "sph", "nist", "wv", "voc", "htk", "sd2", "xi", "mat"))
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One audio file of a set. ``num_samples`` is its length at the training rate, when known."""
+
+    uid: str
+    path: str
+    num_samples: int | None = None
+
+
+@dataclass
+class StageReport:
+    """What a data stage kept and what it skipped (reason -> count, with a few examples)."""
+
+    stage: str
+    total: int = 0
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, reason: str, detail: str) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 3:
+            self.examples[reason].append(detail)
+
+    def summary(self) -> str:
+        """One line, then one indented line per skip reason with up to three examples."""
+        lines = [f"{self.stage}: kept {self.kept} of {self.total}"
+                 + (f", skipped {sum(self.skipped.values())}" if self.skipped else "")]
+        for reason, count in sorted(self.skipped.items()):
+            lines.append(f"  {count} {reason}, e.g. " + "; ".join(self.examples[reason]))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# sources
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ToolkitLayout:
+    """The lists of an LRAC data-generation ``data/`` folder (None where a list is absent)."""
+
+    root: Path
+    train: Path
+    valid: Path | None = None
+    noise: Path | None = None
+    noise_valid: Path | None = None
+    rir: Path | None = None
+    rir_valid: Path | None = None
+
+
+def find_toolkit_layout(path: str | Path) -> ToolkitLayout | None:
+    """Recognise the toolkit's ``data/`` folder (given itself or its parent); None otherwise."""
+    path = Path(path)
+    for root in (path, path / "data"):
+        if (root / "speech" / "wav.scp").is_file():
+            def opt(rel: str) -> Path | None:
+                p = root / rel
+                return p if p.is_file() else None
+            return ToolkitLayout(root, root / "speech" / "wav.scp", opt("speech_validation/wav.scp"),
+                                 opt("noise.scp"), opt("noise_val.scp"), opt("rirs.scp"),
+                                 opt("rirs_val.scp"))
+    return None
+
+
+def _resolve(raw: str, base: Path) -> str:
+    """An absolute path for list entry ``raw``: next to the list, else in the list's parent folders."""
+    p = Path(raw).expanduser()
+    if p.is_absolute():
+        return str(p)
+    for folder in (base, *base.parents):
+        if (folder / p).exists():
+            return str(folder / p)
+    return str(base / p)  # missing: stage 1 reports it with this path
+
+
+def read_list(path: str | Path) -> list[Utterance]:
+    """Read a ``wav.scp`` (``<uid> <path>``; a trailing sampling-rate column is ignored) or a list of paths.
+
+    Lines that are empty or start with ``#`` are skipped. Kaldi pipe commands (ending in ``|``) are
+    kept as entries whose path cannot be read, so stage 1 counts them."""
+    path = Path(path)
+    base = path.resolve().parent
+    utts = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) == 1:
+            raw = parts[0]
+            uid = Path(raw).with_suffix("").as_posix().strip("/").replace("/", "_")
+        elif line.endswith("|"):
+            uid, raw = parts[0], line[len(parts[0]):].strip()
+        else:
+            uid, raw = parts[0], parts[1]
+        utts.append(Utterance(uid, raw if raw.endswith("|") else _resolve(raw, base)))
+    return utts
+
+
+def scan_folder(folder: str | Path) -> list[Utterance]:
+    """Every audio file under ``folder`` (recursive, sorted); the uid is the relative path without suffix."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    return [Utterance(f.relative_to(folder).with_suffix("").as_posix().replace("/", "_"), str(f))
+            for f in files]
+
+
+def load_source(spec: str | Path) -> list[Utterance]:
+    """Utterances of a list file, a folder, or a toolkit ``data/`` folder (its training speech).
+
+    Raises FileNotFoundError (naming the path) when ``spec`` does not exist."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"data source not found: {spec} (expected a folder of audio files, a "
+                                "wav.scp or list file, or the LRAC toolkit's data/ folder)")
+    if path.is_dir():
+        layout = find_toolkit_layout(path)
+        return read_list(layout.train) if layout else scan_folder(path)
+    return read_list(path)
+
+
+# --------------------------------------------------------------------------------------------
+# stages 1-3
+# --------------------------------------------------------------------------------------------
+
+
+def _length_at(info: Any, sample_rate: int) -> int:
+    """Samples after resampling ``info.frames`` from ``info.samplerate`` to ``sample_rate``."""
+    if info.samplerate == sample_rate:
+        return int(info.frames)
+    return int(math.ceil(info.frames * sample_rate / info.samplerate))  # resample_poly's length
+
+
+def check_entries(utts: Sequence[Utterance], sample_rate: int = 24000, name: str = "data"
+                  ) -> tuple[list[Utterance], StageReport]:
+    """Stage 1: keep entries whose file exists and has a readable, non-empty audio header.
+
+    Kept entries get ``num_samples`` (length at ``sample_rate``) from the header."""
+    report = StageReport(f"stage 1 (check) {name}", total=len(utts))
+    kept = []
+    for u in utts:
+        if u.path.endswith("|"):
+            report.skip("pipe commands (not supported; format the list first)", u.path)
+            continue
+        if not os.path.isfile(u.path):
+            report.skip("missing files", u.path)
+            continue
+        try:
+            info = sf.info(u.path)
+        except Exception as exc:  # soundfile raises several types for unreadable files
+            report.skip("unreadable files", f"{u.path} ({str(exc).splitlines()[0] if str(exc) else exc})")
+            continue
+        if info.frames <= 0:
+            report.skip("empty files", u.path)
+            continue
+        kept.append(Utterance(u.uid, u.path, _length_at(info, sample_rate)))
+    report.kept = len(kept)
+    return kept, report
+
+
+def _cache_name(path: str) -> str:
+    st = os.stat(path)
+    key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha1(key.encode()).hexdigest()[:20] + ".wav"
+
+
+def write_scp(folder: str | Path, utts: Sequence[Utterance]) -> None:
+    """Write ``wav.scp`` and ``utt2num_samples`` into ``folder`` (atomically, one file at a time)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for fname, lines in (("wav.scp", [f"{u.uid} {u.path}" for u in utts]),
+                         ("utt2num_samples", [f"{u.uid} {u.num_samples}" for u in utts])):
+        tmp = folder / f".{fname}.tmp"
+        tmp.write_text("".join(line + "\n" for line in lines))
+        os.replace(tmp, folder / fname)
+
+
+def read_scp(folder: str | Path) -> list[Utterance]:
+    """Read what :func:`write_scp` wrote (lengths from ``utt2num_samples`` when present)."""
+    folder = Path(folder)
+    lengths = {}
+    if (folder / "utt2num_samples").is_file():
+        for line in (folder / "utt2num_samples").read_text().splitlines():
+            uid, n = line.split()
+            lengths[uid] = int(n) if n != "None" else None
+    return [Utterance(u.uid, u.path, lengths.get(u.uid)) for u in read_list(folder / "wav.scp")]
+
+
+def format_entries(utts: Sequence[Utterance], out_dir: str | Path, sample_rate: int = 24000,
+                   name: str = "data", progress: Callable[[Iterable], Iterable] | None = None
+                   ) -> tuple[list[Utterance], StageReport]:
+    """Stage 2: decode, downmix and resample every entry to ``sample_rate`` 16-bit wav, once.
+
+    Files go to ``out_dir/wav/<hash of source path, size, mtime>.wav``; an existing one is reused,
+    so re-running the stage only converts new or changed files. Unreadable and silent entries are
+    skipped. Writes ``out_dir/wav.scp`` and ``out_dir/utt2num_samples``."""
+    out_dir = Path(out_dir)
+    (out_dir / "wav").mkdir(parents=True, exist_ok=True)
+    report = StageReport(f"stage 2 (format to {sample_rate} Hz) {name}", total=len(utts))
+    kept = []
+    for u in (progress(utts) if progress else utts):
+        try:
+            target = out_dir / "wav" / _cache_name(u.path)
+        except OSError:
+            report.skip("missing files", u.path)
+            continue
+        if target.is_file():
+            try:
+                kept.append(Utterance(u.uid, str(target), sf.info(str(target)).frames))
+                continue
+            except Exception:  # a truncated cache file from a killed run: convert again
+                target.unlink()
+        try:
+            audio, _ = load_audio(u.path, sample_rate, warn_stereo=False)
+        except AudioError as exc:
+            report.skip("unreadable files", str(exc))
+            continue
+        if active_power(audio, sample_rate) <= 0 or np.max(np.abs(audio)) < 1 / 32768:
+            report.skip("silent files", u.path)
+            continue
+        tmp = target.with_name(f".{target.stem}.tmp.wav")
+        write_audio(tmp, audio, sample_rate)
+        os.replace(tmp, target)
+        kept.append(Utterance(u.uid, str(target), len(audio)))
+    report.kept = len(kept)
+    write_scp(out_dir, kept)
+    return kept, report
+
+
+def length_filter(utts: Sequence[Utterance], sample_rate: int = 24000, min_seconds: float = 2.9,
+                  max_seconds: float = 240.0, name: str = "data") -> tuple[list[Utterance], StageReport]:
+    """Stage 3: keep ``min_seconds < length < max_seconds`` (strict, as the recipe's stage 3).
+
+    Entries of unknown length are measured from their header first."""
+    report = StageReport(f"stage 3 (length {min_seconds:g}-{max_seconds:g} s) {name}", total=len(utts))
+    kept = []
+    lo, hi = min_seconds * sample_rate, max_seconds * sample_rate
+    for u in utts:
+        n = u.num_samples
+        if n is None:
+            try:
+                n = _length_at(sf.info(u.path), sample_rate)
+            except Exception:
+                report.skip("unreadable files", u.path)
+                continue
+        if n <= lo:
+            report.skip(f"shorter than {min_seconds:g} s", f"{u.path} ({n / sample_rate:.2f} s)")
+        elif n >= hi:
+            report.skip(f"longer than {max_seconds:g} s", f"{u.path} ({n / sample_rate:.1f} s)")
+        else:
+            kept.append(Utterance(u.uid, u.path, n))
+    report.kept = len(kept)
+    return kept, report
+
+
+# --------------------------------------------------------------------------------------------
+# chunk stream
+# --------------------------------------------------------------------------------------------
+
+# Functions (speech [T], rng) -> (input [T], target [T]); an Augmenter fits via ``pairs_from``.
+PairFn = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+def pairs_from(augmenter: Any | None) -> PairFn:
+    """Adapt an :class:`lrac.train.augment.Augmenter` (or None: target = input) to a :data:`PairFn`."""
+    if augmenter is None:
+        return lambda speech, rng: (speech, speech)
+
+    def fn(speech: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        out = augmenter(speech, rng)
+        return out.input, out.target
+    return fn
+
+
+def chunk_starts(length: int, segment: int, rng: np.random.Generator, shift_ratio: float = 0.5
+                 ) -> list[int]:
+    """Start samples of the chunks of a ``length``-sample utterance.
+
+    Chunks are ``segment`` long, ``segment * shift_ratio`` apart, after a random offset that uses the
+    slack at the end; an utterance shorter than one chunk gives one chunk at 0 (zero-padded)."""
+    if length <= segment:
+        return [0]
+    shift = max(1, int(segment * shift_ratio))
+    n = (length - segment) // shift + 1
+    offset = int(rng.integers(0, length - segment - (n - 1) * shift + 1))
+    return [offset + i * shift for i in range(n)]
+
+
+class ChunkStream:
+    """Endless, deterministic, resumable stream of ``(input, target)`` chunks ``[segment]``.
+
+    Epoch ``e`` visits this rank's share of a seeded permutation of the utterances (rank ``r`` of
+    ``w`` takes every ``w``-th). Each utterance is augmented with a generator seeded by
+    ``(seed, e, utterance)``, cut by :func:`chunk_starts`, and its chunk references join the shuffle
+    buffer; once the buffer holds ``buffer_size`` references, each draw takes a random one out.
+    Because audio is rebuilt from its reference on demand (with a small cache of augmented
+    utterances), the state (:meth:`state_dict`) is only the epoch, the cursor, the references and
+    the draw generator.
+
+    Args:
+        utts: the utterances (``num_samples`` at ``sample_rate`` when known, else read from the header).
+        segment: chunk length in samples (62400 = 2.6 s).
+        pairs: makes ``(input, target)`` from clean speech; see :func:`pairs_from`.
+        buffer_size: shuffle-buffer size in chunks (12000 in the baseline).
+        seed, rank, world: determinism and sharding across DDP ranks.
+    """
+
+    def __init__(self, utts: Sequence[Utterance], segment: int, pairs: PairFn | None = None,
+                 buffer_size: int = 12000, seed: int = 0, rank: int = 0, world: int = 1,
+                 sample_rate: int = 24000, shift_ratio: float = 0.5, cache_utterances: int = 32) -> None:
+        if not utts:
+            raise ValueError("no utterances to train on (every entry was skipped or the source is empty)")
+        if len(utts) < world:
+            raise ValueError(f"{len(utts)} utterance(s) cannot be shared by {world} ranks")
+        self.utts = list(utts)
+        self.segment = int(segment)
+        self.pairs = pairs or pairs_from(None)
+        self.buffer_size = max(1, int(buffer_size))
+        self.seed, self.rank, self.world = int(seed), int(rank), int(world)
+        self.sample_rate = sample_rate
+        self.shift_ratio = shift_ratio
+        self.skipped: Counter = Counter()  # uid -> times it could not be loaded
+        self._bad: set[int] = set()
+        self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache_size = cache_utterances
+        self.epoch, self.cursor = 0, 0
+        self.buffer: list[tuple[int, int, int]] = []   # (utterance index, epoch, start sample)
+        self.rng = np.random.default_rng([self.seed, self.rank, 7])
+        self._order = self._epoch_order(0)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position of the stream (small: no audio)."""
+        return {"epoch": self.epoch, "cursor": self.cursor,
+                "buffer": np.asarray(self.buffer, dtype=np.int64).reshape(-1, 3),
+                "rng": self.rng.bit_generator.state, "num_utts": len(self.utts),
+                "rank": self.rank, "world": self.world}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where :meth:`state_dict` was taken (same utterance list required)."""
+        if state["num_utts"] != len(self.utts) or state["world"] != self.world:
+            raise ValueError(f"data position was saved for {state['num_utts']} utterances on "
+                             f"{state['world']} rank(s); this run has {len(self.utts)} on {self.world}. "
+                             "Resume with the same data and process count.")
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+        self.buffer = [tuple(int(v) for v in row) for row in np.asarray(state["buffer"])]
+        self.rng.bit_generator.state = state["rng"]
+        self._order = self._epoch_order(self.epoch)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        order = np.random.default_rng([self.seed, epoch, 11]).permutation(len(self.utts))
+        return order[self.rank::self.world]
+
+    def _utt_rng(self, index: int, epoch: int, purpose: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, epoch, index, purpose])
+
+    def _length(self, index: int) -> int | None:
+        u = self.utts[index]
+        if u.num_samples is not None:
+            return u.num_samples
+        try:
+            n = _length_at(sf.info(u.path), self.sample_rate)
+        except Exception:
+            return None
+        self.utts[index] = Utterance(u.uid, u.path, n)
+        return n
+
+    def _mark_bad(self, index: int, reason: str) -> None:
+        if index not in self._bad:
+            self._bad.add(index)
+            warnings.warn(f"skipping {self.utts[index].path}: {reason} "
+                          f"({len(self._bad)} utterance(s) skipped so far)", stacklevel=3)
+        self.skipped[self.utts[index].uid] += 1
+
+    def _fill_one(self) -> None:
+        """Add the chunks of the next utterance of this epoch (moving to the next epoch at the end)."""
+        if self.cursor >= len(self._order):
+            self.epoch += 1
+            self.cursor = 0
+            self._order = self._epoch_order(self.epoch)
+        index = int(self._order[self.cursor])
+        self.cursor += 1
+        if index in self._bad:
+            return
+        length = self._length(index)
+        if length is None:
+            self._mark_bad(index, "cannot read its header")
+            return
+        for start in chunk_starts(length, self.segment, self._utt_rng(index, self.epoch, 0),
+                                  self.shift_ratio):
+            self.buffer.append((index, self.epoch, start))
+
+    def _pair(self, index: int, epoch: int) -> tuple[np.ndarray, np.ndarray] | None:
+        key = (index, epoch)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        try:
+            speech, _ = load_audio(self.utts[index].path, self.sample_rate, warn_stereo=False)
+        except AudioError as exc:
+            self._mark_bad(index, str(exc))
+            return None
+        if active_power(speech, self.sample_rate) <= 0:
+            self._mark_bad(index, "silent")
+            return None
+        pair = self.pairs(speech, self._utt_rng(index, epoch, 1))
+        self._cache[key] = pair
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return pair
+
+    def _cut(self, audio: np.ndarray, start: int) -> np.ndarray:
+        out = audio[start:start + self.segment]
+        if len(out) < self.segment:
+            out = np.pad(out, (0, self.segment - len(out)))
+        return out
+
+    # -- public -------------------------------------------------------------------------------
+
+    def next_chunk(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``(input, target)`` pair, each ``[segment]`` float32."""
+        idle = 0  # fills in a row that added nothing: all utterances unusable
+        while True:
+            while len(self.buffer) < self.buffer_size:
+                # at the end of an epoch, drain the buffer before starting the next one
+                if self.cursor >= len(self._order) and self.buffer:
+                    break
+                before = len(self.buffer)
+                self._fill_one()
+                idle = idle + 1 if len(self.buffer) == before else 0
+                if idle > 2 * len(self._order) + 2:
+                    raise RuntimeError("no usable audio: every utterance failed to load "
+                                       f"({len(self._bad)} of {len(self.utts)} skipped)")
+            pick = int(self.rng.integers(0, len(self.buffer)))
+            self.buffer[pick], self.buffer[-1] = self.buffer[-1], self.buffer[pick]
+            index, epoch, start = self.buffer.pop()
+            pair = self._pair(index, epoch)
+            if pair is not None:
+                return self._cut(pair[0], start), self._cut(pair[1], start)
+
+    def next_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input, target)``, each ``[batch_size, 1, segment]`` float32."""
+        pairs = [self.next_chunk() for _ in range(batch_size)]
+        inp = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
+        tgt = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
+        return inp, tgt
+
+
+class Prefetcher:
+    """Prepares the next batches of a :class:`ChunkStream` in a background thread.
+
+    Decoding and augmentation overlap with the training step. :meth:`state_dict` returns the stream
+    position right after the last batch handed out, so a checkpoint never skips or repeats a batch.
+    """
+
+    def __init__(self, stream: ChunkStream, batch_size: int, depth: int = 2) -> None:
+        self.stream = stream
+        self.batch_size = batch_size
+        self._state = _copy_state(stream.state_dict())
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self.stream.next_batch(self.batch_size)
+                item = (batch, _copy_state(self.stream.state_dict()))
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # hand the error to the consumer instead of dying silently
+            self._queue.put(exc)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next ``(input, target)`` batch, each ``[B, 1, segment]``."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="lrac-data")
+            self._thread.start()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        batch, self._state = item
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return _copy_state(self._state)
+
+    def close(self) -> None:
+        """Stop the thread (the stream is left somewhere ahead of :meth:`state_dict`)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
+def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    out = dict(state)
+    out["buffer"] = np.array(state["buffer"], copy=True)
+    out["rng"] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in state["rng"].items()}
+    return out
+
+
+def fixed_chunks(utts: Sequence[Utterance], segment: int, pairs: PairFn | None = None,
+                 max_chunks: int = 64, seed: int = 0, sample_rate: int = 24000
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed validation set: up to ``max_chunks`` non-overlapping chunks, the same on every call.
+
+    Utterances are visited in order and cut without overlap from their start; augmentation uses a
+    generator seeded by ``(seed, utterance)``. Returns ``(input, target)``, each ``[N, 1, segment]``."""
+    pairs = pairs or pairs_from(None)
+    inputs, targets = [], []
+    for i, u in enumerate(utts):
+        if len(inputs) >= max_chunks:
+            break
+        try:
+            speech, _ = load_audio(u.path, sample_rate, warn_stereo=False)
+        except AudioError as exc:
+            warnings.warn(f"validation: skipping {exc}", stacklevel=2)
+            continue
+        inp, tgt = pairs(speech, np.random.default_rng([seed, i, 3]))
+        for start in range(0, max(1, len(inp) - segment + 1), segment):
+            if len(inputs) >= max_chunks:
+                break
+            piece_in, piece_tgt = inp[start:start + segment], tgt[start:start + segment]
+            pad = segment - len(piece_in)
+            inputs.append(np.pad(piece_in, (0, pad)))
+            targets.append(np.pad(piece_tgt, (0, pad)))
+    if not inputs:
+        raise ValueError("no usable validation audio")
+    return (torch.from_numpy(np.stack(inputs))[:, None], torch.from_numpy(np.stack(targets))[:, None])
