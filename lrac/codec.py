@@ -177,6 +177,21 @@ class Codec:
             codec.fold_weight_norm()
         return codec
 
+    @staticmethod
+    def pretrained_names() -> list[str]:
+        """Names of the pretrained models installed with the package (``t1``, ``t2``)."""
+        folder = Path(__file__).parent / "pretrained"
+        return sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
+
+    @classmethod
+    def pretrained(cls, name: str = "t1") -> "Codec":
+        """A pretrained model shipped inside the package (no network): ``"t1"`` or ``"t2"``."""
+        path = Path(__file__).parent / "pretrained" / f"{name}.pt"
+        if not path.is_file():
+            have = ", ".join(cls.pretrained_names()) or "none installed"
+            raise FileNotFoundError(f"no pretrained model {name!r} (installed: {have})")
+        return cls.load(path)
+
     def fold_weight_norm(self) -> "Codec":
         """Fold weight norm into plain weights for inference (irreversible, same outputs)."""
         fold_weight_norm(self.generator)

@@ -61,23 +61,27 @@ class SeanetDecoderConfig:
 
 @dataclass
 class FrameConfig:
-    """Frame-rate model family (STFT encoder, iSTFT decoder); see ``lrac/models/frame.py``.
+    """Frame-rate model family: causal STFT encoder, ConvNeXt stacks at 100 Hz, iSTFT decoder
+    (see ``lrac/models/frame.py`` and ``docs/frame_family.md``).
 
-    ``n_fft``/``hop`` are in samples; ``win_length`` defaults to ``n_fft``. Widths are channels at the
-    100 Hz frame rate. ``encoder_lookahead_frames``/``decoder_lookahead_frames`` count frames of
-    look-ahead spent in the convolution stacks.
+    ``n_fft``/``hop`` are in samples (``n_fft`` a multiple of ``hop``; frame ``f`` spans the ``n_fft``
+    samples that end at ``(f + 1) * hop``). Widths are channels at the frame rate; ``*_mlp_ratio``
+    sets each block's hidden width; ``kernel`` is the depthwise (time) kernel in frames.
+    ``*_lookahead_frames`` gives that many blocks one frame of look-ahead each (10 ms at hop 240).
+    The decoder's overlap-add adds ``(n_fft - hop) / hop`` frames of latency on top.
     """
 
     n_fft: int = 480
     hop: int = 240
     encoder_dim: int = 256
     encoder_layers: int = 4
+    encoder_mlp_ratio: float = 2.0
     decoder_dim: int = 256
     decoder_layers: int = 4
-    kernel: int = 3
-    mlp_ratio: float = 2.0
+    decoder_mlp_ratio: float = 2.0
+    kernel: int = 7
     encoder_lookahead_frames: int = 0
-    decoder_lookahead_frames: int = 0
+    decoder_lookahead_frames: int = 1
 
 
 @dataclass
@@ -266,6 +270,11 @@ def _coerce(tp, value, path):
             raise ConfigError(f"config key {path!r} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {path!r} must be a number, got {value!r}")
         return float(value)

@@ -87,7 +87,9 @@ class EMACodebook(nn.Module):
             empty = counts == 0
             centroids = torch.where(empty[:, None], centroids, sums / counts.clamp(min=1)[:, None])
         self.embed.copy_(centroids)
-        self.embed_avg.copy_(centroids)
+        # EMA sums consistent with the counts, so the first EMA step keeps the centroids (EnCodec
+        # stores the centroids themselves here, which shrinks every code on the first update).
+        self.embed_avg.copy_(centroids * counts[:, None])
         self.cluster_size.copy_(counts)
         self.initialized.fill_(True)
 

@@ -1,0 +1,116 @@
+"""What every lrac command shares: error handling, model and config options, batch inputs.
+
+Errors a user can cause (bad files, bad options, bad bitstreams) end the command with one line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ..audio import AudioError, list_audio
+from ..bitstream import BitstreamError
+from ..config import Config, ConfigError, load_config
+
+USER_ERRORS = (AudioError, BitstreamError, ConfigError, ValueError, FileNotFoundError, OSError)
+EXIT_USER_ERROR = 2
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn user errors into one stderr line + exit 2; show warnings as one 'warning:' line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+            click.echo(f"warning: {message}", err=True)
+
+        warnings.showwarning = show
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            fail(one_line(exc))
+        except KeyboardInterrupt:
+            fail("interrupted")
+
+    return wrapper
+
+
+def config_options(fn: Callable) -> Callable:
+    """``--config PRESET_OR_YAML``, ``--set KEY=VALUE`` (repeatable) and ``--print-config``."""
+    fn = click.option("--print-config", is_flag=True, help="Print the effective config (YAML) and exit.")(fn)
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="Override a config value, e.g. --set train.lr=1e-4 (repeatable).")(fn)
+    fn = click.option("--config", "config_name", default=None, metavar="PRESET_OR_YAML",
+                      help="Preset name (baseline-t1, baseline-t2, lrac-t1, lrac-t2) or YAML file.")(fn)
+    return fn
+
+
+def build_config(config_name: str | None, overrides: tuple[str, ...], default: str = "baseline-t1"
+                 ) -> Config:
+    return load_config(config_name or default, list(overrides))
+
+
+def load_codec(model: str | None):
+    """The codec for ``--model``: a path, a pretrained name (``t1``/``t2``), or the default model."""
+    from ..codec import Codec  # heavy import (torch) only when a model is needed
+
+    if model is None:
+        try:
+            return Codec.pretrained("t1")
+        except FileNotFoundError:
+            raise FileNotFoundError("no --model given and no pretrained weights are installed: "
+                                    "pass --model PATH (a file written by lrac-train or Codec.save)") \
+                from None
+    if model in Codec.pretrained_names():
+        return Codec.pretrained(model)
+    if not Path(model).exists():
+        raise FileNotFoundError(f"--model {model}: file not found (pretrained names: "
+                                f"{', '.join(Codec.pretrained_names()) or 'none installed'})")
+    return Codec.load(model)
+
+
+def is_batch(source: str) -> bool:
+    path = Path(source)
+    return path.is_dir() or path.suffix == ".scp"
+
+
+def batch_items(source: str) -> list[tuple[str, str]]:
+    items = list_audio(source) if Path(source).suffix == ".scp" or Path(source).is_dir() else []
+    if not items:
+        raise AudioError(f"{source}: no inputs found")
+    return items
+
+
+def run_batch(items: list[tuple[str, Any]], work: Callable[[str, Any], None], what: str) -> int:
+    """Run ``work(name, item)`` for each item with a progress bar; report failures, keep going.
+
+    Returns the number of failures."""
+    from tqdm import tqdm
+
+    failures = 0
+    for name, item in tqdm(items, desc=what, unit="file", file=sys.stderr,
+                           disable=len(items) < 2 or not sys.stderr.isatty()):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                work(name, item)
+        except USER_ERRORS as exc:
+            failures += 1
+            click.echo(f"error: {one_line(exc)}", err=True)
+    return failures

@@ -1,0 +1,57 @@
+"""``lrac-decode IN.lrac OUT.wav``: ``.lrac`` bitstream -> 16-bit PCM wav (or folders of them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import EXIT_USER_ERROR, fail, load_codec, run_batch, user_errors
+
+
+def _lrac_inputs(source: str) -> list[tuple[str, str]]:
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(path.rglob("*.lrac"))
+        if not files:
+            fail(f"{source}: no .lrac files found")
+        return [(str(p.relative_to(path).with_suffix("")), str(p)) for p in files]
+    from ..audio import read_scp
+    return read_scp(path)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source")
+@click.argument("output", required=False)
+@click.option("--model", default=None, help="Model file (from lrac-train / Codec.save) or pretrained name.")
+@click.option("--sample-rate", type=int, default=None,
+              help="Resample the output to this rate in Hz (default: the codec's, 24000).")
+@click.option("--chunk-ms", type=float, default=None,
+              help="Decode in streaming chunks of this many ms (same samples as the default path).")
+@click.option("--print-config", is_flag=True, help="Print the model's config (YAML) and exit.")
+@user_errors
+def main(source: str, output: str | None, model: str | None, sample_rate: int | None,
+         chunk_ms: float | None, print_config: bool) -> None:
+    """Decode SOURCE (.lrac file, folder of them, or an scp list) into OUTPUT (wav file or folder)."""
+    from ..compress import decode_file
+
+    codec = load_codec(model)
+    if print_config:
+        click.echo(codec.config.to_yaml())
+        return
+    if output is None:
+        fail("missing OUTPUT (a .wav file, or a folder when SOURCE is a folder or list)")
+    if sample_rate is not None and sample_rate <= 0:
+        fail(f"--sample-rate must be > 0, got {sample_rate}")
+    if chunk_ms is not None and chunk_ms <= 0:
+        fail(f"--chunk-ms must be > 0, got {chunk_ms}")
+    path = Path(source)
+    if not (path.is_dir() or path.suffix == ".scp"):
+        decode_file(codec, source, output, sample_rate, chunk_ms)
+        return
+    out_dir = Path(output)
+    failures = run_batch(_lrac_inputs(source),
+                         lambda name, p: decode_file(codec, p, out_dir / f"{name}.wav", sample_rate,
+                                                     chunk_ms), "decode")
+    if failures:
+        raise SystemExit(EXIT_USER_ERROR)

@@ -1,0 +1,109 @@
+"""The Codec facade: shapes, bitrates, save/load, model identity, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+import lrac
+from lrac.codec import Codec
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return Codec("baseline-t1")
+
+
+def test_properties(codec):
+    assert codec.sample_rate == 24000 and codec.hop_length == 240 and codec.frame_rate == 100
+    assert codec.bitrates_bps == [1000, 6000]
+    assert codec.stages_for_bitrate(1000) == 1 and codec.stages_for_bitrate(6000) == 6
+
+
+def test_unsupported_bitrate_lists_valid_ones(codec):
+    with pytest.raises(ValueError, match="supports: 1000, 6000"):
+        codec.encode(np.zeros(2400, dtype=np.float32), bitrate_bps=3000)
+
+
+@pytest.mark.parametrize("shape", [(4801,), (1, 4801), (2, 1, 4801)])
+def test_input_shapes_and_cropping(codec, shape):
+    x = torch.randn(*shape) * 0.2
+    tokens = codec.encode(x, 6000)
+    batch = shape[0] if len(shape) == 3 else 1
+    assert tokens.shape == (batch, 6, 21) and tokens.dtype == torch.int64
+    y = codec.decode(tokens)
+    assert y.shape == (batch, 1, 4801)
+    assert codec.decode(tokens.clone()).shape == (batch, 1, 21 * 240)  # length unknown: whole frames
+
+
+def test_numpy_and_torch_agree(codec):
+    x = np.random.default_rng(0).standard_normal(2400).astype(np.float32) * 0.2
+    assert torch.equal(codec.encode(x, 1000), codec.encode(torch.from_numpy(x), 1000))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.zeros(0), "empty"),
+    (torch.full((480,), float("nan")), "NaN"),
+    (torch.zeros(2, 480), "mono"),
+    (torch.zeros(1, 2, 480), r"\[B, 1, T\]"),
+])
+def test_bad_audio(codec, bad, message):
+    with pytest.raises(ValueError, match=message):
+        codec.encode(bad, 6000)
+
+
+def test_bad_tokens(codec):
+    with pytest.raises(ValueError, match="0..1023"):
+        codec.decode(torch.full((1, 1, 3), 1024))
+    with pytest.raises(ValueError, match="unsupported bitrate"):
+        codec.decode(torch.zeros(1, 3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="integers"):
+        codec.decode(torch.zeros(1, 1, 3))
+
+
+def test_silence_encodes_to_finite_audio(codec):
+    y = codec.decode(codec.encode(np.zeros(4800, dtype=np.float32), 6000))
+    assert torch.isfinite(y).all()
+
+
+def test_save_load_round_trip(tmp_path):
+    codec = Codec("baseline-t2")
+    codec.generator.train()
+    codec.generator(torch.randn(2, 1, 4800), 6)  # move codebooks away from init
+    codec.generator.eval()
+    x = torch.randn(4800) * 0.3
+    tokens = codec.encode(x, 6000)
+    path = tmp_path / "m.pt"
+    codec.save(path)
+    loaded = Codec.load(path)
+    assert loaded.config == codec.config
+    assert loaded.model_id == codec.model_id and len(loaded.model_id) == 8
+    assert loaded.weight_norm_folded
+    assert torch.equal(loaded.encode(x, 6000), tokens)
+    assert torch.allclose(loaded.decode(tokens), codec.decode(tokens), atol=1e-5)
+    # a folded model saves and loads again
+    loaded.save(tmp_path / "folded.pt")
+    again = Codec.load(tmp_path / "folded.pt", inference=False)
+    assert torch.equal(again.encode(x, 6000), tokens)
+    trainable = Codec.load(path, inference=False)
+    assert not trainable.weight_norm_folded
+
+
+def test_different_weights_different_identity():
+    assert Codec("baseline-t1").model_id != Codec("baseline-t1").model_id
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Codec.load(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a readable lrac model"):
+        Codec.load(junk)
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an lrac model"):
+        Codec.load(tmp_path / "other.pt")
+
+
+def test_public_api():
+    for name in ["Codec", "Encoder", "Decoder", "ResidualVQ", "load_config", "Config"]:
+        assert hasattr(lrac, name)
