@@ -484,13 +484,15 @@ def code_and_score(codec: Any, testset: str | Path, out_dir: str | Path, bitrate
     refs = load_list(testset)
     name = testset_name(testset)
     out_dir = Path(out_dir)
+    metric_columns(metric_names)  # refuse bad metric names and bitrates before coding anything
     valid = sorted(codec.bitrates_bps)
+    for kbps in bitrates_kbps:
+        if int(round(kbps * 1000)) not in valid:
+            raise ValueError(f"bitrate {kbps:g} kbps is not one of the model's "
+                             f"{', '.join(f'{b / 1000:g}' for b in valid)} kbps")
     runs: dict[str, dict[str, Any]] = {}
     for kbps in bitrates_kbps:
         bps = int(round(kbps * 1000))
-        if bps not in valid:
-            raise ValueError(f"bitrate {kbps:g} kbps is not one of the model's "
-                             f"{', '.join(f'{b / 1000:g}' for b in valid)} kbps")
         label = f"{kbps:g}kbps"
         base = out_dir / label / name
         tick = (lambda stage: (lambda d, t: progress(f"{label} {stage}", d, t))) if progress else None
