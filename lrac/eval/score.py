@@ -340,12 +340,12 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf -> None, recursively, so the JSON is strict."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -410,7 +410,7 @@ def write_report(out_dir: str | Path, result: ScoreResult, title: str = "lrac-sc
         writer.writeheader()
         for row in result.rows:
             writer.writerow({k: _cell(row.get(k)) for k in fields})
-    paths["summary.json"].write_text(json.dumps(_json_safe(result.summary), indent=2) + "\n")
+    paths["summary.json"].write_text(json.dumps(json_safe(result.summary), indent=2) + "\n")
     paths["summary.md"].write_text(summary_markdown(result, title, extra))
     return paths
 
@@ -520,7 +520,7 @@ def write_bitrate_summary(out_dir: str | Path, runs: dict[str, dict[str, Any]], 
                     "metrics": run["result"].summary}
             for label, run in runs.items()}
     json_path, md_path = out_dir / "summary.json", out_dir / "summary.md"
-    json_path.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
+    json_path.write_text(json.dumps(json_safe(data), indent=2) + "\n")
     columns = next(iter(runs.values()))["result"].columns if runs else []
     head = ["bitrate", "real kbps", "enc RTF", "dec RTF", "n", *columns]
     lines = [f"# lrac on {testset}", "", "Means ± 95% CI over utterances; real kbps from the "
