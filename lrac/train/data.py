@@ -37,11 +37,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from lrac.audio import AudioError, active_power, load_audio, write_audio
+from lrac.audio import AUDIO_SUFFIXES, AudioError, active_power, load_audio, write_audio
 
-AUDIO_SUFFIXES = frozenset(
-    "." + s for s in ("wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "aifc", "au", "snd",
-                      "caf", "w64", "rf64", "sph", "nist", "wv", "voc", "htk", "sd2", "xi", "mat"))
 
 
 @dataclass(frozen=True)
@@ -124,8 +121,9 @@ def _resolve(raw: str, base: Path) -> str:
 def read_list(path: str | Path) -> list[Utterance]:
     """Read a ``wav.scp`` (``<uid> <path>``; a trailing sampling-rate column is ignored) or a list of paths.
 
-    Lines that are empty or start with ``#`` are skipped. Kaldi pipe commands (ending in ``|``) are
-    kept as entries whose path cannot be read, so stage 1 counts them."""
+    Unlike :func:`lrac.audio.read_scp` (for decoding, strict), this never refuses a line: Kaldi pipe
+    commands (ending in ``|``) are kept as entries that stage 1 counts and skips, and relative paths
+    are also looked up in the list's parent folders. Empty lines and ``#`` comments are skipped."""
     path = Path(path)
     base = path.resolve().parent
     utts = []
@@ -292,9 +290,9 @@ def length_filter(utts: Sequence[Utterance], sample_rate: int = 24000, min_secon
                 report.skip("unreadable files", u.path)
                 continue
         if n <= lo:
-            report.skip(f"shorter than {min_seconds:g} s", f"{u.path} ({n / sample_rate:.2f} s)")
+            report.skip(f"shorter than {min_seconds:g} s", f"{u.uid} ({n / sample_rate:.2f} s)")
         elif n >= hi:
-            report.skip(f"longer than {max_seconds:g} s", f"{u.path} ({n / sample_rate:.1f} s)")
+            report.skip(f"longer than {max_seconds:g} s", f"{u.uid} ({n / sample_rate:.1f} s)")
         else:
             kept.append(Utterance(u.uid, u.path, n))
     report.kept = len(kept)
@@ -583,3 +581,75 @@ def fixed_chunks(utts: Sequence[Utterance], segment: int, pairs: PairFn | None =
     if not inputs:
         raise ValueError("no usable validation audio")
     return (torch.from_numpy(np.stack(inputs))[:, None], torch.from_numpy(np.stack(targets))[:, None])
+
+
+# --------------------------------------------------------------------------------------------
+# the recipe's data stages over named sets
+# --------------------------------------------------------------------------------------------
+
+STAGE_DIRS = {1: "checked", 2: "org", 3: ""}  # cache_dir/<STAGE_DIRS[s]>/<set> holds stage s's output
+
+
+def _stage_dir(cache_dir: Path, stage: int, name: str) -> Path:
+    return cache_dir / STAGE_DIRS[stage] / name if STAGE_DIRS[stage] else cache_dir / name
+
+
+def _source_key(spec: str | Path) -> str:
+    return str(Path(spec).expanduser().resolve())
+
+
+def _save_stage(folder: Path, utts: Sequence[Utterance], spec: str | Path) -> None:
+    write_scp(folder, utts)
+    (folder / "source").write_text(_source_key(spec) + "\n")
+
+
+def _cached(cache_dir: Path, stage: int, name: str, spec: str | Path) -> list[Utterance] | None:
+    """Stage ``stage``'s cached output for set ``name`` if it was made from source ``spec``."""
+    folder = _stage_dir(cache_dir, stage, name)
+    source = folder / "source"
+    if source.is_file() and source.read_text().strip() == _source_key(spec):
+        return read_scp(folder)
+    return None
+
+
+def prepared(cache_dir: str | Path, name: str, spec: str | Path) -> list[Utterance] | None:
+    """The output of the latest stage (3, else 2, else 1) already run for set ``name`` from source
+    ``spec``, or None. A cache made from another source is ignored."""
+    for stage in (3, 2, 1):
+        utts = _cached(Path(cache_dir), stage, name, spec)
+        if utts is not None:
+            return utts
+    return None
+
+
+def run_stages(name: str, spec: str | Path, cache_dir: str | Path, stage: int = 1, stop_stage: int = 3,
+               sample_rate: int = 24000, min_seconds: float = 2.9, max_seconds: float = 240.0,
+               speech: bool = True, report: Callable[[str], None] = print,
+               progress: Callable[[Iterable], Iterable] | None = None) -> list[Utterance]:
+    """Run stages ``stage..stop_stage`` of 1 (check), 2 (format + cache), 3 (length filter) on a set.
+
+    Noise and RIR sets (``speech=False``) only go through stage 1: they are resampled when loaded and
+    never length-filtered. A stage that is not run takes its input from the cache of the stage before
+    (or the raw source). Each stage's report goes to ``report``; its output is cached under
+    ``cache_dir`` (see :func:`prepared`). Returns the set's utterances after the last stage run."""
+    cache_dir = Path(cache_dir)
+    last = stop_stage if speech else min(stop_stage, 1)
+    utts: list[Utterance] | None = None
+    for earlier in range(min(stage - 1, 3), 0, -1):
+        utts = _cached(cache_dir, earlier, name, spec)
+        if utts is not None:
+            break
+    if utts is None:
+        utts = load_source(spec)
+    for s in range(stage, last + 1):
+        if s == 1:
+            utts, rep = check_entries(utts, sample_rate, name)
+        elif s == 2:
+            utts, rep = format_entries(utts, _stage_dir(cache_dir, 2, name), sample_rate, name, progress)
+        elif s == 3:
+            utts, rep = length_filter(utts, sample_rate, min_seconds, max_seconds, name)
+        else:
+            continue
+        _save_stage(_stage_dir(cache_dir, s, name), utts, spec)
+        report(rep.summary())
+    return utts

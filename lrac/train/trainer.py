@@ -1,0 +1,482 @@
+"""The GAN training loop of the LRAC baseline (spec §3): generator step, then discriminator step.
+
+One iteration, with ``x`` the input and ``y`` the target chunk ``[B, 1, T]``:
+
+1. draw the bitrate (one per batch, the same on every rank) and run ``y_hat, commit = G(x, n_q)``;
+2. run the discriminator on ``y_hat`` and ``y``; generator loss
+   ``1 * hinge_adv + 2 * feature_matching + 5 * mel + 10 * commit``; update G;
+3. discriminator hinge loss on the *same* ``y_hat`` (detached) and ``y``; update D.
+
+Because D does not change between steps 2 and 3 and ``y_hat`` is the cached generator output (as
+ESPnet's ``cache_generator_outputs``), the discriminator outputs of step 3 equal those of step 2.
+We therefore run the discriminator forward once per iteration and back-propagate twice through that
+graph: the generator loss only into G's parameters (through D's inputs), the discriminator loss
+only into D's parameters. The result is the same computation as ESPnet's four discriminator
+forwards and two full backward passes, at about 60 % of the discriminator cost.
+
+Cheaper modes for CPUs: ``train.warmup_steps`` (reconstruction only, no discriminator, for the
+first N steps), fewer ``train.disc_n_ffts`` scales, and ``train.disc_every`` (update D every k steps;
+the generator still gets adversarial and feature-matching losses from the current D each step).
+
+Checkpoints: ``OUT/last.pt`` holds the codec (loadable with :meth:`lrac.Codec.load`) plus everything
+needed to continue exactly (discriminator, optimisers, schedulers, step, data position and RNG
+states of every rank). ``OUT/best/*.pt`` are the ``keep_best`` model files with the lowest validation
+mel loss, and ``OUT/best.pt`` the best of them. All writes are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.utils import parametrize
+
+from lrac.codec import Codec, atomic_torch_save
+from lrac.config import Config
+from lrac.models.discriminators import MultiScaleSTFTDiscriminator
+from lrac.train.data import ChunkStream, Prefetcher
+from lrac.train.losses import (MultiScaleMelLoss, discriminator_adversarial_loss,
+                               feature_matching_loss, generator_adversarial_loss)
+
+log = logging.getLogger("lrac.train")
+
+CHECKPOINT_FORMAT = "lrac-train-checkpoint"
+
+
+# --------------------------------------------------------------------------------------------
+# distributed helpers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistInfo:
+    """Rank and world size of this process (``world == 1`` without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(backend: str | None = None) -> DistInfo:
+    """Join the process group that ``torchrun`` describes in the environment (no-op otherwise).
+
+    The backend defaults to ``nccl`` with CUDA and ``gloo`` on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
+    return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def _all_reduce_(t: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def _average_gradients(params: list[nn.Parameter], world: int) -> None:
+    """Average ``.grad`` over ranks in one flat all-reduce (used for D, whose graph is shared)."""
+    if world <= 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer
+# --------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Trains a :class:`lrac.Codec` from a chunk stream.
+
+    Args:
+        cfg: the whole config (``train`` section for the loop, ``model``/``quantizer`` for the codec).
+        out_dir: where ``last.pt``, ``best/``, ``train.jsonl`` and TensorBoard logs go.
+        stream: this rank's training chunks (``ChunkStream`` over ``(input, target)`` pairs).
+        valid: fixed validation ``(input, target)`` chunks ``[N, 1, T]`` (the same on every rank), or None.
+        dist_info: rank and world size; the global ``train.batch_size`` is split across ranks.
+        device: ``"cpu"`` or a CUDA device.
+        progress: show a tqdm bar (main rank only).
+    """
+
+    def __init__(self, cfg: Config, out_dir: str | Path, stream: ChunkStream,
+                 valid: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 dist_info: DistInfo | None = None, device: str | torch.device = "cpu",
+                 progress: bool = True) -> None:
+        self.cfg = cfg
+        self.tc = cfg.train
+        self.out_dir = Path(out_dir)
+        self.dist = dist_info or DistInfo()
+        self.device = torch.device(device)
+        self.progress = progress and self.dist.main
+        if self.tc.batch_size % self.dist.world:
+            raise ValueError(f"train.batch_size={self.tc.batch_size} is not divisible by the "
+                             f"{self.dist.world} processes")
+        self.batch_per_rank = self.tc.batch_size // self.dist.world
+        if self.tc.disc_every < 1:
+            raise ValueError(f"train.disc_every must be >= 1, got {self.tc.disc_every}")
+
+        torch.manual_seed(self.tc.seed)  # identical initial weights on every rank
+        self.codec = Codec(cfg)
+        self.generator = self.codec.generator.to(self.device).train()
+        self.stage_choices = [self.codec.stages_for_bitrate(b) for b in self.codec.bitrates_bps]
+        weights = np.asarray(self.tc.bitrate_weights or [1.0] * len(self.stage_choices), dtype=float)
+        if len(weights) != len(self.stage_choices) or weights.min() < 0 or weights.sum() <= 0:
+            raise ValueError(f"train.bitrate_weights={self.tc.bitrate_weights} must give one "
+                             f"non-negative weight per bitrate {self.codec.bitrates_bps}")
+        self.stage_probs = weights / weights.sum()
+        self.disc = MultiScaleSTFTDiscriminator(self.tc.disc_n_ffts, self.tc.disc_filters).to(self.device)
+        self.mel_loss = MultiScaleMelLoss(cfg.model.sample_rate, self.tc.mel_n_ffts,
+                                          self.tc.mel_bins).to(self.device)
+        self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
+        self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
+        self.opt_g = self._optimizer(self.g_params)
+        self.opt_d = self._optimizer(self.d_params)
+        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, self.tc.lr_gamma)
+        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, self.tc.lr_gamma)
+        self.g_model: nn.Module = self.generator
+        if self.dist.world > 1:
+            # Codebooks synchronise themselves (all-reduced statistics), so buffers are not broadcast;
+            # at 1 kbps stages 2-6 get no gradient, hence find_unused_parameters.
+            self.g_model = nn.parallel.DistributedDataParallel(
+                self.generator, find_unused_parameters=True, broadcast_buffers=False)
+            for p in self.disc.parameters():
+                dist.broadcast(p.data, src=0)
+
+        self.stream = stream
+        self.data = Prefetcher(stream, self.batch_per_rank)
+        self.valid = valid
+        self.step = 0
+        self.nonfinite_steps = 0
+        self.best: list[dict[str, Any]] = []   # {"loss", "step", "path"}, best first
+        self._stop_signal: int | None = None
+        self._last_save = time.monotonic()
+        self._tb = None
+        self._jsonl = None
+
+    def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.RAdam(params, lr=self.tc.lr, betas=tuple(self.tc.betas), eps=self.tc.adam_eps,
+                                 weight_decay=0.0)
+
+    # -- one iteration ----------------------------------------------------------------------
+
+    def stages_at(self, step: int) -> int:
+        """RVQ stages for ``step``: a draw from ``stage_choices`` seeded by (seed, step), equal on all ranks."""
+        rng = np.random.default_rng([self.tc.seed, step, 5])
+        return int(self.stage_choices[int(rng.choice(len(self.stage_choices), p=self.stage_probs))])
+
+    def _finite_everywhere(self, value: torch.Tensor) -> bool:
+        flag = torch.tensor([0.0 if bool(torch.isfinite(value)) else 1.0])
+        return _all_reduce_(flag, self.dist.world).item() == 0
+
+    def _clip_and_check(self, params: list[nn.Parameter]) -> bool:
+        """Clip gradients (when ``grad_clip > 0``); False when their norm is not finite."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return True
+        if self.tc.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.tc.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        return bool(torch.isfinite(norm))
+
+    def _skip(self, what: str) -> None:
+        self.nonfinite_steps += 1
+        warnings.warn(f"step {self.step}: non-finite {what}, update skipped "
+                      f"({self.nonfinite_steps} skipped so far)", stacklevel=3)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """One iteration on input ``x`` and target ``y`` (``[B, 1, T]``); returns the losses."""
+        tc = self.tc
+        n_q = self.stages_at(self.step)
+        y_hat, commit = self.g_model(x, n_q)
+        y_hat = y_hat[..., :y.shape[-1]]
+        mel = self.mel_loss(y_hat, y)
+        g_loss = tc.lambda_mel * mel + tc.lambda_commit * commit
+        out = {"n_q": float(n_q), "mel": mel.item(), "commit": commit.item()}
+
+        use_disc = self.step >= tc.warmup_steps
+        update_disc = use_disc and (self.step - tc.warmup_steps) % tc.disc_every == 0
+        if use_disc:
+            # cached(): each weight-normed D weight is computed once for both forwards.
+            with parametrize.cached():
+                fake = self.disc(y_hat)
+                with nullcontext() if update_disc else torch.no_grad():
+                    real = self.disc(y)
+            adv = generator_adversarial_loss(fake)
+            fm = feature_matching_loss(fake, real)
+            g_loss = g_loss + tc.lambda_adv * adv + tc.lambda_feat * fm
+            out.update(adv=adv.item(), fm=fm.item())
+        out["g_loss"] = g_loss.item()
+
+        if not self._finite_everywhere(g_loss):
+            self._skip("generator loss")
+            return out
+        self.opt_g.zero_grad(set_to_none=True)
+        # Only into G: D's weight gradients are not needed for the generator update.
+        g_loss.backward(inputs=self.g_params, retain_graph=update_disc)
+        if self._clip_and_check(self.g_params):
+            self.opt_g.step()
+        else:
+            self._skip("generator gradients")
+
+        if update_disc:
+            real_loss, fake_loss = discriminator_adversarial_loss(real, fake)
+            d_loss = real_loss + fake_loss
+            out.update(d_loss=d_loss.item(), d_real=real_loss.item(), d_fake=fake_loss.item())
+            if self._finite_everywhere(d_loss):
+                self.opt_d.zero_grad(set_to_none=True)
+                # Only into D: equivalent to using y_hat.detach() (the generator was updated already).
+                d_loss.backward(inputs=self.d_params)
+                _average_gradients(self.d_params, self.dist.world)
+                if self._clip_and_check(self.d_params):
+                    self.opt_d.step()
+                else:
+                    self._skip("discriminator gradients")
+            else:
+                self._skip("discriminator loss")
+        return out
+
+    def _after_step(self) -> None:
+        self.step += 1
+        if self.step % self.tc.lr_gamma_every_steps == 0:  # ESPnet: one "epoch" = 10k iterations
+            self.sched_g.step()
+            self.sched_d.step()
+
+    # -- validation ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mel loss (unweighted) on the validation chunks at every bitrate, and their mean ``valid_mel``.
+
+        The chunks are shared out across ranks and the sums all-reduced."""
+        if self.valid is None:
+            return {}
+        x_all, y_all = self.valid
+        idx = list(range(self.dist.rank, len(x_all), self.dist.world))
+        self.generator.eval()
+        results = {}
+        try:
+            for bitrate, n_q in zip(self.codec.bitrates_bps, self.stage_choices):
+                total = torch.zeros(2, dtype=torch.float64)
+                for start in range(0, len(idx), self.batch_per_rank):
+                    sel = idx[start:start + self.batch_per_rank]
+                    x, y = x_all[sel].to(self.device), y_all[sel].to(self.device)
+                    y_hat, _ = self.generator(x, n_q)
+                    total[0] += self.mel_loss(y_hat[..., :y.shape[-1]], y).item() * len(sel)
+                    total[1] += len(sel)
+                _all_reduce_(total, self.dist.world)
+                results[f"valid_mel_{bitrate // 1000}kbps"] = float(total[0] / max(total[1], 1))
+        finally:
+            self.generator.train()
+        results["valid_mel"] = float(np.mean(list(results.values())))
+        return results
+
+    def _keep_best(self, loss: float) -> None:
+        """Save this model into the best-K set if it belongs there; drop the one that falls out."""
+        if not self.dist.main or self.tc.keep_best <= 0:
+            return
+        if len(self.best) >= self.tc.keep_best and loss >= self.best[-1]["loss"]:
+            return
+        path = self.out_dir / "best" / f"step{self.step:09d}.pt"
+        self.codec.save(path, extra={"step": self.step, "valid_mel": loss})
+        self.best.append({"loss": loss, "step": self.step, "path": str(path)})
+        self.best.sort(key=lambda b: b["loss"])
+        for dropped in self.best[self.tc.keep_best:]:
+            Path(dropped["path"]).unlink(missing_ok=True)
+        self.best = self.best[: self.tc.keep_best]
+        if self.best[0]["step"] == self.step:
+            tmp = self.out_dir / ".best.pt.tmp"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, self.out_dir / "best.pt")
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _gather(self, obj: Any) -> list[Any]:
+        if self.dist.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.dist.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write the full training state (all ranks' data positions and RNG states) atomically.
+
+        Every rank must call it (it gathers); only the main rank writes."""
+        path = Path(path) if path else self.out_dir / "last.pt"
+        per_rank = self._gather({"data": self.data.state_dict(), "torch_rng": torch.get_rng_state()})
+        if self.dist.main:
+            self.codec.save(path, extra={
+                "format_train": CHECKPOINT_FORMAT, "step": self.step,
+                "discriminator": self.disc.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+                "nonfinite_steps": self.nonfinite_steps, "best": self.best,
+                "world": self.dist.world, "ranks": per_rank})
+        self._last_save = time.monotonic()
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Continue from a :meth:`save_checkpoint` file (same model config and process count)."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("format_train") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: not an lrac-train checkpoint (a model file cannot be resumed)")
+        saved = Config.from_dict(state["config"])
+        if saved.model != self.cfg.model or saved.quantizer != self.cfg.quantizer:
+            raise ValueError(f"{path}: the checkpoint's model/quantizer config differs from this run's; "
+                             "resume with the config it was trained with")
+        if state["world"] != self.dist.world:
+            raise ValueError(f"{path}: saved by {state['world']} process(es), resumed with "
+                             f"{self.dist.world}; resume with the same --nproc_per_node")
+        self.generator.load_state_dict(state["generator"])
+        self.disc.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        self.step = int(state["step"])
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+        self.best = list(state.get("best", []))
+        mine = state["ranks"][self.dist.rank]
+        self.data.close()
+        self.stream.load_state_dict(mine["data"])
+        self.data = Prefetcher(self.stream, self.batch_per_rank)
+        torch.set_rng_state(mine["torch_rng"])
+
+    # -- logging ------------------------------------------------------------------------------
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.main:
+            return
+        if self._jsonl is None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._jsonl = open(self.out_dir / "train.jsonl", "a", buffering=1)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except Exception:  # tensorboard is optional
+                self._tb = None
+        self._jsonl.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in record.items():
+                if key not in ("step", "time") and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, record["step"])
+
+    def _save_and_stop_flags(self) -> tuple[bool, bool]:
+        """``(save now, stop now)``: the step/time interval and stop signals as rank 0 sees them,
+        broadcast so that every rank takes the same branch."""
+        minutes = self.tc.checkpoint_every_minutes
+        stop = self._stop_signal is not None
+        save = (stop or self.step % self.tc.checkpoint_every_steps == 0
+                or (minutes > 0 and time.monotonic() - self._last_save > 60 * minutes))
+        flags = torch.tensor([float(save), float(stop)])
+        if self.dist.world > 1:
+            dist.broadcast(flags, src=0)
+        return bool(flags[0]), bool(flags[1])
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def handler(signum, frame):  # noqa: ARG001
+            self._stop_signal = signum
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+        return previous
+
+    def fit(self, max_steps: int) -> dict[str, Any]:
+        """Train until ``step == max_steps`` (or SIGTERM/SIGINT: checkpoint, then return).
+
+        Validates every ``valid_every_steps`` and at the end; writes ``last.pt`` every
+        ``checkpoint_every_steps`` / ``checkpoint_every_minutes`` and at the end."""
+        from tqdm import tqdm
+
+        tc = self.tc
+        previous = self._install_signal_handlers()
+        seg_seconds = tc.segment_samples / self.cfg.model.sample_rate
+        bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress, unit="step",
+                   dynamic_ncols=True, smoothing=0.1)
+        sums: dict[str, float] = {}
+        count, window_start, window_audio = 0, time.perf_counter(), 0.0
+        last_valid: dict[str, float] = {}
+        try:
+            stop = False
+            while self.step < max_steps and not stop:
+                t0 = time.perf_counter()
+                x, y = self.data.next()
+                losses = self.train_step(x.to(self.device), y.to(self.device))
+                self._after_step()
+                audio_s = seg_seconds * tc.batch_size
+                window_audio += audio_s
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                speed = audio_s / max(time.perf_counter() - t0, 1e-9)
+                bar.update(1)
+                bar.set_postfix_str(f"mel {losses['mel']:.3f} g {losses['g_loss']:.2f} "
+                                    + (f"d {losses['d_loss']:.3f} " if "d_loss" in losses else "")
+                                    + f"{speed:.2f} audio-s/s")
+                if self.step % tc.log_every_steps == 0 or self.step == max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": self.step, "time": time.time(),
+                              **{k: v / count for k, v in sums.items()},
+                              "lr": self.opt_g.param_groups[0]["lr"],
+                              "audio_s_per_s": window_audio / max(elapsed, 1e-9),
+                              "nonfinite_steps": self.nonfinite_steps,
+                              "skipped_utterances": len(self.stream.skipped)}
+                    self._log(record)
+                    sums, count, window_start, window_audio = {}, 0, time.perf_counter(), 0.0
+                if self.valid is not None and (self.step % tc.valid_every_steps == 0
+                                               or self.step == max_steps):
+                    last_valid = self.validate()
+                    self._log({"step": self.step, "time": time.time(), **last_valid})
+                    self._keep_best(last_valid["valid_mel"])
+                    if self.dist.main:
+                        bar.write(f"step {self.step}: " + ", ".join(
+                            f"{k} {v:.4f}" for k, v in last_valid.items()))
+                save, stop = self._save_and_stop_flags()
+                if save or self.step == max_steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            self.data.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self._jsonl is not None:
+                self._jsonl.close()
+                self._jsonl = None
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
+        return {"step": self.step, "nonfinite_steps": self.nonfinite_steps, **last_valid,
+                "best": self.best[0] if self.best else None}
