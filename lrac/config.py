@@ -146,6 +146,7 @@ class TrainConfig:
     keep_best: int = 20
     log_every_steps: int = 50
     checkpoint_every_steps: int = 500
+    checkpoint_every_minutes: float = 10.0   # also save last.pt this often (slow CPU runs)
     num_workers: int = 0
     threads: int = 0
 
