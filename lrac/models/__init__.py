@@ -13,9 +13,11 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .frame import build_frame
 from .seanet import build_seanet
 
-FAMILIES: dict[str, Callable[[ModelConfig], tuple[nn.Module, nn.Module]]] = {"seanet": build_seanet}
+FAMILIES: dict[str, Callable[[ModelConfig], tuple[nn.Module, nn.Module]]] = {
+    "seanet": build_seanet, "frame": build_frame}
 
 
 def _build(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:

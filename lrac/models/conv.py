@@ -32,18 +32,26 @@ class SConv1d(StreamingModule):
 
     Args:
         lookahead: put ``pad // 2`` of the padding on the right (non-causal conv).
+        groups: as ``nn.Conv1d`` (``groups = channels`` gives a depthwise conv).
+        pad_right: exact look-ahead in input samples (``0 <= pad_right <= pad``); overrides
+            ``lookahead`` when given.
     Shapes: ``[B, C_in, T] -> [B, C_out, T // stride]``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 dilation: int = 1, lookahead: bool = False, weight_norm: bool = True) -> None:
+                 dilation: int = 1, lookahead: bool = False, weight_norm: bool = True,
+                 groups: int = 1, pad_right: int | None = None) -> None:
         super().__init__()
-        conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation)
+        conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation,
+                         groups=groups)
         self.conv = parametrizations.weight_norm(conv) if weight_norm else conv
         self.stride = stride
         self.effective_kernel = (kernel_size - 1) * dilation + 1
         pad = max(self.effective_kernel - stride, 0)
-        self.pad_right = pad // 2 if lookahead else 0
+        if pad_right is not None and not 0 <= pad_right <= pad:
+            raise ValueError(f"pad_right={pad_right} must be in 0..{pad} for kernel {kernel_size}, "
+                             f"dilation {dilation}, stride {stride}")
+        self.pad_right = pad_right if pad_right is not None else (pad // 2 if lookahead else 0)
         self.pad_left = pad - self.pad_right
 
     @property

@@ -1,0 +1,252 @@
+"""The frame-rate family: causal STFT in, ConvNeXt stacks at the frame rate, inverse STFT out.
+
+The waveform exists only at the two ends. All learned layers run at ``sample_rate / hop`` frames per
+second (100 Hz at hop 240) as wide matrix products, which is what makes this family cheap to train
+and to run (docs/frame_family.md):
+
+    encoder  [B, 1, T] -> CausalSTFT -> spectral features [B, 3 * bins, F] -> Linear -> LayerNorm
+             -> ConvNeXt blocks -> LayerNorm -> Linear -> latent [B, latent_dim, F]
+    decoder  latent -> Linear -> LayerNorm -> ConvNeXt blocks -> LayerNorm
+             -> Linear (log-magnitude, phase) [B, 2 * bins, F] -> CausalISTFT -> [B, 1, F * hop]
+
+Framing. Frame ``f`` covers the ``n_fft`` samples ending at ``(f + 1) * hop`` (the current hop and the
+previous ones), so the encoder needs nothing beyond the buffered hop. The decoder's frame ``f`` is
+synthesised on the same span; an output sample is final once every frame covering it has been
+overlap-added, i.e. ``(n_fft - hop) / hop`` frames later (10 ms at n_fft 480, hop 240), declared as
+look-ahead. Further look-ahead comes only from depthwise convs with explicit right padding.
+
+Costs. Linear layers and convs are counted by the complexity hooks; the two FFTs declare their MACs
+through ``extra_macs`` (a conservative ``2.5 * N * log2 N`` per frame, the ``5 N log2 N`` flop count
+of a complex FFT, plus the window). Normalisation is per frame over channels only (streamable).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import FrameConfig, ModelConfig
+from .conv import SConv1d
+from .streaming import State, StreamingModule, time_cat
+
+LOG_MAG_MAX = 7.0   # decoder magnitudes are exp(min(log_mag, 7)) ~ 1100: a guard against overflow
+POWER_FLOOR = 1e-8  # floor of |X|^2 in the encoder features
+
+
+def fft_macs(n: int) -> int:
+    """MACs charged for one length-``n`` (inverse) real FFT: ``5 n log2 n`` flops / 2, rounded up
+    (the flop count of a complex FFT, so conservative for a real one)."""
+    return math.ceil(2.5 * n * math.log2(n))
+
+
+def sqrt_hann(n: int) -> torch.Tensor:
+    """Periodic square-root Hann window: analysis x synthesis = Hann, which sums to 1 at hop n/2."""
+    return torch.hann_window(n, periodic=True).sqrt()
+
+
+def overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
+    """Frames ``[B, F, n_fft]`` (``n_fft`` a multiple of ``hop``) -> ``[B, (F - 1) * hop + n_fft]``."""
+    b, n_frames, n_fft = frames.shape
+    m = n_fft // hop
+    pieces = frames.reshape(b, n_frames, m, hop)
+    out = None
+    for j in range(m):
+        piece = F.pad(pieces[:, :, j].reshape(b, n_frames * hop), (j * hop, (m - 1 - j) * hop))
+        out = piece if out is None else out + piece
+    return out
+
+
+class CausalSTFT(StreamingModule):
+    """Waveform ``[B, 1, T]`` -> complex spectrum ``[B, n_fft // 2 + 1, T // hop]``.
+
+    Frame ``f`` is the square-root-Hann windowed span ``[(f + 1) * hop - n_fft, (f + 1) * hop)``;
+    samples before 0 are zeros. No look-ahead: a frame is complete when its last hop is buffered.
+    """
+
+    def __init__(self, n_fft: int, hop: int) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.register_buffer("window", sqrt_hann(n_fft), persistent=False)
+
+    def init_state(self, batch_size: int) -> State:
+        return State(buffer=self.window.new_zeros(batch_size, 1, self.n_fft - self.hop))
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        state = self.stream_state
+        buf = F.pad(wav, (self.n_fft - self.hop, 0)) if state is None else time_cat(state.buffer, wav)
+        n = max((buf.shape[-1] - self.n_fft) // self.hop + 1, 0)
+        if state is not None:
+            state.buffer = buf[..., n * self.hop:]
+        if n == 0:  # (an FFT of zero frames is an error for some backends)
+            return torch.zeros(buf.shape[0], self.n_fft // 2 + 1, 0, dtype=torch.complex64,
+                               device=buf.device)
+        frames = buf[:, 0, : (n - 1) * self.hop + self.n_fft].unfold(-1, self.n_fft, self.hop)
+        return torch.fft.rfft(frames * self.window, dim=-1).transpose(1, 2)
+
+    def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
+        return output.shape[-1] * (self.n_fft + fft_macs(self.n_fft))
+
+
+class CausalISTFT(StreamingModule):
+    """Log-magnitude and phase ``[B, 2 * bins, F]`` -> waveform ``[B, 1, F * hop]`` by inverse FFT,
+    square-root-Hann synthesis window and overlap-add.
+
+    Frame ``f`` lands on ``[(f + 1) * hop - n_fft, (f + 1) * hop)`` (the span the encoder analysed);
+    the part before 0 is dropped. Streaming emits the samples no later frame can change and keeps
+    the rest (``n_fft - hop`` samples) until the next frames or the flush.
+    """
+
+    def __init__(self, n_fft: int, hop: int) -> None:
+        super().__init__()
+        if n_fft % hop:
+            raise ValueError(f"n_fft {n_fft} must be a multiple of hop {hop} for the overlap-add")
+        self.n_fft, self.hop = n_fft, hop
+        self.overlap = n_fft - hop
+        self.register_buffer("window", sqrt_hann(n_fft), persistent=False)
+
+    @property
+    def lookahead_samples(self) -> float:
+        """Overlap-add latency in input frames: ``(n_fft - hop) / hop``."""
+        return self.overlap / self.hop
+
+    def init_state(self, batch_size: int) -> State:
+        return State(tail=self.window.new_zeros(batch_size, self.overlap), drop=self.overlap)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_mag, phase = x.transpose(1, 2).chunk(2, dim=-1)          # [B, F, bins] each
+        if x.shape[-1]:
+            mag = torch.exp(log_mag.clamp(max=LOG_MAG_MAX))
+            spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+            frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.window
+        else:  # (an FFT of zero frames is an error for some backends)
+            frames = x.new_zeros(x.shape[0], 0, self.n_fft)
+        ola = overlap_add(frames, self.hop)                          # starts at sample -overlap
+        state = self.stream_state
+        if state is None:
+            return ola[:, None, self.overlap:]
+        ola = torch.cat([ola[:, : self.overlap] + state.tail, ola[:, self.overlap:]], dim=-1)
+        n = x.shape[-1] * self.hop
+        out, state.tail = ola[:, :n], ola[:, n:]
+        if state.final:
+            out, state.tail = ola, ola[:, :0]
+        drop = min(state.drop, out.shape[-1])
+        state.drop -= drop
+        return out[:, None, drop:]
+
+    def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
+        bins = self.n_fft // 2 + 1
+        return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + 2 * bins)
+
+
+class ConvNeXtBlock(StreamingModule):
+    """``x + gamma * W2 gelu(W1 LayerNorm(dwconv(x)))`` on ``[B, C, F]`` (ConvNeXt / Vocos block).
+
+    The depthwise conv is causal with ``lookahead`` frames of right padding; the LayerNorm is over
+    channels of each frame. When streaming, the skip path waits for the conv's held-back frames.
+    """
+
+    def __init__(self, dim: int, hidden: int, kernel: int, lookahead: int = 0,
+                 layer_scale: float = 0.25) -> None:
+        super().__init__()
+        self.dwconv = SConv1d(dim, dim, kernel, groups=dim, weight_norm=False, pad_right=lookahead)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.pw2 = nn.Linear(hidden, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), float(layer_scale)))
+
+    def init_state(self, batch_size: int) -> State:
+        return State(skip=self.gamma.new_zeros(batch_size, self.gamma.shape[0], 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).transpose(1, 2)
+        y = (self.pw2(self.act(self.pw1(self.norm(y)))) * self.gamma).transpose(1, 2)
+        state = self.stream_state
+        if state is None:
+            return x + y
+        skip = time_cat(state.skip, x)
+        n = y.shape[-1]
+        state.skip = skip[..., n:]
+        return skip[..., :n] + y
+
+
+class Backbone(nn.Module):
+    """Linear in -> LayerNorm -> ConvNeXt blocks -> LayerNorm -> Linear out, ``[B, C_in, F] ->
+    [B, C_out, F]``; the first ``lookahead_frames`` blocks look one frame ahead each."""
+
+    def __init__(self, in_dim: int, dim: int, out_dim: int, layers: int, mlp_ratio: float,
+                 kernel: int, lookahead_frames: int) -> None:
+        super().__init__()
+        if not 0 <= lookahead_frames <= layers or (lookahead_frames and kernel < 2):
+            raise ValueError(f"lookahead_frames={lookahead_frames} needs at least that many blocks "
+                             f"(have {layers}) and a kernel >= 2 (have {kernel})")
+        self.embed = nn.Linear(in_dim, dim)
+        self.norm_in = nn.LayerNorm(dim)
+        hidden = int(round(dim * mlp_ratio))
+        self.blocks = nn.Sequential(*[
+            ConvNeXtBlock(dim, hidden, kernel, int(i < lookahead_frames), 1.0 / max(layers, 1))
+            for i in range(layers)])
+        self.norm_out = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, out_dim)
+        self.apply(_init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm_in(self.embed(x.transpose(1, 2))).transpose(1, 2)
+        x = self.blocks(x)
+        return self.out(self.norm_out(x.transpose(1, 2))).transpose(1, 2)
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, (nn.Linear, nn.Conv1d)):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def spectral_features(spec: torch.Tensor) -> torch.Tensor:
+    """Complex ``[B, bins, F]`` -> ``[B, 3 * bins, F]``: log-magnitude and the real and imaginary
+    parts compressed to magnitude ``|X|^0.3`` (phase kept)."""
+    re, im = spec.real, spec.imag
+    power = re.square() + im.square() + POWER_FLOOR
+    scale = power.pow(-0.35)
+    return torch.cat([0.5 * power.log(), re * scale, im * scale], dim=1)
+
+
+class FrameEncoder(nn.Module):
+    """Waveform ``[B, 1, T]`` -> latent ``[B, latent_dim, T // hop]``."""
+
+    def __init__(self, cfg: FrameConfig, latent_dim: int) -> None:
+        super().__init__()
+        bins = cfg.n_fft // 2 + 1
+        self.stft = CausalSTFT(cfg.n_fft, cfg.hop)
+        self.backbone = Backbone(3 * bins, cfg.encoder_dim, latent_dim, cfg.encoder_layers,
+                                 cfg.encoder_mlp_ratio, cfg.kernel, cfg.encoder_lookahead_frames)
+        self.hop_length = cfg.hop
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.backbone(spectral_features(self.stft(wav)))
+
+
+class FrameDecoder(nn.Module):
+    """Latent ``[B, latent_dim, F]`` -> waveform ``[B, 1, F * hop]`` (Vocos-style iSTFT head)."""
+
+    def __init__(self, cfg: FrameConfig, latent_dim: int) -> None:
+        super().__init__()
+        bins = cfg.n_fft // 2 + 1
+        self.backbone = Backbone(latent_dim, cfg.decoder_dim, 2 * bins, cfg.decoder_layers,
+                                 cfg.decoder_mlp_ratio, cfg.kernel, cfg.decoder_lookahead_frames)
+        self.istft = CausalISTFT(cfg.n_fft, cfg.hop)
+        self.hop_length = cfg.hop
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.istft(self.backbone(latent))
+
+
+def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
+    f = cfg.frame
+    if f.n_fft < f.hop or f.n_fft % f.hop:
+        raise ValueError(f"model.frame.n_fft ({f.n_fft}) must be a multiple of model.frame.hop ({f.hop})")
+    return FrameEncoder(f, cfg.latent_dim), FrameDecoder(f, cfg.latent_dim)
