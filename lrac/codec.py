@@ -139,25 +139,32 @@ class Codec:
     def compute_model_id(self) -> bytes:
         """8 bytes identifying config + weights; written into every ``.lrac`` header."""
         h = hashlib.sha256(repr(self.config.to_dict()).encode())
-        for key, value in sorted(self.generator.state_dict().items()):
+        for key, value in sorted(self._state_dict32().items()):
             h.update(key.encode())
-            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+            h.update(value.cpu().contiguous().numpy().tobytes())
         return h.digest()[:8]
+
+    def _state_dict32(self) -> dict[str, torch.Tensor]:
+        """Generator weights with floats in float32 (whatever :meth:`set_exact` chose)."""
+        return {k: v.detach().float() if v.is_floating_point() else v.detach()
+                for k, v in self.generator.state_dict().items()}
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         """Write config + generator weights (+ ``extra`` entries) atomically; refreshes ``model_id``."""
         self.model_id = self.compute_model_id()
         state = {"format": MODEL_FORMAT, "version": 1, "config": self.config.to_dict(),
-                 "generator": self.generator.state_dict(), "model_id": self.model_id.hex(),
+                 "generator": self._state_dict32(), "model_id": self.model_id.hex(),
                  "weight_norm_folded": self.weight_norm_folded}
         state.update(extra or {})
         atomic_torch_save(state, path)
 
     @classmethod
-    def load(cls, path: str | Path, inference: bool = True, map_location: str = "cpu") -> "Codec":
+    def load(cls, path: str | Path, inference: bool = True, exact: bool = True,
+             map_location: str = "cpu") -> "Codec":
         """Rebuild a codec from a model file (or a training checkpoint holding one).
 
-        With ``inference`` the weight norm is folded into plain weights (faster, not trainable)."""
+        With ``inference`` the weight norm is folded into plain weights (faster, not trainable) and,
+        with ``exact``, the send side runs in float64 (see :meth:`set_exact`)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: model file not found")
@@ -175,7 +182,30 @@ class Codec:
             else codec.compute_model_id()
         if inference and not codec.weight_norm_folded:
             codec.fold_weight_norm()
+        if inference:
+            codec.set_exact(exact)
         return codec
+
+    def set_exact(self, exact: bool = True) -> "Codec":
+        """Run the encoder and quantizer in float64 (``exact``) or float32.
+
+        float32 convolutions round differently for different chunk lengths (~1e-7), which flips
+        about one token in 10^4 between streaming and one-pass encoding; in float64 the tokens do
+        not depend on chunking, so ``--chunk-ms`` writes the same bytes. The decoder stays float32
+        (its chunked output already agrees within 1e-5). Encoding costs about 5x more compute."""
+        dtype = torch.float64 if exact else torch.float32
+        self.encoder.to(dtype)
+        self.quantizer.to(dtype)
+        return self
+
+    @property
+    def encode_dtype(self) -> torch.dtype:
+        return next(self.encoder.parameters()).dtype
+
+    def _dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens -> latent in the decoder's dtype."""
+        latent = self.quantizer.decode(tokens)
+        return latent.to(next(self.decoder.parameters()).dtype)
 
     @staticmethod
     def pretrained_names() -> list[str]:
@@ -209,7 +239,7 @@ class Codec:
         ``frames = ceil(T / hop_length)``. The returned tensor carries ``num_samples`` (T) so that
         :meth:`decode` can crop its output to the input length."""
         n_q = self.stages_for_bitrate(bitrate_bps)
-        x = as_batch(audio).to(self.device)
+        x = as_batch(audio).to(self.device, self.encode_dtype)
         with _eval(self.generator):
             tokens = self.quantizer.encode(self.encoder(self._pad_to_frames(x)), n_q)
         tokens.num_samples = x.shape[-1]
@@ -238,7 +268,7 @@ class Codec:
         length = length if length is not None else getattr(tokens, "num_samples", None)
         t = self.check_tokens(tokens).to(self.device)
         with _eval(self.generator):
-            wav = self.decoder(self.quantizer.decode(t))
+            wav = self.decoder(self._dequantize(t))
         return wav[..., :length] if length is not None else wav
 
     # -- streaming ----------------------------------------------------------------------------------
@@ -272,7 +302,7 @@ class StreamEncoder:
         x = x.float().reshape(self.batch_size, 1, -1) if x.dim() < 3 else x.float()
         if not torch.isfinite(x).all():
             raise ValueError("audio contains NaN or infinite samples")
-        return x.to(self.codec.device)
+        return x.to(self.codec.device, self.codec.encode_dtype)
 
     @torch.inference_mode()
     def push(self, audio: Any) -> torch.Tensor:
@@ -284,7 +314,8 @@ class StreamEncoder:
     @torch.inference_mode()
     def flush(self) -> torch.Tensor:
         pad = (-self.num_samples) % self.codec.hop_length
-        zeros = torch.zeros(self.batch_size, 1, pad, device=self.codec.device)
+        zeros = torch.zeros(self.batch_size, 1, pad, device=self.codec.device,
+                            dtype=self.codec.encode_dtype)
         with _eval(self.codec.generator):
             return self._tokens(self.session.flush(zeros))
 
@@ -306,13 +337,14 @@ class StreamDecoder:
     def push(self, tokens: torch.Tensor) -> torch.Tensor:
         t = self.codec.check_tokens(tokens).to(self.codec.device)
         with _eval(self.codec.generator):
-            wav = self.session(self.codec.quantizer.decode(t))
+            wav = self.session(self.codec._dequantize(t))
         self.emitted += wav.shape[-1]
         return wav
 
     @torch.inference_mode()
     def flush(self, length: int | None = None) -> torch.Tensor:
-        empty = torch.zeros(self.batch_size, self.codec.quantizer.latent_dim, 0, device=self.codec.device)
+        empty = torch.zeros(self.batch_size, self.codec.quantizer.latent_dim, 0,
+                            device=self.codec.device, dtype=next(self.codec.decoder.parameters()).dtype)
         with _eval(self.codec.generator):
             wav = self.session.flush(empty)
         if length is not None:

@@ -1,0 +1,156 @@
+"""lrac-encode / lrac-decode end to end, including every bad input the issue lists."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from lrac import bitstream
+from lrac.codec import Codec
+from lrac.cli.decode import main as decode_main
+from lrac.cli.encode import main as encode_main
+from click.testing import CliRunner
+
+from conftest import speechlike
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A baseline-t1 model whose codebooks were initialised on speech-like audio (as in training:
+    at least as many frames as codes, so k-means gives distinct codes and no exact ties)."""
+    codec = Codec("baseline-t1")
+    codec.generator.train()
+    with torch.no_grad():
+        codec.generator(torch.from_numpy(np.stack([speechlike(2.6, seed=s) for s in range(4)]))[:, None], 6)
+    path = tmp_path_factory.mktemp("model") / "m.pt"
+    codec.save(path)
+    return str(path)
+
+
+def run(main, args):
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def wav(tmp_path):
+    path = tmp_path / "in.wav"
+    sf.write(path, speechlike(1.3), 24000)
+    return path
+
+
+def test_round_trip_file(tmp_path, wav, model):
+    code, _ = run(encode_main, [str(wav), str(tmp_path / "x.lrac"), "--model", model, "--bitrate", "1"])
+    assert code == 0
+    data = (tmp_path / "x.lrac").read_bytes()
+    frames = -(-int(1.3 * 24000) // 240)
+    assert len(data) == 32 + -(-frames * 10 // 8)
+    header, _ = bitstream.loads(data)
+    assert header.bitrate_bps == 1000 and header.num_samples == int(1.3 * 24000)
+    code, _ = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "y.wav"), "--model", model])
+    assert code == 0
+    info = sf.info(tmp_path / "y.wav")
+    assert info.samplerate == 24000 and info.subtype == "PCM_16" and info.frames == int(1.3 * 24000)
+
+
+def test_chunked_paths_match_default(tmp_path, wav, model):
+    run(encode_main, [str(wav), str(tmp_path / "a.lrac"), "--model", model])
+    run(encode_main, [str(wav), str(tmp_path / "b.lrac"), "--model", model, "--chunk-ms", "13"])
+    assert (tmp_path / "a.lrac").read_bytes() == (tmp_path / "b.lrac").read_bytes()
+    run(decode_main, [str(tmp_path / "a.lrac"), str(tmp_path / "a.wav"), "--model", model])
+    run(decode_main, [str(tmp_path / "a.lrac"), str(tmp_path / "b.wav"), "--model", model, "--chunk-ms", "30"])
+    a = sf.read(tmp_path / "a.wav", dtype="int16")[0].astype(int)
+    b = sf.read(tmp_path / "b.wav", dtype="int16")[0].astype(int)
+    assert len(a) == len(b) and np.abs(a - b).max() <= 1
+
+
+def test_any_rate_stereo_and_format(tmp_path, model):
+    stereo = np.stack([speechlike(1.0, 44100), speechlike(1.0, 44100, seed=1)], axis=1)
+    sf.write(tmp_path / "s.flac", stereo, 44100)
+    code, out = run(encode_main, [str(tmp_path / "s.flac"), str(tmp_path / "s.lrac"), "--model", model])
+    assert code == 0 and "averaged to mono" in out
+    header, _ = bitstream.loads((tmp_path / "s.lrac").read_bytes())
+    assert header.num_samples == 24000
+
+
+def test_output_sample_rate(tmp_path, wav, model):
+    run(encode_main, [str(wav), str(tmp_path / "x.lrac"), "--model", model])
+    code, _ = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "y.wav"), "--model", model,
+                                "--sample-rate", "16000"])
+    assert code == 0 and sf.info(tmp_path / "y.wav").samplerate == 16000
+    assert sf.info(tmp_path / "y.wav").frames == round(1.3 * 16000)
+
+
+def test_folder_and_scp_batches(tmp_path, model):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    sf.write(src / "a.wav", speechlike(0.5), 24000)
+    sf.write(src / "sub" / "b.flac", speechlike(0.7, 16000), 16000)
+    code, _ = run(encode_main, [str(src), str(tmp_path / "enc"), "--model", model])
+    assert code == 0
+    assert (tmp_path / "enc" / "a.lrac").is_file() and (tmp_path / "enc" / "sub" / "b.lrac").is_file()
+    code, _ = run(decode_main, [str(tmp_path / "enc"), str(tmp_path / "dec"), "--model", model])
+    assert code == 0 and (tmp_path / "dec" / "sub" / "b.wav").is_file()
+    scp = tmp_path / "wav.scp"
+    scp.write_text(f"utt1 {src / 'a.wav'}\nutt2 {src / 'sub' / 'b.flac'}\n")
+    code, _ = run(encode_main, [str(scp), str(tmp_path / "enc2"), "--model", model])
+    assert code == 0 and sorted(p.name for p in (tmp_path / "enc2").iterdir()) == ["utt1.lrac", "utt2.lrac"]
+
+
+def _bad_inputs(tmp_path):
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 24000)
+    nan = speechlike(0.2)
+    nan[100] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 24000, subtype="FLOAT")
+    (tmp_path / "garbage.wav").write_bytes(b"RIFF1234WAVEjunkjunk")
+    return {"missing": (tmp_path / "nope.wav", "not found"), "empty": (tmp_path / "empty.wav", "empty"),
+            "nan": (tmp_path / "nan.wav", "NaN"), "garbage": (tmp_path / "garbage.wav", "cannot read")}
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "nan", "garbage"])
+def test_encode_bad_input_one_line_exit_2(tmp_path, model, case):
+    path, message = _bad_inputs(tmp_path)[case]
+    code, out = run(encode_main, [str(path), str(tmp_path / "o.lrac"), "--model", model])
+    assert code == 2 and message in out and "Traceback" not in out
+    assert len(out.strip().splitlines()) == 1
+
+
+def test_decode_bad_bitstreams(tmp_path, wav, model):
+    run(encode_main, [str(wav), str(tmp_path / "x.lrac"), "--model", model])
+    good = (tmp_path / "x.lrac").read_bytes()
+    cases = {"truncated": good[:-3], "corrupted": good[:40] + bytes([good[40] ^ 1]) + good[41:],
+             "garbage": b"hello world" * 10}
+    for name, data in cases.items():
+        (tmp_path / f"{name}.lrac").write_bytes(data)
+        code, out = run(decode_main, [str(tmp_path / f"{name}.lrac"), str(tmp_path / "o.wav"), "--model", model])
+        assert code == 2 and out.startswith("error: ") and len(out.strip().splitlines()) == 1, (name, out)
+        assert not (tmp_path / "o.wav").exists()
+    other = tmp_path / "other.pt"
+    Codec("baseline-t1").save(other)
+    code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "o.wav"), "--model", str(other)])
+    assert code == 2 and "another model" in out
+
+
+def test_model_required_and_bad_bitrate(tmp_path, wav, model):
+    code, out = run(encode_main, [str(wav), str(tmp_path / "o.lrac")])
+    if not Codec.pretrained_names():
+        assert code == 2 and "--model" in out
+    code, out = run(encode_main, [str(wav), str(tmp_path / "o.lrac"), "--model", model, "--bitrate", "3"])
+    assert code == 2 and "1000, 6000" in out
+
+
+def test_print_config(model):
+    code, out = run(encode_main, ["x", "--model", model, "--print-config"])
+    assert code == 0 and "family: seanet" in out
+
+
+def test_console_scripts_installed(tmp_path, wav, model):
+    """The installed entry points work as a user types them (subprocess, real exit codes)."""
+    out = tmp_path / "x.lrac"
+    subprocess.run(["lrac-encode", str(wav), str(out), "--model", model], check=True, capture_output=True)
+    bad = subprocess.run(["lrac-decode", str(tmp_path / "missing.lrac"), str(tmp_path / "y.wav"),
+                          "--model", model], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
