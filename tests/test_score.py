@@ -162,9 +162,13 @@ def test_corrupt_files_are_skipped_with_the_reason(tmp_path):
         _write(tmp_path / "deg" / f"{utt}.wav", _noisy(speechlike(1.0)))
     (tmp_path / "deg" / "bad_deg.wav").write_bytes(b"RIFF not really a wav")
     (tmp_path / "ref" / "bad_ref.wav").write_bytes(b"")
+    _write(tmp_path / "ref" / "tiny.wav", speechlike(1.0))
+    _write(tmp_path / "deg" / "tiny.wav", speechlike(1.0)[:5])  # 5 samples survive a crash
     result = S.score(tmp_path / "ref", tmp_path / "deg", FAST)
     reasons = {r["utt"]: r["reason"] for r in result.skipped}
-    assert [r["utt"] for r in result.scored] == ["good"]
+    assert [r["utt"] for r in result.scored] == ["good", "tiny"]
+    tiny = result.scored[1]
+    assert math.isnan(tiny["pesq_wb"]) and "pesq_wb" in tiny["notes"] and "shorter" in tiny["notes"]
     assert reasons["bad_deg"].startswith("bad decoded audio:") and "bad_deg.wav" in reasons["bad_deg"]
     assert reasons["bad_ref"].startswith("bad reference:")
 

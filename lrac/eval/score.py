@@ -227,6 +227,14 @@ def score_pair(pair: Pair, metric_names: list[str] | None = None, max_delay_ms: 
         deg, deg_rate = load_audio(pair.deg, warn_stereo=False)
     except AudioError as exc:
         return {**row, "status": "skipped", "reason": f"bad decoded audio: {exc}"}
+    try:
+        return _score_loaded(row, ref, rate, deg, deg_rate, metric_names, max_delay_ms)
+    except Exception as exc:  # an unexpected failure loses this row only, never the run
+        return {**row, "status": "skipped", "reason": f"scoring failed: {type(exc).__name__}: {exc}"}
+
+
+def _score_loaded(row: dict[str, Any], ref: np.ndarray, rate: int, deg: np.ndarray, deg_rate: int,
+                  metric_names: list[str] | None, max_delay_ms: float) -> dict[str, Any]:
     notes = []
     if deg_rate != rate:
         notes.append(f"decoded at {deg_rate} Hz, resampled to the reference's {rate} Hz")
@@ -237,8 +245,9 @@ def score_pair(pair: Pair, metric_names: list[str] | None = None, max_delay_ms: 
         notes.append(f"decoded is {abs(extra) / rate:.2f} s {'longer' if extra > 0 else 'shorter'}"
                      " than the reference; scored the common part")
     ref, deg = align(ref, deg, lag)
-    specs = resolve_metrics(metric_names)
-    values, reasons = compute_metrics(ref, deg, rate, specs)
+    if len(ref) == 0:
+        return {**row, "status": "skipped", "reason": "no overlap with the reference after delay compensation"}
+    values, reasons = compute_metrics(ref, deg, rate, resolve_metrics(metric_names))
     # One note per distinct reason, naming the metrics it hit.
     by_reason: dict[str, list[str]] = {}
     for col, reason in reasons.items():
