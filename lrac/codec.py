@@ -361,10 +361,12 @@ class _eval:
 
     def __enter__(self) -> None:
         self.was_training = self.module.training
-        self.module.eval()
+        if self.was_training:  # walking the tree costs more than a streamed chunk: skip if eval
+            self.module.eval()
 
     def __exit__(self, *exc: Any) -> None:
-        self.module.train(self.was_training)
+        if self.was_training:
+            self.module.train()
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

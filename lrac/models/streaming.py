@@ -66,14 +66,15 @@ class StreamSession:
         self.finished = False
 
     def _run(self, *args: Any) -> Any:
+        # object.__setattr__ skips nn.Module's slow attribute bookkeeping (this runs every chunk).
         saved = [m.stream_state for m in self.layers]
         for m, s in zip(self.layers, self.states):
-            m.stream_state = s
+            object.__setattr__(m, "stream_state", s)
         try:
             return self.fn(*args)
         finally:
             for m, s in zip(self.layers, saved):
-                m.stream_state = s
+                object.__setattr__(m, "stream_state", s)
 
     def __call__(self, *chunk: Any) -> Any:
         if self.finished:
