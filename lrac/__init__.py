@@ -8,6 +8,7 @@ Quick use::
     wav_hat = codec.decode(tokens)                 # [B, 1, T]
 """
 
+from . import audio  # noqa: F401  (lrac.audio.load_audio etc.)
 from .config import Config, ConfigError, load_config, preset_names
 
 __version__ = "0.1.0"
