@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from lrac.audio import resample
+from ..audio import resample
 
 # Below this peak level (-80 dBFS) a signal counts as silence: PESQ and STOI are undefined on it.
 SILENCE_PEAK = 1e-4
