@@ -27,6 +27,12 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
+def check_positive(option: str, value: float | None) -> None:
+    """Refuse a zero or negative numeric option with one line (``None`` means not given)."""
+    if value is not None and value <= 0:
+        fail(f"{option} must be > 0, got {value:g}")
+
+
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_USER_ERROR, fail, load_codec, run_batch, user_errors
+from .common import EXIT_USER_ERROR, check_positive, fail, load_codec, run_batch, user_errors
 
 
 def _lrac_inputs(source: str) -> list[tuple[str, str]]:
@@ -41,10 +41,8 @@ def main(source: str, output: str | None, model: str | None, sample_rate: int | 
         return
     if output is None:
         fail("missing OUTPUT (a .wav file, or a folder when SOURCE is a folder or list)")
-    if sample_rate is not None and sample_rate <= 0:
-        fail(f"--sample-rate must be > 0, got {sample_rate}")
-    if chunk_ms is not None and chunk_ms <= 0:
-        fail(f"--chunk-ms must be > 0, got {chunk_ms}")
+    check_positive("--sample-rate", sample_rate)
+    check_positive("--chunk-ms", chunk_ms)
     path = Path(source)
     if not (path.is_dir() or path.suffix == ".scp"):
         decode_file(codec, source, output, sample_rate, chunk_ms)

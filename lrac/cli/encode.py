@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_USER_ERROR, batch_items, fail, is_batch, load_codec, \
+from .common import EXIT_USER_ERROR, batch_items, check_positive, fail, is_batch, load_codec, \
     run_batch, user_errors
 
 
@@ -31,8 +31,7 @@ def main(source: str, output: str | None, bitrate_kbps: float, model: str | None
         return
     if output is None:
         fail("missing OUTPUT (a .lrac file, or a folder when SOURCE is a folder or wav.scp)")
-    if chunk_ms is not None and chunk_ms <= 0:
-        fail(f"--chunk-ms must be > 0, got {chunk_ms}")
+    check_positive("--chunk-ms", chunk_ms)
     bitrate_bps = int(round(bitrate_kbps * 1000))
     codec.stages_for_bitrate(bitrate_bps)  # refuse a bad bitrate before touching files
     if not is_batch(source):
