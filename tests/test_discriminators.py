@@ -62,14 +62,3 @@ def test_baseline_size_and_weight_norm_placement():
     for scale in disc.discriminators:
         assert not hasattr(scale.convs[0], "parametrizations")  # first conv: no weight norm
         assert all(hasattr(c, "parametrizations") for c in list(scale.convs)[1:] + [scale.conv_post])
-
-
-def test_batched_signals_equal_separate_calls():
-    torch.manual_seed(1)
-    disc = MultiScaleSTFTDiscriminator(n_ffts=[128, 256])
-    a, b = torch.randn(2, 1, 4000), torch.randn(2, 1, 4000)
-    out_a, out_b = disc(a, b)
-    for batched, alone in ((out_a, disc(a)), (out_b, disc(b))):
-        for s_batched, s_alone in zip(batched, alone):
-            for t1, t2 in zip(s_batched, s_alone):
-                torch.testing.assert_close(t1, t2, rtol=1e-4, atol=1e-5)

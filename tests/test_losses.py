@@ -103,3 +103,20 @@ def test_feature_matching_sums_layers_including_logits_and_averages_scales():
     feature_matching_loss(fake, real).backward()
     assert fake[0][0].grad is not None
     assert real[0][0].grad is None  # real features are constants
+
+
+def test_feature_matching_gradient_equals_autograd_l1():
+    torch.manual_seed(0)
+    fake = [[torch.randn(2, 3, 5, 7, requires_grad=True) for _ in range(3)] for _ in range(2)]
+    real = [[torch.randn(2, 3, 5, 7) for _ in range(3)] for _ in range(2)]
+    feature_matching_loss(fake, real).backward()
+    ours = [t.grad.clone() for scale in fake for t in scale]
+    for scale in fake:
+        for t in scale:
+            t.grad = None
+    expected = torch.stack([sum(torch.nn.functional.l1_loss(a, b) for a, b in zip(sh, s))
+                            for sh, s in zip(fake, real)]).mean()
+    expected.backward()
+    assert torch.allclose(feature_matching_loss(fake, real), expected, rtol=1e-6)
+    for g, scale_t in zip(ours, [t for scale in fake for t in scale]):
+        torch.testing.assert_close(g, scale_t.grad, rtol=0, atol=1e-9)

@@ -10,7 +10,7 @@ as returned by :class:`lrac.models.discriminators.MultiScaleSTFTDiscriminator`.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -146,10 +146,29 @@ def discriminator_adversarial_loss(real: list[list[torch.Tensor]], fake: list[li
     return real_loss, fake_loss
 
 
+class _L1ToConstant(torch.autograd.Function):
+    """``mean(|a - b|)`` with ``b`` a constant; the same value and gradient as ``F.l1_loss(a, b.detach())``.
+
+    Feature maps are the largest tensors of a training step (16 x frames x 1025 bins per chunk), so
+    the number of passes over them matters on CPU: this keeps one difference tensor and builds the
+    gradient ``sign(a - b) * g / N`` from it in two passes, where autograd's composite needs six."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        diff = a - b
+        ctx.save_for_backward(diff)
+        return torch.linalg.vector_norm(diff, ord=1) / diff.numel()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (diff,) = ctx.saved_tensors
+        return torch.sgn(diff).mul_(grad / diff.numel()), None
+
+
 def feature_matching_loss(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]]) -> torch.Tensor:
     """``mean_d(sum_l L1(f_dl(y_hat), f_dl(y)))`` over every feature map *and* the logits of each scale.
 
     The real features are treated as constants (detached)."""
-    per_scale = [sum(F.l1_loss(f_hat, f.detach()) for f_hat, f in zip(scale_hat, scale))
+    per_scale = [sum(_L1ToConstant.apply(f_hat, f.detach()) for f_hat, f in zip(scale_hat, scale))
                  for scale_hat, scale in zip(fake, real)]
     return torch.stack(per_scale).mean()
