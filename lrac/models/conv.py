@@ -123,12 +123,30 @@ class SConvTranspose1d(StreamingModule):
         return y[..., :n] + bias[:, None]
 
 
-class ResidualUnit(StreamingModule):
+class Residual(StreamingModule):
+    """Base of ``y = x + branch(x)`` blocks whose branch may hold samples back while streaming.
+
+    Subclasses compute the branch and return :meth:`add_skip` ``(x, branch)``. Offline both have the
+    same length; when streaming, the skip path keeps the input samples the branch has not produced
+    yet, so the sum lines up sample for sample."""
+
+    def init_state(self, batch_size: int) -> State:
+        return State(skip=None)
+
+    def add_skip(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        state = self.stream_state
+        if state is None:
+            return x + y
+        skip = x if state.skip is None else time_cat(state.skip, x)
+        n = y.shape[-1]
+        state.skip = skip[..., n:]
+        return skip[..., :n] + y
+
+
+class ResidualUnit(Residual):
     """Pre-activation residual unit ``y = x + conv2(elu(conv1(elu(x))))`` (identity skip).
 
-    Each conv has its own look-ahead flag. When streaming, the skip path waits for the convs:
-    the unit keeps the input samples that the branch has not produced yet.
-    """
+    Each conv has its own look-ahead flag."""
 
     def __init__(self, channels: int, kernels: list[int], dilations: list[int],
                  lookahead: list[bool], activation: type[nn.Module] = nn.ELU) -> None:
@@ -138,16 +156,5 @@ class ResidualUnit(StreamingModule):
             layers += [activation(), SConv1d(channels, channels, k, dilation=d, lookahead=la)]
         self.block = nn.Sequential(*layers)
 
-    def init_state(self, batch_size: int) -> State:
-        w = next(self.parameters())
-        return State(skip=w.new_zeros(batch_size, self.block[1].conv.in_channels, 0))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        state = self.stream_state
-        if state is None:
-            return x + y
-        skip = time_cat(state.skip, x)
-        n = y.shape[-1]
-        state.skip = skip[..., n:]
-        return skip[..., :n] + y
+        return self.add_skip(x, self.block(x))

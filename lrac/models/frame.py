@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import FrameConfig, ModelConfig
-from .conv import SConv1d
+from .conv import Residual, SConv1d
 from .streaming import State, StreamingModule, time_cat
 
 LOG_MAG_MAX = 7.0   # decoder magnitudes are exp(min(log_mag, 7)) ~ 1100: a guard against overflow
@@ -141,7 +141,7 @@ class CausalISTFT(StreamingModule):
         return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + 2 * bins)
 
 
-class ConvNeXtBlock(StreamingModule):
+class ConvNeXtBlock(Residual):
     """``x + gamma * W2 gelu(W1 LayerNorm(dwconv(x)))`` on ``[B, C, F]`` (ConvNeXt / Vocos block).
 
     The depthwise conv is causal with ``lookahead`` frames of right padding; the LayerNorm is over
@@ -158,19 +158,10 @@ class ConvNeXtBlock(StreamingModule):
         self.pw2 = nn.Linear(hidden, dim)
         self.gamma = nn.Parameter(torch.full((dim,), float(layer_scale)))
 
-    def init_state(self, batch_size: int) -> State:
-        return State(skip=self.gamma.new_zeros(batch_size, self.gamma.shape[0], 0))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dwconv(x).transpose(1, 2)
         y = (self.pw2(self.act(self.pw1(self.norm(y)))) * self.gamma).transpose(1, 2)
-        state = self.stream_state
-        if state is None:
-            return x + y
-        skip = time_cat(state.skip, x)
-        n = y.shape[-1]
-        state.skip = skip[..., n:]
-        return skip[..., :n] + y
+        return self.add_skip(x, y)
 
 
 class Backbone(nn.Module):
