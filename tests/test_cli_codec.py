@@ -1,7 +1,6 @@
 """lrac-encode / lrac-decode end to end, including every bad input the issue lists."""
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest

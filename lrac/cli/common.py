@@ -91,6 +91,18 @@ def load_codec(model: str | None):
     return Codec.load(model)
 
 
+def codec_for_command(model: str | None, print_config: bool, output: str | None, output_hint: str):
+    """Load the codec of ``--model``; print its config and return None for ``--print-config``;
+    refuse a missing OUTPUT argument."""
+    codec = load_codec(model)
+    if print_config:
+        click.echo(codec.config.to_yaml())
+        return None
+    if output is None:
+        fail(f"missing OUTPUT ({output_hint})")
+    return codec
+
+
 def is_batch(source: str) -> bool:
     path = Path(source)
     return path.is_dir() or path.suffix == ".scp"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_USER_ERROR, check_positive, fail, load_codec, run_batch, user_errors
+from .common import EXIT_USER_ERROR, check_positive, codec_for_command, fail, run_batch, user_errors
 
 
 def _lrac_inputs(source: str) -> list[tuple[str, str]]:
@@ -35,12 +35,9 @@ def main(source: str, output: str | None, model: str | None, sample_rate: int | 
     """Decode SOURCE (.lrac file, folder of them, or an scp list) into OUTPUT (wav file or folder)."""
     from ..compress import decode_file
 
-    codec = load_codec(model)
-    if print_config:
-        click.echo(codec.config.to_yaml())
+    codec = codec_for_command(model, print_config, output, "a .wav file, or a folder when SOURCE is a folder or list")
+    if codec is None:
         return
-    if output is None:
-        fail("missing OUTPUT (a .wav file, or a folder when SOURCE is a folder or list)")
     check_positive("--sample-rate", sample_rate)
     check_positive("--chunk-ms", chunk_ms)
     path = Path(source)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_USER_ERROR, batch_items, check_positive, fail, is_batch, load_codec, \
+from .common import EXIT_USER_ERROR, batch_items, check_positive, codec_for_command, is_batch, \
     run_batch, user_errors
 
 
@@ -25,12 +25,9 @@ def main(source: str, output: str | None, bitrate_kbps: float, model: str | None
     """Encode SOURCE (audio file, folder, or wav.scp) into OUTPUT (.lrac file, or a folder)."""
     from ..compress import encode_file
 
-    codec = load_codec(model)
-    if print_config:
-        click.echo(codec.config.to_yaml())
+    codec = codec_for_command(model, print_config, output, "a .lrac file, or a folder when SOURCE is a folder or wav.scp")
+    if codec is None:
         return
-    if output is None:
-        fail("missing OUTPUT (a .lrac file, or a folder when SOURCE is a folder or wav.scp)")
     check_positive("--chunk-ms", chunk_ms)
     bitrate_bps = int(round(bitrate_kbps * 1000))
     codec.stages_for_bitrate(bitrate_bps)  # refuse a bad bitrate before touching files
