@@ -26,9 +26,8 @@ mel loss, and ``OUT/best.pt`` the best of them. All writes are atomic.
 
 from __future__ import annotations
 
+import inspect
 import json
-import logging
-import math
 import os
 import shutil
 import signal
@@ -45,14 +44,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lrac.codec import Codec, atomic_torch_save
+from lrac.codec import Codec
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.train.data import ChunkStream, Prefetcher
 from lrac.train.losses import (MultiScaleMelLoss, discriminator_adversarial_loss,
                                feature_matching_loss, generator_adversarial_loss)
-
-log = logging.getLogger("lrac.train")
 
 CHECKPOINT_FORMAT = "lrac-train-checkpoint"
 
@@ -165,8 +162,11 @@ class Trainer:
         if self.dist.world > 1:
             # Codebooks synchronise themselves (all-reduced statistics), so buffers are not broadcast;
             # at 1 kbps stages 2-6 get no gradient, hence find_unused_parameters.
-            self.g_model = nn.parallel.DistributedDataParallel(
-                self.generator, find_unused_parameters=True, broadcast_buffers=False)
+            ddp = nn.parallel.DistributedDataParallel
+            no_buffer_sync = ({"forward_sync_buffers": False}  # torch >= 2.12 name
+                              if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+                              else {"broadcast_buffers": False})
+            self.g_model = ddp(self.generator, find_unused_parameters=True, **no_buffer_sync)
             for p in self.disc.parameters():
                 dist.broadcast(p.data, src=0)
 
