@@ -199,3 +199,21 @@ def test_real_data_list_passes_stage_1():
     checked, report = check_entries(utts, SR, "valid")
     assert report.total == len(utts) > 50 and report.kept == report.total, report.summary()
     assert all(u.num_samples and u.num_samples > SR // 2 for u in checked)
+
+
+def test_run_stages_caches_by_source_and_resumes_from_any_stage(corpus, tmp_path):
+    from lrac.train.data import prepared, run_stages
+
+    cache, lines = tmp_path / "dump", []
+    utts = run_stages("train", corpus, cache, 1, 3, SR, 2.9, 5.0, report=lines.append)
+    assert {u.uid for u in utts} == {"a_one", "a_two"}
+    assert len(lines) == 3 and "skipped" in lines[0]  # broken file counted at stage 1
+    assert prepared(cache, "train", corpus) == utts
+    assert prepared(cache, "train", tmp_path) is None  # a cache made from another source is ignored
+    # stage 3 alone reads stage 2's cache (different bounds, no re-check, no re-conversion)
+    again = run_stages("train", corpus, cache, 3, 3, SR, 2.9, 10.0, report=lines.append)
+    assert {u.uid for u in again} == {"a_one", "a_two", "b_deep_three"}
+    assert all("/org/train/wav/" in u.path for u in again)
+    # noise lists only get stage 1
+    noise = run_stages("noise", corpus, cache, 1, 3, SR, speech=False, report=lines.append)
+    assert len(noise) == 5 and not (cache / "org" / "noise").exists()
