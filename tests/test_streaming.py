@@ -77,3 +77,20 @@ def test_flush_twice_is_refused():
     enc.flush()
     with pytest.raises(RuntimeError, match="flushed"):
         enc.flush()
+
+
+@pytest.mark.parametrize("preset", ["baseline-t1", "lrac-t1"])
+def test_exact_loaded_codec_streams_whole_frames(tmp_path, preset):
+    """A model loaded for inference (float64 send side) streams a length of whole frames, whose
+    flush has no padding to add, to the same tokens as one pass."""
+    lrac.Codec(preset).save(tmp_path / "m.pt")
+    codec = lrac.Codec.load(tmp_path / "m.pt")
+    assert codec.encode_dtype == torch.float64
+    x = torch.randn(240 * 20) * 0.3
+    enc = codec.stream_encoder(6000)
+    parts = [enc.push(x[i:i + 480]) for i in range(0, len(x), 480)] + [enc.flush()]
+    assert torch.equal(torch.cat(parts, -1), codec.encode(x, 6000))
+    dec = codec.stream_decoder()
+    tokens = codec.encode(x, 6000)
+    out = torch.cat([dec.push(tokens[..., :7]), dec.push(tokens[..., 7:]), dec.flush(len(x))], -1)
+    assert (out - codec.decode(tokens)).abs().max() <= 1e-5

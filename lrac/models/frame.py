@@ -81,7 +81,8 @@ class CausalSTFT(StreamingModule):
         if state is not None:
             state.buffer = buf[..., n * self.hop:]
         if n == 0:  # (an FFT of zero frames is an error for some backends)
-            return torch.zeros(buf.shape[0], self.n_fft // 2 + 1, 0, dtype=torch.complex64,
+            complex_dtype = torch.complex128 if buf.dtype == torch.float64 else torch.complex64
+            return torch.zeros(buf.shape[0], self.n_fft // 2 + 1, 0, dtype=complex_dtype,
                                device=buf.device)
         frames = buf[:, 0, : (n - 1) * self.hop + self.n_fft].unfold(-1, self.n_fft, self.hop)
         return torch.fft.rfft(frames * self.window, dim=-1).transpose(1, 2)
