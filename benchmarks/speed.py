@@ -7,7 +7,7 @@ Real-time factor (RTF) = processing seconds / audio seconds (smaller is faster);
 Models are untrained (weights do not change the cost), loaded as `lrac-encode` loads them: weight norm
 folded, exact (float64) send side; `--fast` measures the float32 send side too.
 Peak memory is the peak RSS of a fresh process that encodes then decodes a 10-minute file with the
-file API (which streams long inputs in 10 s chunks).
+file API (which streams long inputs in 2 s chunks).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from .codec import Codec
 # Above this many seconds the default (one-pass) path streams in LONG_CHUNK_S chunks, which keeps
 # peak memory near that of a 30 s input (one-pass activations grow with the length).
 ONE_PASS_MAX_S = 30.0
-LONG_CHUNK_S = 10.0
+LONG_CHUNK_S = 2.0
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -33,7 +33,7 @@ def encode_array(codec: Codec, audio: np.ndarray, bitrate_bps: int, chunk_ms: fl
                  ) -> np.ndarray:
     """Mono ``[T]`` audio at ``codec.sample_rate`` -> indices ``[n_q, frames]``.
 
-    ``chunk_ms`` streams in chunks of that length; without it, one pass (or 10 s chunks past 30 s)."""
+    ``chunk_ms`` streams in chunks of that length; without it, one pass (or 2 s chunks past 30 s)."""
     if chunk_ms is None and len(audio) <= ONE_PASS_MAX_S * codec.sample_rate:
         return codec.encode(audio, bitrate_bps)[0].cpu().numpy()
     ms = chunk_ms if chunk_ms is not None else LONG_CHUNK_S * 1000
