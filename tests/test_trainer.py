@@ -137,7 +137,7 @@ def test_warns_when_dead_code_threshold_does_not_fit_the_batch(tmp_path):
 
     utts = _utterances(tmp_path, 1)
     baseline_threshold = _cfg().override(["quantizer.dead_code_threshold=2"])
-    with pytest.warns(UserWarning, match="dead_code_threshold=2 .* re-seeded every step"):
+    with pytest.warns(UserWarning, match="dead_code_threshold=2 .* re-seeded from the batch every step"):
         _trainer(baseline_threshold, tmp_path / "a", utts)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
