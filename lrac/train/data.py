@@ -240,7 +240,7 @@ def format_entries(utts: Sequence[Utterance], out_dir: str | Path, sample_rate: 
     Files go to ``out_dir/wav/<hash of source path, size, mtime>.wav``; an existing one is reused,
     so re-running the stage only converts new or changed files. Unreadable and silent entries are
     skipped. Writes ``out_dir/wav.scp`` and ``out_dir/utt2num_samples``."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # absolute paths in wav.scp: valid from any working folder
     (out_dir / "wav").mkdir(parents=True, exist_ok=True)
     report = StageReport(f"stage 2 (format to {sample_rate} Hz) {name}", total=len(utts))
     kept = []
