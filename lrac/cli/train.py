@@ -45,6 +45,9 @@ def _echo(message: str) -> None:
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps (train.max_steps).")
 @click.option("--batch-size", type=int, default=None, help="Global batch size (train.batch_size).")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/last.pt (with its config).")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None,
+              help="Start from the generator + discriminator weights (and config, step) of a "
+                   "checkpoint or save_gan_weights file; optimisers start afresh.")
 @click.option("--stage", type=int, default=1, show_default=True, help="First stage to run (1, 2, 3, 5).")
 @click.option("--stop-stage", type=int, default=5, show_default=True, help="Last stage to run.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (train.threads; 0 = default).")
@@ -54,7 +57,8 @@ def _echo(message: str) -> None:
 def main(track: str, config_name: str | None, overrides: tuple[str, ...], print_config: bool,
          data_spec: str, valid_spec: str | None, noise_spec: str | None, rir_spec: str | None,
          valid_noise_spec: str | None, valid_rir_spec: str | None, out_dir: str,
-         max_steps: int | None, batch_size: int | None, resume: bool, stage: int, stop_stage: int,
+         max_steps: int | None, batch_size: int | None, resume: bool, init_from: str | None,
+         stage: int, stop_stage: int,
          threads: int | None, device: str | None, no_progress: bool) -> None:
     """Train a codec for LRAC Track 1 or 2 (spec §3) with the recipe's data stages (spec §7.1)."""
     import torch
@@ -74,12 +78,17 @@ def main(track: str, config_name: str | None, overrides: tuple[str, ...], print_
         extra.append(f"train.batch_size={batch_size}")
     if threads is not None:
         extra.append(f"train.threads={threads}")
-    if resume and last.is_file():
+    if resume and init_from:
+        raise click.UsageError("--resume and --init-from exclude each other")
+    source = last if resume and last.is_file() else Path(init_from) if init_from else None
+    if source is not None:
         # The run continues with the config it started with; --set may change train/data settings.
-        saved = torch.load(last, map_location="cpu", weights_only=False)["config"]
+        if not source.is_file():
+            raise FileNotFoundError(f"--init-from {source}: file not found")
+        saved = torch.load(source, map_location="cpu", weights_only=False)["config"]
         cfg = Config.from_dict(saved).override(extra)
         if config_name:
-            _echo(f"note: --resume uses the config stored in {last}; --config {config_name} is ignored")
+            _echo(f"note: the config stored in {source} is used; --config {config_name} is ignored")
     else:
         if resume:
             _echo(f"note: {last} not found, starting a new run")
@@ -161,6 +170,10 @@ def main(track: str, config_name: str | None, overrides: tuple[str, ...], print_
         trainer.load_checkpoint(last)
         if dist_info.main:
             _echo(f"resumed from {last} at step {trainer.step}")
+    elif init_from:
+        trainer.load_weights(init_from)
+        if dist_info.main:
+            _echo(f"started from the weights of {init_from} at step {trainer.step} (new optimisers)")
     if dist_info.main:
         _echo(f"training Track {cfg.train.track}: {len(train_utts)} utterances, "
               f"{len(valid_utts)} for validation, batch {cfg.train.batch_size} x "

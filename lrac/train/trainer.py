@@ -44,7 +44,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lrac.codec import Codec
+from lrac.codec import Codec, atomic_torch_save
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.train.data import ChunkStream, Prefetcher
@@ -389,6 +389,28 @@ class Trainer:
         self.data = Prefetcher(self.stream, self.batch_per_rank)
         torch.set_rng_state(mine["torch_rng"])
 
+    def load_weights(self, path: str | Path) -> None:
+        """Start from the generator (and discriminator, when present) weights of ``path``: a model
+        file, a :func:`save_gan_weights` file or a full checkpoint. Optimisers start afresh; the
+        step count continues, so warm-up and learning-rate decay pick up where the run was."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or "generator" not in state:
+            raise ValueError(f"{path}: no generator weights inside")
+        saved = Config.from_dict(state["config"])
+        if saved.model != self.cfg.model or saved.quantizer != self.cfg.quantizer:
+            raise ValueError(f"{path}: its model/quantizer config differs from this run's")
+        if state.get("weight_norm_folded"):
+            raise ValueError(f"{path}: weight norm was folded (an inference export); "
+                             "start from a training checkpoint or save_gan_weights file")
+        self.generator.load_state_dict(state["generator"])
+        if "discriminator" in state:
+            self.disc.load_state_dict(state["discriminator"])
+        self.step = int(state.get("step", 0))
+        for sched in (self.sched_g, self.sched_d):  # the learning rate the run had reached
+            sched.last_epoch = self.step // self.tc.lr_gamma_every_steps
+            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
+                group["lr"] = base * self.tc.lr_gamma ** sched.last_epoch
+
     # -- logging ------------------------------------------------------------------------------
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -499,3 +521,12 @@ class Trainer:
                 self._tb = None
         return {"step": self.step, "nonfinite_steps": self.nonfinite_steps, **last_valid,
                 "best": self.best[0] if self.best else None}
+
+
+def save_gan_weights(checkpoint: str | Path, dest: str | Path) -> None:
+    """Keep what a later session needs to continue a GAN run: config, generator, discriminator,
+    step (no optimiser state, about a third of the size). ``lrac-train --init-from DEST`` resumes."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    keep = {k: state[k] for k in ("format", "version", "config", "generator", "model_id",
+                                  "weight_norm_folded", "step", "discriminator") if k in state}
+    atomic_torch_save(keep, dest)

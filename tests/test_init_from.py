@@ -1,0 +1,35 @@
+"""Continuing a GAN run in a later session from generator + discriminator weights only."""
+
+import pytest
+import torch
+
+from lrac.train.trainer import save_gan_weights
+from test_trainer import _cfg, _states, _trainer, _utterances
+
+
+def test_init_from_gan_weights_continues_step_and_weights(tmp_path):
+    utts = _utterances(tmp_path, 2)
+    cfg = _cfg(lr_gamma_every_steps=2, lr_gamma=0.5)
+    first = _trainer(cfg, tmp_path / "a", utts)
+    first.fit(3)
+    save_gan_weights(tmp_path / "a" / "last.pt", tmp_path / "gd.pt")
+    saved = torch.load(tmp_path / "gd.pt", weights_only=False)
+    assert "opt_g" not in saved and "discriminator" in saved and saved["step"] == 3
+    assert (tmp_path / "gd.pt").stat().st_size < (tmp_path / "a" / "last.pt").stat().st_size
+
+    later = _trainer(cfg, tmp_path / "b", utts)
+    later.load_weights(tmp_path / "gd.pt")
+    assert later.step == 3
+    assert all(torch.equal(a, b) for a, b in zip(_states(first).values(), _states(later).values()))
+    assert later.opt_g.param_groups[0]["lr"] == pytest.approx(cfg.train.lr * 0.5)  # decayed once
+    later.fit(4)
+    assert later.step == 4
+
+
+def test_init_from_refuses_another_model(tmp_path):
+    utts = _utterances(tmp_path, 1)
+    first = _trainer(_cfg(), tmp_path / "a", utts)
+    first.fit(1)
+    other = _trainer(_cfg().override(["quantizer.codebook_dim=8"]), tmp_path / "b", utts)
+    with pytest.raises(ValueError, match="differs"):
+        other.load_weights(tmp_path / "a" / "last.pt")
