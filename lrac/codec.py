@@ -202,10 +202,13 @@ class Codec:
     def encode_dtype(self) -> torch.dtype:
         return next(self.encoder.parameters()).dtype
 
+    @property
+    def decode_dtype(self) -> torch.dtype:
+        return next(self.decoder.parameters()).dtype
+
     def _dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens -> latent in the decoder's dtype."""
-        latent = self.quantizer.decode(tokens)
-        return latent.to(next(self.decoder.parameters()).dtype)
+        return self.quantizer.decode(tokens).to(self.decode_dtype)
 
     @staticmethod
     def pretrained_names() -> list[str]:
@@ -344,7 +347,7 @@ class StreamDecoder:
     @torch.inference_mode()
     def flush(self, length: int | None = None) -> torch.Tensor:
         empty = torch.zeros(self.batch_size, self.codec.quantizer.latent_dim, 0,
-                            device=self.codec.device, dtype=next(self.codec.decoder.parameters()).dtype)
+                            device=self.codec.device, dtype=self.codec.decode_dtype)
         with _eval(self.codec.generator):
             wav = self.session.flush(empty)
         if length is not None:
