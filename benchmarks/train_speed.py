@@ -30,7 +30,6 @@ import argparse
 import json
 import statistics
 import time
-import warnings
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -189,5 +188,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    warnings.filterwarnings("ignore", message="quantizer.dead_code_threshold")  # irrelevant to speed
     main()

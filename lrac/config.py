@@ -100,6 +100,7 @@ class ModelConfig:
 class QuantizerConfig:
     """Residual VQ (spec §2.4). One stage carries ``log2(codebook_size)`` bits per frame."""
 
+    kind: str = "vq"                    # "vq": EMA codebooks (baseline); "fsq": scalar grid (fsq.py)
     n_stages: int = 6
     codebook_size: int = 1024
     codebook_dim: int = 12
@@ -107,6 +108,8 @@ class QuantizerConfig:
     epsilon: float = 1e-5
     kmeans_iters: int = 50
     dead_code_threshold: float = 2.0
+    dead_code_max_share: float = 0.1   # cap: share of a code's mean frames per step (vq.py)
+    fsq_levels: list[int] = field(default_factory=lambda: [4, 4, 4, 4, 4])  # kind "fsq": bins per dim
     bitrates_bps: list[int] = field(default_factory=lambda: [1000, 6000])
 
 

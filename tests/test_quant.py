@@ -1,4 +1,5 @@
-"""Residual VQ behaviour (spec §2.4): EMA, k-means init, dead codes, commitment, straight-through."""
+"""Residual VQ behaviour (spec §2.4): EMA, k-means init, dead codes, commitment, straight-through;
+and the FSQ grid that can replace the EMA codebooks."""
 
 import os
 
@@ -8,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lrac.config import QuantizerConfig
-from lrac.quant import EMACodebook, ResidualVQ
+from lrac.quant import EMACodebook, ResidualVQ, ScalarCodebook
 
 
 def _cfg(**kw):
@@ -131,3 +132,62 @@ def test_ema_statistics_all_reduced_equal_single_process_on_all_data():
     counts = torch.bincount(idx[:20], minlength=5).float() + torch.bincount(idx[20:], minlength=5).float()
     assert torch.equal(counts, torch.bincount(idx, minlength=5).float())
     assert bool(ref.initialized)
+
+
+def _replaced_per_step(max_share: float, steps: int = 15) -> list[int]:
+    """Codes re-seeded per step for a 256-code book fed 256 rows a step (one per code on average)."""
+    torch.manual_seed(0)
+    cb = EMACodebook(256, 4, kmeans_iters=5, dead_code_threshold=2.0, dead_code_max_share=max_share)
+    cb.train()
+    counts = []
+    for _ in range(steps):
+        x = torch.randn(256, 4)
+        if bool(cb.initialized):
+            counts.append(cb.replace_dead_codes(x))
+        cb(x)
+    return counts
+
+
+def test_dead_code_threshold_is_capped_at_small_batches():
+    cb = EMACodebook(1024, 12, dead_code_threshold=2.0, dead_code_max_share=0.1)
+    assert cb.effective_dead_code_threshold(384 * 260) == 2.0  # the baseline's batch: unchanged
+    assert cb.effective_dead_code_threshold(8 * 260) == pytest.approx(0.1 * 8 * 260 / 1024)
+    # Uncapped, a threshold of 2 at about one row per code re-seeds most of the book every step;
+    # capped, only the codes that really went unused.
+    uncapped, capped = _replaced_per_step(float("inf")), _replaced_per_step(0.1)
+    assert min(uncapped[3:]) > 256 * 0.5
+    assert max(capped[3:]) < 256 * 0.1
+
+
+def test_fsq_grid_indices_round_trip():
+    cb = ScalarCodebook([4, 4, 4, 4, 4])
+    assert cb.codebook_size == 1024 and cb.dim == 5
+    idx = torch.arange(1024)
+    codes = cb.lookup(idx)
+    assert torch.equal(cb.nearest(codes), idx)  # every code is its own cell
+    assert codes.abs().max() == 0.75 and len(codes.unique()) == 4  # bin centres of (-1, 1) in 4
+    x = cb.bound(3 * torch.randn(4096, 5))
+    q, i = cb(x)
+    assert (q - x).abs().max() <= 0.25 + 1e-6  # within half a bin of width 0.5
+    assert torch.equal(q, cb.lookup(i))
+    mixed = ScalarCodebook([8, 5, 5, 5])  # mixed radix: 1000 codes
+    assert torch.equal(mixed.nearest(mixed.lookup(torch.arange(1000))), torch.arange(1000))
+
+
+def test_fsq_rvq_passes_gradients_and_has_no_commitment():
+    q = ResidualVQ(16, _cfg(kind="fsq", codebook_size=1024, fsq_levels=[4, 4, 4, 4, 4]))
+    q.train()
+    latent = torch.randn(2, 16, 30, requires_grad=True)
+    quantized, indices, commit = q(latent, 3)
+    assert indices.shape == (2, 3, 30) and int(indices.max()) < 1024
+    assert float(commit) == 0.0
+    quantized.pow(2).sum().backward()
+    assert latent.grad is not None and latent.grad.abs().sum() > 0
+    assert torch.allclose(q.decode(q.encode(latent.detach(), 3)), quantized.detach(), atol=1e-6)
+
+
+def test_fsq_levels_must_match_codebook_size():
+    with pytest.raises(ValueError, match="fsq_levels"):
+        ResidualVQ(16, _cfg(kind="fsq", codebook_size=1024, fsq_levels=[4, 4, 4]))
+    with pytest.raises(ValueError, match="kind"):
+        ResidualVQ(16, _cfg(kind="pq"))

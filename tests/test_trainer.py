@@ -23,8 +23,7 @@ SEGMENT = 4800  # 0.2 s: small enough for CPU tests, longer than the largest STF
 def _cfg(**train):
     overrides = [f"train.segment_samples={SEGMENT}", "train.batch_size=2", "train.log_every_steps=1000",
                  "train.checkpoint_every_steps=1000", "train.checkpoint_every_minutes=0",
-                 "quantizer.kmeans_iters=3",
-                 "quantizer.dead_code_threshold=0.0008"]  # 2 x (2 x 20 frames) / (384 x 260): see below
+                 "quantizer.kmeans_iters=3"]
     overrides += [f"train.{k}={v}" for k, v in train.items()]
     return load_config("baseline-t1", overrides)
 
@@ -132,13 +131,3 @@ def test_two_gloo_processes_stay_identical(tmp_path):
     assert ckpt["world"] == 2 and len(ckpt["ranks"]) == 2 and ckpt["step"] == 3
 
 
-def test_warns_when_dead_code_threshold_does_not_fit_the_batch(tmp_path):
-    import warnings
-
-    utts = _utterances(tmp_path, 1)
-    baseline_threshold = _cfg().override(["quantizer.dead_code_threshold=2"])
-    with pytest.warns(UserWarning, match="dead_code_threshold=2 .* re-seeded from the batch every step"):
-        _trainer(baseline_threshold, tmp_path / "a", utts)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        _trainer(_cfg(), tmp_path / "b", utts)  # scaled to the batch: no warning

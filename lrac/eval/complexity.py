@@ -88,7 +88,7 @@ def complexity_report(codec) -> dict:
     n_q = max(codec.stages_for_bitrate(b) for b in codec.bitrates_bps)
     stage = q.stages[0]
     dim, cb_dim = q.latent_dim, stage.project_in.out_features
-    per_stage_enc = dim * cb_dim + q.codebook_size * cb_dim + cb_dim * dim  # in-proj, search, out-proj
+    per_stage_enc = dim * cb_dim + stage.codebook.search_macs() + cb_dim * dim  # in-proj, search, out-proj
     q_enc_macs = n_q * codec.frame_rate * per_stage_enc
     q_dec_macs = n_q * codec.frame_rate * cb_dim * dim
 

@@ -12,18 +12,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import QuantizerConfig
+from .fsq import ScalarCodebook
 from .vq import EMACodebook
 
 
+def make_codebook(cfg: QuantizerConfig) -> EMACodebook | ScalarCodebook:
+    """The codebook of one stage: ``quantizer.kind`` "vq" (EMA, the baseline) or "fsq" (a grid)."""
+    if cfg.kind == "vq":
+        return EMACodebook(cfg.codebook_size, cfg.codebook_dim, cfg.ema_decay, cfg.epsilon,
+                           cfg.kmeans_iters, cfg.dead_code_threshold, cfg.dead_code_max_share)
+    if cfg.kind == "fsq":
+        codebook = ScalarCodebook(cfg.fsq_levels)
+        if codebook.codebook_size != cfg.codebook_size:
+            raise ValueError(f"quantizer.fsq_levels={cfg.fsq_levels} give {codebook.codebook_size} codes, "
+                             f"but quantizer.codebook_size is {cfg.codebook_size}")
+        return codebook
+    raise ValueError(f"quantizer.kind must be 'vq' or 'fsq', got {cfg.kind!r}")
+
+
 class QuantizerStage(nn.Module):
-    """One RVQ stage: ``Linear(D, d)`` -> EMA codebook -> ``Linear(d, D)``."""
+    """One RVQ stage: ``Linear(D, d)`` -> codebook -> ``Linear(d, D)``."""
 
     def __init__(self, latent_dim: int, cfg: QuantizerConfig) -> None:
         super().__init__()
-        self.project_in = nn.Linear(latent_dim, cfg.codebook_dim)
-        self.project_out = nn.Linear(cfg.codebook_dim, latent_dim)
-        self.codebook = EMACodebook(cfg.codebook_size, cfg.codebook_dim, cfg.ema_decay, cfg.epsilon,
-                                    cfg.kmeans_iters, cfg.dead_code_threshold)
+        dim = len(cfg.fsq_levels) if cfg.kind == "fsq" else cfg.codebook_dim
+        self.project_in = nn.Linear(latent_dim, dim)
+        self.project_out = nn.Linear(dim, latent_dim)
+        self.codebook = make_codebook(cfg)
 
 
 class ResidualVQ(nn.Module):
@@ -55,7 +70,7 @@ class ResidualVQ(nn.Module):
 
         Returns:
             ``(quantized [B, D, F], indices [B, n_q, F], commitment_loss scalar)``; the loss is
-            ``MSE(code.detach(), projected)`` averaged over the active stages.
+            ``MSE(code.detach(), projected)`` averaged over the active stages (zero for FSQ).
         """
         self._check(n_q)
         residual = latent.transpose(1, 2)  # [B, F, D]
@@ -63,16 +78,17 @@ class ResidualVQ(nn.Module):
         quantized = torch.zeros_like(residual)
         all_indices, losses = [], []
         for stage in self.stages[:n_q]:
-            projected = stage.project_in(residual)  # [B, F, d]
+            projected = stage.codebook.bound(stage.project_in(residual))  # [B, F, d]
             codes, indices = stage.codebook(projected.reshape(b * f, projected.shape[-1]))
             codes = codes.view_as(projected)
-            losses.append(F.mse_loss(projected, codes.detach()))
+            if stage.codebook.commitment:
+                losses.append(F.mse_loss(projected, codes.detach()))
             codes = projected + (codes - projected).detach()  # straight-through
             out = stage.project_out(codes)
             quantized = quantized + out
             residual = residual - out.detach()
             all_indices.append(indices.view(b, f))
-        commit = torch.stack(losses).mean()
+        commit = torch.stack(losses).mean() if losses else latent.new_zeros(())
         return quantized.transpose(1, 2), torch.stack(all_indices, dim=1), commit
 
     @torch.no_grad()
@@ -83,7 +99,7 @@ class ResidualVQ(nn.Module):
         b, f, _ = residual.shape
         all_indices = []
         for stage in self.stages[:n_q]:
-            projected = stage.project_in(residual)
+            projected = stage.codebook.bound(stage.project_in(residual))
             indices = stage.codebook.nearest(projected.reshape(b * f, projected.shape[-1])).view(b, f)
             residual = residual - stage.project_out(stage.codebook.lookup(indices))
             all_indices.append(indices)

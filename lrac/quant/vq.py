@@ -46,10 +46,16 @@ class EMACodebook(nn.Module):
         epsilon: Laplace smoothing of cluster sizes.
         kmeans_iters: k-means iterations on the first training batch (0 = random init from batch).
         dead_code_threshold: codes whose EMA cluster size falls below it are replaced every step.
+        dead_code_max_share: caps the threshold at this share of the frames a code gets per step on
+            average (all ranks). The baseline's threshold of 2 assumes batch 384 (97.5 frames per
+            code and step); at a CPU batch of 8 a code gets about 2, so an uncapped threshold re-seeds
+            half the codebook every step and the quantiser never settles. At batch 384 and share
+            0.1 the cap (9.75) is above 2 and the baseline rule holds unchanged.
     """
 
     def __init__(self, codebook_size: int, dim: int, decay: float = 0.99, epsilon: float = 1e-5,
-                 kmeans_iters: int = 50, dead_code_threshold: float = 2.0) -> None:
+                 kmeans_iters: int = 50, dead_code_threshold: float = 2.0,
+                 dead_code_max_share: float = 0.1) -> None:
         super().__init__()
         self.codebook_size = codebook_size
         self.dim = dim
@@ -57,12 +63,23 @@ class EMACodebook(nn.Module):
         self.epsilon = epsilon
         self.kmeans_iters = kmeans_iters
         self.dead_code_threshold = dead_code_threshold
+        self.dead_code_max_share = dead_code_max_share
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("embed", torch.randn(codebook_size, dim))
         self.register_buffer("embed_avg", self.embed.clone())
         self.register_buffer("cluster_size", torch.zeros(codebook_size))
 
+    commitment = True  # the encoder commits to the codes (spec §2.4)
+
     # -- search ---------------------------------------------------------------------------------
+    def bound(self, x: torch.Tensor) -> torch.Tensor:
+        """Vectors enter the codebook space as they are (``ScalarCodebook`` bounds them)."""
+        return x
+
+    def search_macs(self) -> int:
+        """Multiply-accumulates of one nearest-code search (distances to every code)."""
+        return self.codebook_size * self.dim
+
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code (Euclidean) for each row of ``x [N, dim]`` -> ``[N]``."""
         dist_sq = (x.pow(2).sum(1, keepdim=True) - 2 * x @ self.embed.t()
@@ -94,16 +111,21 @@ class EMACodebook(nn.Module):
         self.initialized.fill_(True)
 
     @torch.no_grad()
+    def effective_dead_code_threshold(self, n_rows: int) -> float:
+        """The threshold for a step that quantises ``n_rows`` vectors on this rank."""
+        total = float(_all_reduce_sum(torch.tensor([float(n_rows)]))[0])
+        return min(self.dead_code_threshold, self.dead_code_max_share * total / self.codebook_size)
+
     def replace_dead_codes(self, x: torch.Tensor) -> int:
         """Re-seed codes used less than the threshold with random rows of ``x [N, dim]``."""
-        dead = self.cluster_size < self.dead_code_threshold
+        threshold = self.effective_dead_code_threshold(x.shape[0])
+        dead = self.cluster_size < threshold
         if not _distributed() and not bool(dead.any()):
             return 0
         new = _broadcast(_sample_rows(x, self.codebook_size).contiguous())
         self.embed.copy_(torch.where(dead[:, None], new, self.embed))
-        self.embed_avg.copy_(torch.where(dead[:, None], new * self.dead_code_threshold, self.embed_avg))
-        self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size,
-                                                                   self.dead_code_threshold),
+        self.embed_avg.copy_(torch.where(dead[:, None], new * threshold, self.embed_avg))
+        self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size, threshold),
                                             self.cluster_size))
         return int(dead.sum())
 

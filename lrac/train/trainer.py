@@ -149,7 +149,6 @@ class Trainer:
             raise ValueError(f"train.bitrate_weights={self.tc.bitrate_weights} must give one "
                              f"non-negative weight per bitrate {self.codec.bitrates_bps}")
         self.stage_probs = weights / weights.sum()
-        self._check_dead_code_threshold()
         self.disc = MultiScaleSTFTDiscriminator(self.tc.disc_n_ffts, self.tc.disc_filters).to(self.device)
         self.mel_loss = MultiScaleMelLoss(cfg.model.sample_rate, self.tc.mel_n_ffts,
                                           self.tc.mel_bins).to(self.device)
@@ -181,24 +180,6 @@ class Trainer:
         self._last_save = time.monotonic()
         self._tb = None
         self._jsonl = None
-
-    def _check_dead_code_threshold(self) -> None:
-        """Say so when the dead-code threshold is high for the batch (a small CPU batch).
-
-        The EMA cluster size of a code settles near the frames it gets per step. The baseline's
-        threshold of 2 is 2 % of that at batch 384 (97.5 frames per code); at batch 4 a code gets
-        about one frame per step, so most codes sit below 2 and are re-seeded every step. (Whether
-        that hurts early training is open: a 20-minute CPU run did not train better with 0.02.)"""
-        q = self.cfg.quantizer
-        per_code = self.tc.batch_size * (self.tc.segment_samples // self.codec.hop_length) / q.codebook_size
-        if q.dead_code_threshold > 0.25 * per_code:
-            suggested = q.dead_code_threshold * per_code / (384 * 260 / 1024)
-            warnings.warn(
-                f"quantizer.dead_code_threshold={q.dead_code_threshold:g} with a global batch of "
-                f"{self.tc.batch_size} chunks: a code gets {per_code:.2f} frames per step on average, so "
-                "most codes fall below the threshold and are re-seeded from the batch every step "
-                "(the baseline's value assumes batch 384). To keep codes longer, scale it with the "
-                f"batch: --set quantizer.dead_code_threshold={suggested:.2g}", stacklevel=3)
 
     def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.RAdam(params, lr=self.tc.lr, betas=tuple(self.tc.betas), eps=self.tc.adam_eps,
