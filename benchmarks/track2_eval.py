@@ -1,0 +1,138 @@
+"""Track 2 (enhancement) evaluation: noisy and reverberant test clips, and real noisy pairs.
+
+1. Builds a degraded copy of the test clips once (``OUT/degraded/``), with noises and RIRs that
+   training never saw (default: the shared *test* noise and RIR lists), by the training
+   augmentation itself (:class:`lrac.train.augment.Augmenter`, Track 2 rules): noise on every clip at
+   an SNR drawn from ``--snr`` dB, reverb on ``--reverb-prob`` of them. References are the
+   early-reflection targets a Track 2 model is trained to output.
+2. Scores the unprocessed noisy input, then every ``--model`` at each of its bitrates (coded through
+   the real ``.lrac`` files), against those references; the same on the real noisy/clean pairs of
+   ``../shared/data/pairs`` (references: the clean recordings).
+
+    python benchmarks/track2_eval.py --model t2 --model t1 --out runs/track2 --n 40
+
+Writes ``OUT/track2.md`` (one table: rows = input or model x bitrate, for each of the two sets) and
+``OUT/track2.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lrac.audio import load_audio, write_audio
+from lrac.config import DataConfig
+from lrac.eval import score as S
+from lrac.train.augment import Augmenter
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+RATE = 24000
+
+
+def shared_list(split: str, kind: str) -> list[Path]:
+    """Files of ``splits/<split>.<kind>.txt`` (paths relative to ``shared/data``)."""
+    lines = (SHARED / "splits" / f"{split}.{kind}.txt").read_text().split()
+    return [SHARED / p for p in lines]
+
+
+def make_degraded(clean: list[Path], noises: list[Path], rirs: list[Path], out: Path, snr_db: list[float],
+                  reverb_prob: float, max_seconds: float, seed: int) -> tuple[dict[str, Path], dict[str, Path]]:
+    """``(inputs, targets)``: ``out/noisy/<id>.wav`` and ``out/target/<id>.wav`` (made once, reused)."""
+    cfg = DataConfig(noise_prob=1.0, reverb_prob=reverb_prob, snr_db=list(snr_db), simulate_rooms=False)
+    aug = Augmenter(cfg, track=2, noise_paths=[str(p) for p in noises], rir_paths=[str(p) for p in rirs],
+                    sample_rate=RATE, seed=seed)
+    inputs, targets, conditions = {}, {}, []
+    for i, path in enumerate(sorted(clean)):
+        utt = path.stem
+        noisy_path, target_path = out / "noisy" / f"{utt}.wav", out / "target" / f"{utt}.wav"
+        if not (noisy_path.exists() and target_path.exists()):
+            speech = load_audio(path, RATE, warn_stereo=False)[0][: int(max_seconds * RATE)]
+            result = aug(speech, np.random.default_rng([seed, i]))
+            write_audio(noisy_path, result.input, RATE)
+            write_audio(target_path, result.target, RATE)
+            conditions.append(f"{utt}\t{result.snr_db}\t{result.rir is not None}")
+        inputs[utt], targets[utt] = noisy_path, target_path
+    if conditions:
+        (out / "conditions.tsv").write_text("utt\tsnr_db\treverb\n" + "\n".join(conditions) + "\n")
+    return inputs, targets
+
+
+def pairs() -> tuple[dict[str, Path], dict[str, Path]]:
+    """``(noisy, clean)`` of every real pair in ``shared/data/pairs/<source>/{noisy,clean}``."""
+    noisy, clean = {}, {}
+    for source in sorted((SHARED / "pairs").glob("*")):
+        for path in sorted((source / "noisy").glob("*")):
+            utt = f"{source.name}-{path.stem}"
+            noisy[utt], clean[utt] = path, source / "clean" / path.name
+    return noisy, clean
+
+
+def evaluate(name: str, inputs: dict[str, Path], targets: dict[str, Path], codecs: list, out: Path,
+             metrics: list[str], jobs: int) -> list[dict]:
+    rows = []
+    result = S.score(targets, inputs, metrics, jobs=jobs)
+    rows.append({"set": name, "system": "unprocessed input", "n": len(result.scored), "metrics": result.summary})
+    for model_name, codec in codecs:
+        for bitrate in codec.bitrates_bps:
+            decoded, _, stats = S.code_testset(codec, inputs, out / name / model_name / f"{bitrate // 1000}kbps",
+                                               bitrate)
+            result = S.score(targets, decoded, metrics, jobs=jobs)
+            rows.append({"set": name, "system": f"{model_name} {bitrate / 1000:g} kbps",
+                         "n": len(result.scored), "metrics": result.summary})
+            print(f"{name}: {model_name} {bitrate} bit/s done", file=sys.stderr)
+    return rows
+
+
+def table(rows: list[dict], metrics: list[str]) -> str:
+    head = "| set | system | n | " + " | ".join(metrics) + " |"
+    lines = [head, "|" + "---|" * (3 + len(metrics))]
+    for r in rows:
+        cells = [f"{r['metrics'][m]['mean']:.3f}" if r["metrics"].get(m, {}).get("mean") is not None else "-"
+                 for m in metrics]
+        lines.append(f"| {r['set']} | {r['system']} | {r['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", action="append", default=[], help="lrac model file or pretrained name")
+    ap.add_argument("--out", type=Path, default=Path("runs/track2"))
+    ap.add_argument("--n", type=int, default=0, help="first N test clips (0: all)")
+    ap.add_argument("--snr", type=float, nargs=2, default=[0.0, 20.0], help="SNR range in dB")
+    ap.add_argument("--reverb-prob", type=float, default=0.5)
+    ap.add_argument("--max-seconds", type=float, default=10.0)
+    ap.add_argument("--seed", type=int, default=2025)
+    ap.add_argument("--metrics", default="pesq_wb,estoi,si_sdr,mel_distance")
+    ap.add_argument("--jobs", type=int, default=1)
+    args = ap.parse_args(argv)
+    import torch
+
+    from lrac.cli.common import load_codec
+
+    torch.set_num_threads(1)
+    metrics = args.metrics.split(",")
+    clean = shared_list("test", "speech")
+    clean = clean[: args.n] if args.n else clean
+    inputs, targets = make_degraded(clean, shared_list("test", "noise"), shared_list("test", "rir"),
+                                    args.out / "degraded", args.snr, args.reverb_prob, args.max_seconds,
+                                    args.seed)
+    codecs = [(Path(m).stem, load_codec(m)) for m in args.model]
+    rows = evaluate("test, noisy + reverb", inputs, targets, codecs, args.out, metrics, args.jobs)
+    rows += evaluate("real pairs", *pairs(), codecs, args.out, metrics, args.jobs)
+    text = (f"{len(inputs)} test clips degraded with the test-split noises and RIRs (SNR uniform in "
+            f"[{args.snr[0]:g}, {args.snr[1]:g}] dB, reverb p={args.reverb_prob:g}); references are the "
+            "early-reflection targets. Real pairs: shared/data/pairs, references the clean recordings.\n\n"
+            + table(rows, metrics))
+    (args.out / "track2.md").write_text(text)
+    (args.out / "track2.json").write_text(json.dumps(S.json_safe(rows), indent=2) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
