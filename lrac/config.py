@@ -126,6 +126,7 @@ class TrainConfig:
     batch_size: int = 384
     segment_samples: int = 62400
     max_steps: int = 11_500_000
+    max_minutes: float = 0.0   # > 0: stop (with a checkpoint) after this much wall-clock time
     lr: float = 3e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-9

@@ -178,6 +178,7 @@ class Trainer:
         self.best: list[dict[str, Any]] = []   # {"loss", "step", "path"}, best first
         self._stop_signal: int | None = None
         self._last_save = time.monotonic()
+        self._fit_start = time.monotonic()
         self._tb = None
         self._jsonl = None
 
@@ -415,7 +416,9 @@ class Trainer:
         """``(save now, stop now)``: the step/time interval and stop signals as rank 0 sees them,
         broadcast so that every rank takes the same branch."""
         minutes = self.tc.checkpoint_every_minutes
-        stop = self._stop_signal is not None
+        budget = self.tc.max_minutes
+        stop = (self._stop_signal is not None
+                or (budget > 0 and time.monotonic() - self._fit_start > 60 * budget))
         save = (stop or self.step % self.tc.checkpoint_every_steps == 0
                 or (minutes > 0 and time.monotonic() - self._last_save > 60 * minutes))
         flags = torch.tensor([float(save), float(stop)])
@@ -437,13 +440,15 @@ class Trainer:
         return previous
 
     def fit(self, max_steps: int) -> dict[str, Any]:
-        """Train until ``step == max_steps`` (or SIGTERM/SIGINT: checkpoint, then return).
+        """Train until ``step == max_steps``, ``train.max_minutes`` of wall-clock time have passed
+        (equal-time comparisons), or SIGTERM/SIGINT; then checkpoint and return.
 
         Validates every ``valid_every_steps`` and at the end; writes ``last.pt`` every
         ``checkpoint_every_steps`` / ``checkpoint_every_minutes`` and at the end."""
         from tqdm import tqdm
 
         tc = self.tc
+        self._fit_start = time.monotonic()
         previous = self._install_signal_handlers()
         seg_seconds = tc.segment_samples / self.cfg.model.sample_rate
         bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress, unit="step",
