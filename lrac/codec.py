@@ -149,11 +149,23 @@ class Codec:
         return {k: v.detach().float() if v.is_floating_point() else v.detach()
                 for k, v in self.generator.state_dict().items()}
 
-    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-        """Write config + generator weights (+ ``extra`` entries) atomically; refreshes ``model_id``."""
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None, half: bool = False) -> None:
+        """Write config + generator weights (+ ``extra`` entries) atomically; refreshes ``model_id``.
+
+        With ``half`` the weights are first rounded to float16 (in this codec too, so that it
+        behaves as the file will) and stored so: half the size, for the models shipped in the
+        package. They load back as float32."""
+        weights = self._state_dict32()
+        if half:
+            with torch.no_grad():
+                for tensor in self.generator.state_dict().values():
+                    if tensor.is_floating_point():
+                        tensor.copy_(tensor.half())
+            weights = {k: v.half() if v.is_floating_point() else v
+                       for k, v in self._state_dict32().items()}
         self.model_id = self.compute_model_id()
         state = {"format": MODEL_FORMAT, "version": 1, "config": self.config.to_dict(),
-                 "generator": self._state_dict32(), "model_id": self.model_id.hex(),
+                 "generator": weights, "model_id": self.model_id.hex(),
                  "weight_norm_folded": self.weight_norm_folded}
         state.update(extra or {})
         atomic_torch_save(state, path)
