@@ -120,3 +120,24 @@ def test_feature_matching_gradient_equals_autograd_l1():
     assert torch.allclose(feature_matching_loss(fake, real), expected, rtol=1e-6)
     for g, scale_t in zip(ours, [t for scale in fake for t in scale]):
         torch.testing.assert_close(g, scale_t.grad, rtol=0, atol=1e-9)
+
+
+def _tones(n=24000, f0=220.0):
+    t = torch.arange(n) / 24000
+    return (torch.sin(2 * math.pi * f0 * t) + 0.5 * torch.sin(2 * math.pi * 2 * f0 * t))[None, None]
+
+
+def test_phase_derivative_loss_sees_phase_structure_not_magnitude():
+    from lrac.train.losses import PhaseDerivativeLoss
+
+    loss = PhaseDerivativeLoss(480, 120)
+    y = _tones()
+    assert loss(y, y) < 0.01
+    assert loss(0.3 * y, y) < 0.01                      # magnitudes are the mel loss's business
+    comb = y[..., :240].repeat(1, 1, 100)               # frames repeating every hop: 100 Hz lines
+    assert loss(comb, y) > 0.3
+    assert loss(torch.randn_like(y), y) > 0.5
+    silent = torch.zeros_like(y, requires_grad=True)    # no magnitude: bounded loss and gradient
+    value = loss(silent, y)
+    value.backward()
+    assert 0.9 < value < 1.1 and torch.isfinite(silent.grad).all()

@@ -100,12 +100,13 @@ class CausalISTFT(StreamingModule):
     the rest (``n_fft - hop`` samples) until the next frames or the flush.
     """
 
-    def __init__(self, n_fft: int, hop: int) -> None:
+    def __init__(self, n_fft: int, hop: int, integrate_phase: bool = False) -> None:
         super().__init__()
         if n_fft % hop:
             raise ValueError(f"n_fft {n_fft} must be a multiple of hop {hop} for the overlap-add")
         self.n_fft, self.hop = n_fft, hop
         self.overlap = n_fft - hop
+        self.integrate_phase = integrate_phase
         self.register_buffer("window", sqrt_hann(n_fft), persistent=False)
 
     @property
@@ -114,10 +115,33 @@ class CausalISTFT(StreamingModule):
         return self.overlap / self.hop
 
     def init_state(self, batch_size: int) -> State:
-        return State(tail=self.window.new_zeros(batch_size, self.overlap), drop=self.overlap)
+        bins = self.n_fft // 2 + 1
+        return State(tail=self.window.new_zeros(batch_size, self.overlap), drop=self.overlap,
+                     phase=torch.zeros(batch_size, bins, dtype=torch.float64, device=self.window.device))
+
+    def integrate(self, advance: torch.Tensor) -> torch.Tensor:
+        """Phase advances ``[B, F, bins]`` (radians per hop, relative to each bin's centre
+        frequency) -> phases: the running sum from the stream's start, wrapped to ``[0, 2 pi)``.
+
+        A sinusoid between bins keeps its phase continuous from frame to frame when the head
+        predicts its frequency offset, a local quantity; an absolute phase per frame would need
+        the whole history (without it the frames repeat and the overlap-add rings at
+        ``sample_rate / hop``). Summed in float64, so chunked and one-pass sums agree to ~1e-12."""
+        bins = advance.shape[-1]
+        centre = torch.arange(bins, dtype=torch.float64, device=advance.device) * (2 * math.pi * self.hop
+                                                                                 / self.n_fft)
+        total = torch.cumsum(advance.double() + centre, dim=1)
+        state = self.stream_state
+        if state is not None:
+            total = total + state.phase[:, None, :]
+            if total.shape[1]:
+                state.phase = torch.remainder(total[:, -1].detach(), 2 * math.pi)
+        return torch.remainder(total, 2 * math.pi).to(advance.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         log_mag, phase = x.transpose(1, 2).chunk(2, dim=-1)          # [B, F, bins] each
+        if self.integrate_phase:
+            phase = self.integrate(phase)
         if x.shape[-1]:
             mag = torch.exp(log_mag.clamp(max=LOG_MAG_MAX))
             spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
@@ -139,7 +163,7 @@ class CausalISTFT(StreamingModule):
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         bins = self.n_fft // 2 + 1
-        return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + 2 * bins)
+        return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + (3 if self.integrate_phase else 2) * bins)
 
 
 class ConvNeXtBlock(Residual):
@@ -230,7 +254,9 @@ class FrameDecoder(nn.Module):
         bins = cfg.n_fft // 2 + 1
         self.backbone = Backbone(latent_dim, cfg.decoder_dim, 2 * bins, cfg.decoder_layers,
                                  cfg.decoder_mlp_ratio, cfg.kernel, cfg.decoder_lookahead_frames)
-        self.istft = CausalISTFT(cfg.n_fft, cfg.hop)
+        if cfg.phase not in ("absolute", "integrated"):
+            raise ValueError(f"model.frame.phase must be 'absolute' or 'integrated', got {cfg.phase!r}")
+        self.istft = CausalISTFT(cfg.n_fft, cfg.hop, integrate_phase=cfg.phase == "integrated")
         self.hop_length = cfg.hop
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
-"""Training losses of the LRAC baseline (spec §3.2): multi-scale mel, hinge adversarial, feature matching.
+"""Training losses of the LRAC baseline (spec §3.2): multi-scale mel, hinge adversarial, feature matching;
+and a phase-structure loss of our own (:class:`PhaseDerivativeLoss`, off in the baseline presets).
 
 The generator loss is ``lambda_adv * adv + lambda_feat * fm + lambda_mel * mel + lambda_commit * commit``
-(1, 2, 5, 10 in the baseline); the commitment term comes from the quantizer.
+(1, 2, 5, 10 in the baseline) ``+ lambda_phase * phase``; the commitment term comes from the quantizer.
 
 Discriminator outputs are lists with one entry per scale, each entry ``[feature maps..., logits]``
 as returned by :class:`lrac.models.discriminators.MultiScaleSTFTDiscriminator`.
@@ -121,6 +122,53 @@ class MultiScaleMelLoss(nn.Module):
                 mel_ref = self.log_mel(y, n_fft)
             loss = loss + F.l1_loss(mel_hat, mel_ref) + alpha * F.mse_loss(mel_hat, mel_ref)
         return loss / self.total
+
+
+class PhaseDerivativeLoss(nn.Module):
+    """How far the phase *derivatives* of ``y_hat`` are from those of ``y``, magnitude-weighted.
+
+    Mel losses see magnitudes only; a frame-rate decoder trained on them alone learns no phase
+    structure (its frames repeat, and the overlap-add rings at ``sample_rate / hop``: a comb of
+    100 Hz lines instead of the speaker's harmonics). A codec cannot transmit absolute phase at a
+    few kbit/s, but the time and frequency derivatives of phase (instantaneous frequency and group
+    delay, as in APNet's anti-wrapping losses) are local and predictable. For each pair of
+    neighbouring STFT bins, along time and along frequency, the loss is
+    ``1 - cos(dphase_hat - dphase)``, weighted by the geometric mean of the pair's target magnitudes
+    (so silent bins, whose phase is noise, do not count) and averaged; 0 when the derivatives match.
+
+    Args:
+        n_fft: STFT size (window = ``n_fft``, Hann, no centring).
+        hop: STFT hop in samples.
+    """
+
+    def __init__(self, n_fft: int = 480, hop: int = 120) -> None:
+        super().__init__()
+        self.n_fft, self.hop = int(n_fft), int(hop)
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+
+    def _spec(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stft(x.reshape(-1, x.shape[-1]), self.n_fft, self.hop, self.n_fft, window=self.window,
+                          center=False, return_complex=True)  # [B, bins, frames]
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``y_hat``, ``y`` ``[B, 1, T]`` -> scalar in ``[0, 2]``."""
+        s_hat = self._spec(y_hat)
+        with torch.no_grad():
+            s_ref = self._spec(y)
+            mag_ref = s_ref.abs()
+            # a floor well below speech level keeps unit phasors (and their gradients) bounded
+            floor = 1e-4 * mag_ref.amax(dim=(1, 2), keepdim=True).clamp(min=1e-8)
+            u_ref = s_ref / (mag_ref + floor)
+        u_hat = s_hat / torch.sqrt(s_hat.real.square() + s_hat.imag.square() + floor.square())
+        loss = y_hat.new_zeros(())
+        for dim in (1, 2):  # along frequency (group delay), along time (instantaneous frequency)
+            n = u_hat.shape[dim]
+            a, b = u_hat.narrow(dim, 1, n - 1), u_hat.narrow(dim, 0, n - 1)
+            ra, rb = u_ref.narrow(dim, 1, n - 1), u_ref.narrow(dim, 0, n - 1)
+            weight = torch.sqrt(mag_ref.narrow(dim, 1, n - 1) * mag_ref.narrow(dim, 0, n - 1))
+            cos_diff = (a * b.conj() * (ra * rb.conj()).conj()).real
+            loss = loss + ((1 - cos_diff) * weight).sum() / weight.sum().clamp(min=1e-8)
+        return loss / 2
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from lrac.codec import Codec, atomic_torch_save
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.train.data import ChunkStream, Prefetcher
-from lrac.train.losses import (MultiScaleMelLoss, discriminator_adversarial_loss,
+from lrac.train.losses import (MultiScaleMelLoss, PhaseDerivativeLoss, discriminator_adversarial_loss,
                                feature_matching_loss, generator_adversarial_loss)
 
 CHECKPOINT_FORMAT = "lrac-train-checkpoint"
@@ -152,6 +152,7 @@ class Trainer:
         self.disc = MultiScaleSTFTDiscriminator(self.tc.disc_n_ffts, self.tc.disc_filters).to(self.device)
         self.mel_loss = MultiScaleMelLoss(cfg.model.sample_rate, self.tc.mel_n_ffts,
                                           self.tc.mel_bins).to(self.device)
+        self.phase_loss = PhaseDerivativeLoss(self.tc.phase_n_fft, self.tc.phase_n_fft // 4).to(self.device)
         self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
         self.opt_g = self._optimizer(self.g_params)
@@ -222,6 +223,10 @@ class Trainer:
         mel = self.mel_loss(y_hat, y)
         g_loss = tc.lambda_mel * mel + tc.lambda_commit * commit
         out = {"n_q": float(n_q), "mel": mel.item(), "commit": commit.item()}
+        if tc.lambda_phase > 0:
+            phase = self.phase_loss(y_hat, y)
+            g_loss = g_loss + tc.lambda_phase * phase
+            out["phase"] = phase.item()
 
         use_disc = self.step >= tc.warmup_steps
         update_disc = use_disc and (self.step - tc.warmup_steps) % tc.disc_every == 0
