@@ -142,6 +142,7 @@ class TrainConfig:
     lambda_commit: float = 10.0
     lambda_phase: float = 0.0           # phase-derivative loss (losses.py); 0 in the baseline
     phase_n_fft: int = 480              # its STFT size (hop n_fft / 4)
+    lambda_advance: float = 0.0         # phase-advance loss on an integrated-phase head (losses.py)
     mel_n_ffts: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
     mel_bins: list[int] = field(default_factory=lambda: [10, 20, 40, 80, 160])
     disc_n_ffts: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])

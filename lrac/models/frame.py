@@ -259,8 +259,17 @@ class FrameDecoder(nn.Module):
         self.istft = CausalISTFT(cfg.n_fft, cfg.hop, integrate_phase=cfg.phase == "integrated")
         self.hop_length = cfg.hop
 
+    def head(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent -> the iSTFT head's input ``[B, 2 * bins, F]``: log-magnitudes, then phases (or
+        phase advances, with ``phase: integrated``) per frame; training losses read it directly."""
+        return self.backbone(latent)
+
+    def synthesize(self, head: torch.Tensor) -> torch.Tensor:
+        """Head input ``[B, 2 * bins, F]`` -> waveform ``[B, 1, F * hop]``."""
+        return self.istft(head)
+
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.istft(self.backbone(latent))
+        return self.synthesize(self.head(latent))
 
 
 def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
