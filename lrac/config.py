@@ -83,7 +83,8 @@ class FrameConfig:
     encoder_lookahead_frames: int = 0
     decoder_lookahead_frames: int = 1
     # "absolute": the head predicts each frame's phase; "integrated": it predicts the phase advance
-    # over one hop and the phase is its running sum (a phase vocoder; lrac/models/frame.py)
+    # over one hop and the phase is its running sum (a phase vocoder); "peak": the advance read off
+    # the magnitude peaks plus a learned correction (lrac/models/frame.py)
     phase: str = "absolute"
 
 
@@ -142,7 +143,8 @@ class TrainConfig:
     lambda_commit: float = 10.0
     lambda_phase: float = 0.0           # phase-derivative loss (losses.py); 0 in the baseline
     phase_n_fft: int = 480              # its STFT size (hop n_fft / 4)
-    lambda_advance: float = 0.0         # phase-advance loss on an integrated-phase head (losses.py)
+    lambda_advance: float = 0.0         # frame head losses (FrameHeadLoss): phase advance
+    lambda_magnitude: float = 0.0       # and magnitude, on the decoder's own frames
     mel_n_ffts: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
     mel_bins: list[int] = field(default_factory=lambda: [10, 20, 40, 80, 160])
     disc_n_ffts: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])

@@ -143,7 +143,7 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path):
 
 def test_phase_advance_loss_needs_an_integrated_phase_head(tmp_path):
     utts = _utterances(tmp_path, 1)
-    with pytest.raises(ValueError, match="lambda_advance"):
+    with pytest.raises(ValueError, match="lambda_advance and train.lambda_magnitude"):
         _trainer(_cfg(lambda_advance=1.0), tmp_path / "a", utts)  # baseline-t1: no iSTFT head
     cfg = load_config("lrac-t1", [f"train.segment_samples={SEGMENT}", "train.batch_size=2", "train.lr=1e-3",
                                   "train.checkpoint_every_minutes=0", "train.warmup_steps=100"])

@@ -171,17 +171,20 @@ class PhaseDerivativeLoss(nn.Module):
         return loss / 2
 
 
-class PhaseAdvanceLoss(nn.Module):
-    """Teaches an integrated-phase iSTFT head (``model.frame.phase: integrated``) the per-hop phase
-    advance of the target, bin by bin, on the decoder's own frames.
+class FrameHeadLoss(nn.Module):
+    """Direct targets for a frame decoder's iSTFT head (``model.frame.phase: integrated`` or ``peak``),
+    on the decoder's own frames: ``(magnitude loss, phase-advance loss)``.
 
     The decoder's frames are the encoder's analysis frames (same ``n_fft``, hop and square-root
-    Hann window, a perfect-reconstruction pair), so the target's advance per bin is exact:
-    ``wrap(phase_f - phase_{f-1} - centre_k)``. The loss is ``1 - cos(predicted - target)``,
-    weighted by the target magnitude (the phase of silent bins is noise) and averaged; the first
-    frame of each chunk, whose previous phase is unknown, is left out. A mel loss through the
-    overlap-add teaches this only faintly (a head trained on mel losses alone kept every bin at its
-    centre frequency: lines 50 Hz apart instead of the speaker's harmonics).
+    Hann window, a perfect-reconstruction pair), so the target of every head output is exact:
+
+    * magnitude: ``mean(| |S_hat|^0.3 - |S|^0.3 |)``, per bin at full resolution (the mel losses
+      pool bins into at most 160 bands and blur harmonics);
+    * phase advance: ``wrap(phase_f - phase_{f-1} - centre_k)`` per bin; the loss is
+      ``1 - cos(predicted - target)`` weighted by the target magnitude (the phase of silent bins
+      is noise) and averaged. The first frame of a chunk, whose previous phase is unknown, is
+      left out. A mel loss through the overlap-add teaches this only faintly: a head trained on
+      mel losses alone kept every bin at its centre frequency (lines 50 Hz apart, no harmonics).
 
     Args:
         n_fft, hop: the decoder's framing (``model.frame``).
@@ -189,22 +192,25 @@ class PhaseAdvanceLoss(nn.Module):
 
     def __init__(self, n_fft: int = 480, hop: int = 240) -> None:
         super().__init__()
-        from lrac.models.frame import CausalSTFT  # the decoder's exact framing
+        from lrac.models.frame import LOG_MAG_MAX, CausalSTFT  # the decoder's exact framing
 
         self.stft = CausalSTFT(n_fft, hop)
+        self.log_mag_max = LOG_MAG_MAX
         bins = n_fft // 2 + 1
         self.register_buffer("centre", torch.arange(bins) * (2 * math.pi * hop / n_fft), persistent=False)
 
-    def forward(self, head: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``head [B, 2 * bins, F]`` (log-magnitudes, advances) and target ``y [B, 1, F * hop]``."""
-        advance = head.chunk(2, dim=1)[1][..., 1:]                      # [B, bins, F - 1]
+    def forward(self, head: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``head [B, 2 * bins, F]`` (log-magnitudes, advances), target ``y [B, 1, F * hop]``."""
+        log_mag, advance = head.chunk(2, dim=1)
         with torch.no_grad():
             spec = self.stft(y)[..., : head.shape[-1]]                  # [B, bins, F]
+            mag = spec.abs()
             phase = spec.angle()
             target = phase[..., 1:] - phase[..., :-1] - self.centre[:, None]
-            weight = spec.abs()[..., 1:]
-        cos_diff = torch.cos(advance - target)
-        return ((1 - cos_diff) * weight).sum() / weight.sum().clamp(min=1e-8)
+            weight = mag[..., 1:]
+        magnitude = (torch.exp(0.3 * log_mag.clamp(max=self.log_mag_max)) - mag.pow(0.3)).abs().mean()
+        cos_diff = torch.cos(advance[..., 1:] - target)
+        return magnitude, ((1 - cos_diff) * weight).sum() / weight.sum().clamp(min=1e-8)
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from lrac.codec import Codec, atomic_torch_save
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.train.data import ChunkStream, Prefetcher
-from lrac.train.losses import (MultiScaleMelLoss, PhaseAdvanceLoss, PhaseDerivativeLoss,
+from lrac.train.losses import (FrameHeadLoss, MultiScaleMelLoss, PhaseDerivativeLoss,
                                discriminator_adversarial_loss,
                                feature_matching_loss, generator_adversarial_loss)
 
@@ -155,12 +155,12 @@ class Trainer:
                                           self.tc.mel_bins).to(self.device)
         self.phase_loss = PhaseDerivativeLoss(self.tc.phase_n_fft, self.tc.phase_n_fft // 4).to(self.device)
         frame = cfg.model.frame
-        self.advance_loss = None
-        if self.tc.lambda_advance > 0:
-            if cfg.model.family != "frame" or frame.phase != "integrated":
-                raise ValueError("train.lambda_advance needs model.family 'frame' with frame.phase "
-                                 "'integrated'")
-            self.advance_loss = PhaseAdvanceLoss(frame.n_fft, frame.hop).to(self.device)
+        self.head_loss = None
+        if self.tc.lambda_advance > 0 or self.tc.lambda_magnitude > 0:
+            if cfg.model.family != "frame" or frame.phase not in ("integrated", "peak"):
+                raise ValueError("train.lambda_advance and train.lambda_magnitude need model.family "
+                                 "'frame' with frame.phase 'integrated' or 'peak'")
+            self.head_loss = FrameHeadLoss(frame.n_fft, frame.hop).to(self.device)
         self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
         self.opt_g = self._optimizer(self.g_params)
@@ -226,7 +226,7 @@ class Trainer:
         """One iteration on input ``x`` and target ``y`` (``[B, 1, T]``); returns the losses."""
         tc = self.tc
         n_q = self.stages_at(self.step)
-        if self.advance_loss is None:
+        if self.head_loss is None:
             y_hat, commit = self.g_model(x, n_q)
         else:
             y_hat, commit, head = self.g_model(x, n_q, with_head=True)
@@ -234,10 +234,10 @@ class Trainer:
         mel = self.mel_loss(y_hat, y)
         g_loss = tc.lambda_mel * mel + tc.lambda_commit * commit
         out = {"n_q": float(n_q), "mel": mel.item(), "commit": commit.item()}
-        if self.advance_loss is not None:
-            advance = self.advance_loss(head, y)
-            g_loss = g_loss + tc.lambda_advance * advance
-            out["advance"] = advance.item()
+        if self.head_loss is not None:
+            magnitude, advance = self.head_loss(head, y)
+            g_loss = g_loss + tc.lambda_magnitude * magnitude + tc.lambda_advance * advance
+            out.update(magnitude=magnitude.item(), advance=advance.item())
         if tc.lambda_phase > 0:
             phase = self.phase_loss(y_hat, y)
             g_loss = g_loss + tc.lambda_phase * phase
