@@ -36,20 +36,12 @@ class Generator(nn.Module):
         self.quantizer = ResidualVQ(cfg.model.latent_dim, cfg.quantizer)
         self.decoder = Decoder(cfg.model)
 
-    def forward(self, wav: torch.Tensor, n_q: int, with_head: bool = False) -> tuple[torch.Tensor, ...]:
+    def forward(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training forward: ``wav [B, 1, T]`` (T a multiple of the hop) -> ``(wav_hat [B, 1, T],
-        commitment loss)``, plus, ``with_head``, the frame decoder's iSTFT head input
-        ``[B, 2 * bins, F]`` (``None`` for a decoder without one). Codebooks update themselves in
-        train mode."""
+        commitment loss)``. Codebooks update themselves in train mode."""
         latent = self.encoder(wav)
         quantized, _, commit = self.quantizer(latent, n_q)
-        if not with_head:
-            return self.decoder(quantized), commit
-        net = self.decoder.net
-        if not hasattr(net, "head"):
-            return self.decoder(quantized), commit, None
-        head = net.head(quantized)
-        return net.synthesize(head), commit, head
+        return self.decoder(quantized), commit
 
 
 def as_batch(audio: Any) -> torch.Tensor:

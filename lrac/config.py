@@ -82,10 +82,6 @@ class FrameConfig:
     kernel: int = 7
     encoder_lookahead_frames: int = 0
     decoder_lookahead_frames: int = 1
-    # "absolute": the head predicts each frame's phase; "integrated": it predicts the phase advance
-    # over one hop and the phase is its running sum (a phase vocoder); "peak": the advance read off
-    # the magnitude peaks plus a learned correction (lrac/models/frame.py)
-    phase: str = "absolute"
 
 
 @dataclass
@@ -141,10 +137,6 @@ class TrainConfig:
     lambda_feat: float = 2.0
     lambda_mel: float = 5.0
     lambda_commit: float = 10.0
-    lambda_phase: float = 0.0           # phase-derivative loss (losses.py); 0 in the baseline
-    phase_n_fft: int = 480              # its STFT size (hop n_fft / 4)
-    lambda_advance: float = 0.0         # frame head losses (FrameHeadLoss): phase advance
-    lambda_magnitude: float = 0.0       # and magnitude, on the decoder's own frames
     mel_n_ffts: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
     mel_bins: list[int] = field(default_factory=lambda: [10, 20, 40, 80, 160])
     disc_n_ffts: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])

@@ -74,8 +74,7 @@ def test_t1_compute_counted_by_hand() -> None:
     bins = f.n_fft // 2 + 1
     block = f.decoder_dim * f.kernel + 2 * f.decoder_dim * hidden
     per_frame = (latent * f.decoder_dim + f.decoder_layers * block + f.decoder_dim * 2 * bins
-                 + fft_macs(f.n_fft) + f.n_fft + (3 if f.phase != "absolute" else 2) * bins
-                 + (12 * bins if f.phase == "peak" else 0))
+                 + fft_macs(f.n_fft) + f.n_fft + 2 * bins)
     report = complexity_report(Codec(cfg))
     assert report["decoder_mflops"] == pytest.approx(2 * per_frame * 100 / 1e6, rel=1e-12)
     assert report["decoder_lookahead_ms"] == pytest.approx(20.0)   # 1 conv frame + overlap-add
@@ -164,44 +163,6 @@ def test_stft_pair_reconstructs_the_signal() -> None:
     assert istft.lookahead_samples == 1.0
 
 
-def test_integrated_phase_reconstructs_from_phase_advances() -> None:
-    """With ``integrate_phase`` the head gives per-hop phase advances (relative to the bin centre);
-    feeding the analysis phase differences back reconstructs the signal, also when streamed."""
-    stft, istft = CausalSTFT(480, 240), CausalISTFT(480, 240, integrate_phase=True)
-    wav = torch.randn(1, 1, 240 * 20)
-    spec = stft(wav).to(torch.complex128)
-    phase = spec.angle()
-    centre = torch.arange(241, dtype=torch.float64)[:, None] * math.pi  # 2 pi k hop / n_fft
-    advance = torch.diff(phase, dim=-1, prepend=torch.zeros_like(phase[..., :1])) - centre
-    features = torch.cat([spec.abs().clamp(min=1e-12).log(), advance], dim=1).float()
-    out = istft(features)
-    assert (out - wav)[..., : -240].abs().max() < 5e-4  # float32 phases of a unit-variance signal
-    session = StreamSession(istft, batch_size=1)
-    parts = [session(features[..., i:i + 3]) for i in range(0, 20, 3)] + [session.flush(features[..., :0])]
-    assert (torch.cat(parts, -1) - out).abs().max() < 1e-5
-
-
-def _one_bin_output(integrate_phase: bool, k: int = 21) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spectrum of the iSTFT head's output for bin ``k`` alone at zero phase / zero advance."""
-    istft = CausalISTFT(480, 240, integrate_phase=integrate_phase)
-    log_mag = torch.full((1, 241, 100), -30.0)
-    log_mag[:, k] = 0.0
-    out = istft(torch.cat([log_mag, torch.zeros(1, 241, 100)], dim=1))[0, 0, 480:]
-    return torch.fft.rfftfreq(out.shape[-1], 1 / 24000), torch.fft.rfft(out * torch.hann_window(out.shape[-1])).abs()
-
-
-def test_integrated_phase_at_rest_is_a_steady_tone() -> None:
-    """Zero advances make a bin a sinusoid at its centre frequency (bin 21: 1050 Hz) with continuous
-    phase. Zero absolute phases instead restart every frame at phase 0, so for an odd bin the
-    overlapping frames cancel and the output is a 100 Hz comb (1000, 1100 Hz) without the tone."""
-    freqs, steady = _one_bin_output(True)
-    assert abs(float(freqs[steady.argmax()]) - 1050.0) < 2.0
-    assert steady[(freqs - 1050).abs() > 60].max() < 0.1 * steady.max()  # window ripple only
-    freqs, restarted = _one_bin_output(False)
-    assert restarted[(freqs - 1050).abs() < 2].max() < 1e-3 * steady.max()
-    assert abs(float(freqs[restarted.argmax()]) - 1050.0) == pytest.approx(50.0, abs=2.0)
-
-
 def test_stft_costs_are_declared() -> None:
     stft, istft = CausalSTFT(480, 240), CausalISTFT(480, 240)
     spec = stft(torch.zeros(1, 1, 24000))
@@ -240,8 +201,7 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert loaded.config.to_dict() == codec.config.to_dict()
     assert loaded.model_id == codec.model_id
     assert torch.equal(loaded.encode(wav, 6000), tokens)
-    # (the loaded codec dequantises in float64: rounding differences of ~1e-7, summed into phases)
-    assert (loaded.decode(tokens) - audio).abs().max() <= 1e-5
+    assert (loaded.decode(tokens) - audio).abs().max() <= 1e-6
 
 
 def test_bad_frame_config_is_refused() -> None:

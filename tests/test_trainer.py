@@ -139,15 +139,3 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path):
     result = trainer.fit(50)
     assert result["step"] == 1  # the budget ran out during the first step
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 1
-
-
-def test_phase_advance_loss_needs_an_integrated_phase_head(tmp_path):
-    utts = _utterances(tmp_path, 1)
-    with pytest.raises(ValueError, match="lambda_advance and train.lambda_magnitude"):
-        _trainer(_cfg(lambda_advance=1.0), tmp_path / "a", utts)  # baseline-t1: no iSTFT head
-    cfg = load_config("lrac-t1", [f"train.segment_samples={SEGMENT}", "train.batch_size=2", "train.lr=1e-3",
-                                  "train.checkpoint_every_minutes=0", "train.warmup_steps=100"])
-    trainer = _trainer(cfg, tmp_path / "b", utts)
-    x, y = trainer.stream.next_batch(2)
-    advance = [trainer.train_step(x, y)["advance"] for _ in range(15)]
-    assert all(np.isfinite(advance)) and np.mean(advance[-3:]) < 0.95 * advance[0], advance

@@ -100,13 +100,12 @@ class CausalISTFT(StreamingModule):
     the rest (``n_fft - hop`` samples) until the next frames or the flush.
     """
 
-    def __init__(self, n_fft: int, hop: int, integrate_phase: bool = False) -> None:
+    def __init__(self, n_fft: int, hop: int) -> None:
         super().__init__()
         if n_fft % hop:
             raise ValueError(f"n_fft {n_fft} must be a multiple of hop {hop} for the overlap-add")
         self.n_fft, self.hop = n_fft, hop
         self.overlap = n_fft - hop
-        self.integrate_phase = integrate_phase
         self.register_buffer("window", sqrt_hann(n_fft), persistent=False)
 
     @property
@@ -115,33 +114,10 @@ class CausalISTFT(StreamingModule):
         return self.overlap / self.hop
 
     def init_state(self, batch_size: int) -> State:
-        bins = self.n_fft // 2 + 1
-        return State(tail=self.window.new_zeros(batch_size, self.overlap), drop=self.overlap,
-                     phase=torch.zeros(batch_size, bins, dtype=torch.float64, device=self.window.device))
-
-    def integrate(self, advance: torch.Tensor) -> torch.Tensor:
-        """Phase advances ``[B, F, bins]`` (radians per hop, relative to each bin's centre
-        frequency) -> phases: the running sum from the stream's start, wrapped to ``[0, 2 pi)``.
-
-        A sinusoid between bins keeps its phase continuous from frame to frame when the head
-        predicts its frequency offset, a local quantity; an absolute phase per frame would need
-        the whole history (without it the frames repeat and the overlap-add rings at
-        ``sample_rate / hop``). Summed in float64, so chunked and one-pass sums agree to ~1e-12."""
-        bins = advance.shape[-1]
-        centre = torch.arange(bins, dtype=torch.float64, device=advance.device) * (2 * math.pi * self.hop
-                                                                                 / self.n_fft)
-        total = torch.cumsum(advance.double() + centre, dim=1)
-        state = self.stream_state
-        if state is not None:
-            total = total + state.phase[:, None, :]
-            if total.shape[1]:
-                state.phase = torch.remainder(total[:, -1].detach(), 2 * math.pi)
-        return torch.remainder(total, 2 * math.pi).to(advance.dtype)
+        return State(tail=self.window.new_zeros(batch_size, self.overlap), drop=self.overlap)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         log_mag, phase = x.transpose(1, 2).chunk(2, dim=-1)          # [B, F, bins] each
-        if self.integrate_phase:
-            phase = self.integrate(phase)
         if x.shape[-1]:
             mag = torch.exp(log_mag.clamp(max=LOG_MAG_MAX))
             spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
@@ -163,53 +139,7 @@ class CausalISTFT(StreamingModule):
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         bins = self.n_fft // 2 + 1
-        return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + (3 if self.integrate_phase else 2) * bins)
-
-
-class PeakAdvance(nn.Module):
-    """Phase advances a sinusoidal model reads off log-magnitudes ``[B, bins, F]`` -> ``[B, bins, F]``
-    (radians per hop, relative to each bin's centre frequency, as :meth:`CausalISTFT.integrate`
-    takes them).
-
-    In each frame, every local maximum of the log-magnitude is a sinusoid whose frequency is found
-    by quadratic interpolation through the peak bin and its two neighbours (the usual estimate of
-    sinusoidal analysis); every bin then advances at the frequency of its nearest peak, so all
-    bins of one partial turn together (identity phase locking, Laroche and Dolson 1999). Bins
-    without a peak in the frame stay at their centre frequency. It is a fixed function of one frame
-    (no look-ahead, no state) and is not trained through: on clean speech, resynthesis from the true
-    magnitudes with these advances scores PESQ-WB 1.8-2.3 where bin-centre advances score 1.6-2.1
-    (4 test clips), and the decoder's head learns a correction on top (``phase: peak``).
-    """
-
-    def __init__(self, n_fft: int, hop: int) -> None:
-        super().__init__()
-        self.n_fft, self.hop = n_fft, hop
-
-    def forward(self, log_mag: torch.Tensor) -> torch.Tensor:
-        log_mag = log_mag.detach()
-        b, bins, frames = log_mag.shape
-        left, mid, right = log_mag[:, :-2], log_mag[:, 1:-1], log_mag[:, 2:]
-        is_peak = (mid >= left) & (mid > right)
-        curvature = left - 2 * mid + right
-        curved = curvature.abs() > 1e-6
-        offset = torch.where(curved, 0.5 * (left - right) / torch.where(curved, curvature, 1.0), 0.0)
-        offset = offset.clamp(-0.5, 0.5)
-        k = torch.arange(bins, dtype=log_mag.dtype, device=log_mag.device)[None, :, None].expand(b, bins, frames)
-        none = torch.zeros_like(log_mag[:, :1], dtype=torch.bool)
-        peak = torch.cat([none, is_peak, none], dim=1)
-        position = k + F.pad(offset, (0, 0, 1, 1))                    # fractional bin of each peak
-        # nearest peak of every bin: the last peak at or below it and the first at or above it
-        far = torch.full_like(k, 1e9)
-        below = torch.cummax(torch.where(peak, k, -far), dim=1).values
-        above = torch.where(peak, k, far).flip(1).cummin(dim=1).values.flip(1)
-        source = torch.where(k - below <= above - k, below, above)
-        freq = torch.gather(position, 1, source.clamp(0, bins - 1).long())
-        freq = torch.where(source.abs() < 1e8, freq, k)               # no peak in the frame
-        return (freq - k) * (2 * math.pi * self.hop / self.n_fft)
-
-    def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
-        """About 12 operations per bin and frame (comparisons, interpolation, two scans, gather)."""
-        return output.shape[-1] * 12 * output.shape[1]
+        return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + 2 * bins)
 
 
 class ConvNeXtBlock(Residual):
@@ -300,28 +230,11 @@ class FrameDecoder(nn.Module):
         bins = cfg.n_fft // 2 + 1
         self.backbone = Backbone(latent_dim, cfg.decoder_dim, 2 * bins, cfg.decoder_layers,
                                  cfg.decoder_mlp_ratio, cfg.kernel, cfg.decoder_lookahead_frames)
-        if cfg.phase not in ("absolute", "integrated", "peak"):
-            raise ValueError(f"model.frame.phase must be 'absolute', 'integrated' or 'peak', got {cfg.phase!r}")
-        self.istft = CausalISTFT(cfg.n_fft, cfg.hop, integrate_phase=cfg.phase != "absolute")
-        self.peak_advance = PeakAdvance(cfg.n_fft, cfg.hop) if cfg.phase == "peak" else None
+        self.istft = CausalISTFT(cfg.n_fft, cfg.hop)
         self.hop_length = cfg.hop
 
-    def head(self, latent: torch.Tensor) -> torch.Tensor:
-        """Latent -> the iSTFT head's input ``[B, 2 * bins, F]``: log-magnitudes, then phases (or
-        phase advances, with ``phase: integrated``; with ``phase: peak`` the advances of
-        :class:`PeakAdvance` plus the learned correction) per frame; training losses read it."""
-        out = self.backbone(latent)
-        if self.peak_advance is None:
-            return out
-        log_mag, correction = out.chunk(2, dim=1)
-        return torch.cat([log_mag, self.peak_advance(log_mag) + correction], dim=1)
-
-    def synthesize(self, head: torch.Tensor) -> torch.Tensor:
-        """Head input ``[B, 2 * bins, F]`` -> waveform ``[B, 1, F * hop]``."""
-        return self.istft(head)
-
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.synthesize(self.head(latent))
+        return self.istft(self.backbone(latent))
 
 
 def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:

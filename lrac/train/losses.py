@@ -1,8 +1,7 @@
-"""Training losses of the LRAC baseline (spec §3.2): multi-scale mel, hinge adversarial, feature matching;
-and a phase-structure loss of our own (:class:`PhaseDerivativeLoss`, off in the baseline presets).
+"""Training losses of the LRAC baseline (spec §3.2): multi-scale mel, hinge adversarial, feature matching.
 
 The generator loss is ``lambda_adv * adv + lambda_feat * fm + lambda_mel * mel + lambda_commit * commit``
-(1, 2, 5, 10 in the baseline) ``+ lambda_phase * phase``; the commitment term comes from the quantizer.
+(1, 2, 5, 10 in the baseline); the commitment term comes from the quantizer.
 
 Discriminator outputs are lists with one entry per scale, each entry ``[feature maps..., logits]``
 as returned by :class:`lrac.models.discriminators.MultiScaleSTFTDiscriminator`.
@@ -122,95 +121,6 @@ class MultiScaleMelLoss(nn.Module):
                 mel_ref = self.log_mel(y, n_fft)
             loss = loss + F.l1_loss(mel_hat, mel_ref) + alpha * F.mse_loss(mel_hat, mel_ref)
         return loss / self.total
-
-
-class PhaseDerivativeLoss(nn.Module):
-    """How far the phase *derivatives* of ``y_hat`` are from those of ``y``, magnitude-weighted.
-
-    Mel losses see magnitudes only; a frame-rate decoder trained on them alone learns no phase
-    structure (its frames repeat, and the overlap-add rings at ``sample_rate / hop``: a comb of
-    100 Hz lines instead of the speaker's harmonics). A codec cannot transmit absolute phase at a
-    few kbit/s, but the time and frequency derivatives of phase (instantaneous frequency and group
-    delay, as in APNet's anti-wrapping losses) are local and predictable. For each pair of
-    neighbouring STFT bins, along time and along frequency, the loss is
-    ``1 - cos(dphase_hat - dphase)``, weighted by the geometric mean of the pair's target magnitudes
-    (so silent bins, whose phase is noise, do not count) and averaged; 0 when the derivatives match.
-
-    Args:
-        n_fft: STFT size (window = ``n_fft``, Hann, no centring).
-        hop: STFT hop in samples.
-    """
-
-    def __init__(self, n_fft: int = 480, hop: int = 120) -> None:
-        super().__init__()
-        self.n_fft, self.hop = int(n_fft), int(hop)
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
-
-    def _spec(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stft(x.reshape(-1, x.shape[-1]), self.n_fft, self.hop, self.n_fft, window=self.window,
-                          center=False, return_complex=True)  # [B, bins, frames]
-
-    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``y_hat``, ``y`` ``[B, 1, T]`` -> scalar in ``[0, 2]``."""
-        s_hat = self._spec(y_hat)
-        with torch.no_grad():
-            s_ref = self._spec(y)
-            mag_ref = s_ref.abs()
-            # a floor well below speech level keeps unit phasors (and their gradients) bounded
-            floor = 1e-4 * mag_ref.amax(dim=(1, 2), keepdim=True).clamp(min=1e-8)
-            u_ref = s_ref / (mag_ref + floor)
-        u_hat = s_hat / torch.sqrt(s_hat.real.square() + s_hat.imag.square() + floor.square())
-        loss = y_hat.new_zeros(())
-        for dim in (1, 2):  # along frequency (group delay), along time (instantaneous frequency)
-            n = u_hat.shape[dim]
-            a, b = u_hat.narrow(dim, 1, n - 1), u_hat.narrow(dim, 0, n - 1)
-            ra, rb = u_ref.narrow(dim, 1, n - 1), u_ref.narrow(dim, 0, n - 1)
-            weight = torch.sqrt(mag_ref.narrow(dim, 1, n - 1) * mag_ref.narrow(dim, 0, n - 1))
-            cos_diff = (a * b.conj() * (ra * rb.conj()).conj()).real
-            loss = loss + ((1 - cos_diff) * weight).sum() / weight.sum().clamp(min=1e-8)
-        return loss / 2
-
-
-class FrameHeadLoss(nn.Module):
-    """Direct targets for a frame decoder's iSTFT head (``model.frame.phase: integrated`` or ``peak``),
-    on the decoder's own frames: ``(magnitude loss, phase-advance loss)``.
-
-    The decoder's frames are the encoder's analysis frames (same ``n_fft``, hop and square-root
-    Hann window, a perfect-reconstruction pair), so the target of every head output is exact:
-
-    * magnitude: ``mean(| |S_hat|^0.3 - |S|^0.3 |)``, per bin at full resolution (the mel losses
-      pool bins into at most 160 bands and blur harmonics);
-    * phase advance: ``wrap(phase_f - phase_{f-1} - centre_k)`` per bin; the loss is
-      ``1 - cos(predicted - target)`` weighted by the target magnitude (the phase of silent bins
-      is noise) and averaged. The first frame of a chunk, whose previous phase is unknown, is
-      left out. A mel loss through the overlap-add teaches this only faintly: a head trained on
-      mel losses alone kept every bin at its centre frequency (lines 50 Hz apart, no harmonics).
-
-    Args:
-        n_fft, hop: the decoder's framing (``model.frame``).
-    """
-
-    def __init__(self, n_fft: int = 480, hop: int = 240) -> None:
-        super().__init__()
-        from lrac.models.frame import LOG_MAG_MAX, CausalSTFT  # the decoder's exact framing
-
-        self.stft = CausalSTFT(n_fft, hop)
-        self.log_mag_max = LOG_MAG_MAX
-        bins = n_fft // 2 + 1
-        self.register_buffer("centre", torch.arange(bins) * (2 * math.pi * hop / n_fft), persistent=False)
-
-    def forward(self, head: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``head [B, 2 * bins, F]`` (log-magnitudes, advances), target ``y [B, 1, F * hop]``."""
-        log_mag, advance = head.chunk(2, dim=1)
-        with torch.no_grad():
-            spec = self.stft(y)[..., : head.shape[-1]]                  # [B, bins, F]
-            mag = spec.abs()
-            phase = spec.angle()
-            target = phase[..., 1:] - phase[..., :-1] - self.centre[:, None]
-            weight = mag[..., 1:]
-        magnitude = (torch.exp(0.3 * log_mag.clamp(max=self.log_mag_max)) - mag.pow(0.3)).abs().mean()
-        cos_diff = torch.cos(advance[..., 1:] - target)
-        return magnitude, ((1 - cos_diff) * weight).sum() / weight.sum().clamp(min=1e-8)
 
 
 # --------------------------------------------------------------------------------------------

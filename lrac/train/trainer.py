@@ -48,8 +48,7 @@ from lrac.codec import Codec, atomic_torch_save
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.train.data import ChunkStream, Prefetcher
-from lrac.train.losses import (FrameHeadLoss, MultiScaleMelLoss, PhaseDerivativeLoss,
-                               discriminator_adversarial_loss,
+from lrac.train.losses import (MultiScaleMelLoss, discriminator_adversarial_loss,
                                feature_matching_loss, generator_adversarial_loss)
 
 CHECKPOINT_FORMAT = "lrac-train-checkpoint"
@@ -153,14 +152,6 @@ class Trainer:
         self.disc = MultiScaleSTFTDiscriminator(self.tc.disc_n_ffts, self.tc.disc_filters).to(self.device)
         self.mel_loss = MultiScaleMelLoss(cfg.model.sample_rate, self.tc.mel_n_ffts,
                                           self.tc.mel_bins).to(self.device)
-        self.phase_loss = PhaseDerivativeLoss(self.tc.phase_n_fft, self.tc.phase_n_fft // 4).to(self.device)
-        frame = cfg.model.frame
-        self.head_loss = None
-        if self.tc.lambda_advance > 0 or self.tc.lambda_magnitude > 0:
-            if cfg.model.family != "frame" or frame.phase not in ("integrated", "peak"):
-                raise ValueError("train.lambda_advance and train.lambda_magnitude need model.family "
-                                 "'frame' with frame.phase 'integrated' or 'peak'")
-            self.head_loss = FrameHeadLoss(frame.n_fft, frame.hop).to(self.device)
         self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
         self.opt_g = self._optimizer(self.g_params)
@@ -226,22 +217,11 @@ class Trainer:
         """One iteration on input ``x`` and target ``y`` (``[B, 1, T]``); returns the losses."""
         tc = self.tc
         n_q = self.stages_at(self.step)
-        if self.head_loss is None:
-            y_hat, commit = self.g_model(x, n_q)
-        else:
-            y_hat, commit, head = self.g_model(x, n_q, with_head=True)
+        y_hat, commit = self.g_model(x, n_q)
         y_hat = y_hat[..., :y.shape[-1]]
         mel = self.mel_loss(y_hat, y)
         g_loss = tc.lambda_mel * mel + tc.lambda_commit * commit
         out = {"n_q": float(n_q), "mel": mel.item(), "commit": commit.item()}
-        if self.head_loss is not None:
-            magnitude, advance = self.head_loss(head, y)
-            g_loss = g_loss + tc.lambda_magnitude * magnitude + tc.lambda_advance * advance
-            out.update(magnitude=magnitude.item(), advance=advance.item())
-        if tc.lambda_phase > 0:
-            phase = self.phase_loss(y_hat, y)
-            g_loss = g_loss + tc.lambda_phase * phase
-            out["phase"] = phase.item()
 
         use_disc = self.step >= tc.warmup_steps
         update_disc = use_disc and (self.step - tc.warmup_steps) % tc.disc_every == 0
