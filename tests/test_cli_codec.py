@@ -153,3 +153,26 @@ def test_console_scripts_installed(tmp_path, wav, model):
     bad = subprocess.run(["lrac-decode", str(tmp_path / "missing.lrac"), str(tmp_path / "y.wav"),
                           "--model", model], capture_output=True, text=True)
     assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_shipped_models_work_out_of_the_box(tmp_path, wav):
+    """With the package's pretrained files: no --model means t1, --model t2 selects the other, and a
+    file coded by one model is refused by the other (the header names the model)."""
+    if not {"t1", "t2"} <= set(Codec.pretrained_names()):
+        pytest.skip("no pretrained t1/t2 in lrac/pretrained")
+    t1, t2 = Codec.pretrained("t1"), Codec.pretrained("t2")
+    assert t1.model_id != t2.model_id
+    assert (t1.config.train.track, t2.config.train.track) == (1, 2)
+    from lrac.eval.complexity import complexity_report
+    for codec in (t1, t2):  # within its track's compute and latency limits, RVQ included
+        report = complexity_report(codec)
+        assert all(report["pass"].values()) and all(report["pass_with_rvq"].values())
+    out_wav = tmp_path / "o.wav"
+    for extra in ([], ["--model", "t2"]):
+        lrac_file = tmp_path / f"x{len(extra)}.lrac"
+        assert run(encode_main, [str(wav), str(lrac_file), "--bitrate", "6", *extra])[0] == 0
+        assert run(decode_main, [str(lrac_file), str(out_wav), *extra])[0] == 0
+        decoded, rate = sf.read(out_wav)
+        assert rate == 24000 and abs(len(decoded) - 1.3 * 24000) < 2 and np.isfinite(decoded).all()
+    code, out = run(decode_main, [str(tmp_path / "x0.lrac"), str(out_wav), "--model", "t2"])
+    assert code == 2 and "another model" in out
