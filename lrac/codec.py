@@ -396,6 +396,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it (mkstemp makes it owner-only)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -122,3 +122,14 @@ def test_load_errors(tmp_path):
 def test_public_api():
     for name in ["Codec", "Encoder", "Decoder", "ResidualVQ", "load_config", "Config"]:
         assert hasattr(lrac, name)
+
+
+def test_saved_files_have_ordinary_permissions(tmp_path):
+    """Model files are readable by others as any file the user writes (not owner-only temp files)."""
+    import os
+    import stat
+
+    Codec("baseline-t1").save(tmp_path / "m.pt")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "m.pt").stat().st_mode) == 0o666 & ~umask
