@@ -79,6 +79,7 @@ class Codec:
         self.generator.eval()
         self.weight_norm_folded = False
         self.model_id = self.compute_model_id()
+        self.note = ""  # what users should know about these weights (stored in the model file)
 
     # -- properties ---------------------------------------------------------------------------------
     @property
@@ -165,7 +166,7 @@ class Codec:
                        for k, v in self._state_dict32().items()}
         self.model_id = self.compute_model_id()
         state = {"format": MODEL_FORMAT, "version": 1, "config": self.config.to_dict(),
-                 "generator": weights, "model_id": self.model_id.hex(),
+                 "generator": weights, "model_id": self.model_id.hex(), "note": self.note,
                  "weight_norm_folded": self.weight_norm_folded}
         state.update(extra or {})
         atomic_torch_save(state, path)
@@ -192,6 +193,7 @@ class Codec:
         codec.generator.load_state_dict(state["generator"])
         codec.model_id = bytes.fromhex(state["model_id"]) if "model_id" in state \
             else codec.compute_model_id()
+        codec.note = str(state.get("note", ""))
         if inference and not codec.weight_norm_folded:
             codec.fold_weight_norm()
         if inference:

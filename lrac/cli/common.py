@@ -77,14 +77,15 @@ def load_codec(model: str | None):
     from ..codec import Codec  # heavy import (torch) only when a model is needed
 
     if model is None:
-        try:
-            return Codec.pretrained("t1")
-        except FileNotFoundError:
+        model = "t1"
+        if model not in Codec.pretrained_names():
             raise FileNotFoundError("no --model given and no pretrained weights are installed: "
-                                    "pass --model PATH (a file written by lrac-train or Codec.save)") \
-                from None
+                                    "pass --model PATH (a file written by lrac-train or Codec.save)")
     if model in Codec.pretrained_names():
-        return Codec.pretrained(model)
+        codec = Codec.pretrained(model)
+        if codec.note:  # e.g. a preview model's quality warning
+            click.echo(f"note: {codec.note}", err=True)
+        return codec
     if not Path(model).exists():
         raise FileNotFoundError(f"--model {model}: file not found (pretrained names: "
                                 f"{', '.join(Codec.pretrained_names()) or 'none installed'})")
