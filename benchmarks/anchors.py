@@ -201,9 +201,14 @@ def default_anchors(lyra_dir: Path = LYRA_DIR) -> list[Anchor]:
 # --------------------------------------------------------------------------------------------
 
 
+def data_root() -> Path:
+    """The shared data folder: ``LRAC_DATA``, else ``../shared/data`` beside the repository."""
+    return Path(os.environ.get("LRAC_DATA", REPO.parent / "shared" / "data"))
+
+
 def default_clips(n: int) -> list[Path]:
-    """``n`` clips spread evenly over the test split of the shared data (LRAC_DATA or ../shared/data)."""
-    root = Path(os.environ.get("LRAC_DATA", REPO.parent / "shared" / "data"))
+    """``n`` clips spread evenly over the test split of the shared data (see :func:`data_root`)."""
+    root = data_root()
     split = root / "splits" / "test.speech.txt"
     if not split.is_file():
         raise SystemExit(f"no --testset given and no test split at {split} (set LRAC_DATA)")

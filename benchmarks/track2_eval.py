@@ -29,8 +29,9 @@ from lrac.config import DataConfig
 from lrac.eval import score as S
 from lrac.train.augment import Augmenter
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+from anchors import data_root, default_clips  # the same data folder and clip choice as the anchors
+
+SHARED = data_root()
 RATE = 24000
 
 
@@ -116,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     metrics = args.metrics.split(",")
-    clean = shared_list("test", "speech")
-    if args.n:  # spread evenly over the split, as benchmarks/anchors.py picks its clips
-        clean = clean[:: max(1, len(clean) // args.n)][: args.n]
+    clean = default_clips(args.n) if args.n else shared_list("test", "speech")
     inputs, targets = make_degraded(clean, shared_list("test", "noise"), shared_list("test", "rir"),
                                     args.out / "degraded", args.snr, args.reverb_prob, args.max_seconds,
                                     args.seed)

@@ -156,14 +156,14 @@ class Codec:
         With ``half`` the weights are first rounded to float16 (in this codec too, so that it
         behaves as the file will) and stored so: half the size, for the models shipped in the
         package. They load back as float32."""
-        weights = self._state_dict32()
         if half:
             with torch.no_grad():
                 for tensor in self.generator.state_dict().values():
                     if tensor.is_floating_point():
                         tensor.copy_(tensor.half())
-            weights = {k: v.half() if v.is_floating_point() else v
-                       for k, v in self._state_dict32().items()}
+        weights = self._state_dict32()
+        if half:
+            weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
         self.model_id = self.compute_model_id()
         state = {"format": MODEL_FORMAT, "version": 1, "config": self.config.to_dict(),
                  "generator": weights, "model_id": self.model_id.hex(), "note": self.note,

@@ -25,6 +25,13 @@ def test_init_from_gan_weights_continues_step_and_weights(tmp_path):
     later.fit(4)
     assert later.step == 4
 
+    save_gan_weights(tmp_path / "a" / "last.pt", tmp_path / "gd16.pt", half=True)
+    assert (tmp_path / "gd16.pt").stat().st_size < 0.6 * (tmp_path / "gd.pt").stat().st_size
+    from_half = _trainer(cfg, tmp_path / "c", utts)
+    from_half.load_weights(tmp_path / "gd16.pt")  # loads into the float32 networks
+    assert all(torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4)
+               for a, b in zip(_states(first).values(), _states(from_half).values()))
+
 
 def test_init_from_refuses_another_model(tmp_path):
     utts = _utterances(tmp_path, 1)

@@ -131,8 +131,6 @@ def test_two_gloo_processes_stay_identical(tmp_path):
     assert ckpt["world"] == 2 and len(ckpt["ranks"]) == 2 and ckpt["step"] == 3
 
 
-
-
 def test_max_minutes_stops_with_a_checkpoint(tmp_path):
     utts = _utterances(tmp_path, 1)
     trainer = _trainer(_cfg(max_minutes=1e-6, warmup_steps=100), tmp_path / "run", utts)

@@ -76,19 +76,20 @@ def load_codec(model: str | None):
     """The codec for ``--model``: a path, a pretrained name (``t1``/``t2``), or the default model."""
     from ..codec import Codec  # heavy import (torch) only when a model is needed
 
+    installed = Codec.pretrained_names()
     if model is None:
         model = "t1"
-        if model not in Codec.pretrained_names():
+        if model not in installed:
             raise FileNotFoundError("no --model given and no pretrained weights are installed: "
                                     "pass --model PATH (a file written by lrac-train or Codec.save)")
-    if model in Codec.pretrained_names():
+    if model in installed:
         codec = Codec.pretrained(model)
         if codec.note:  # e.g. a preview model's quality warning
             click.echo(f"note: {codec.note}", err=True)
         return codec
     if not Path(model).exists():
         raise FileNotFoundError(f"--model {model}: file not found (pretrained names: "
-                                f"{', '.join(Codec.pretrained_names()) or 'none installed'})")
+                                f"{', '.join(installed) or 'none installed'})")
     return Codec.load(model)
 
 

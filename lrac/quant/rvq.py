@@ -35,6 +35,7 @@ class QuantizerStage(nn.Module):
 
     def __init__(self, latent_dim: int, cfg: QuantizerConfig) -> None:
         super().__init__()
+        # (projections first, as before FSQ existed, so a seed gives the baseline the same weights)
         dim = len(cfg.fsq_levels) if cfg.kind == "fsq" else cfg.codebook_dim
         self.project_in = nn.Linear(latent_dim, dim)
         self.project_out = nn.Linear(dim, latent_dim)

@@ -110,12 +110,12 @@ class EMACodebook(nn.Module):
         self.cluster_size.copy_(counts)
         self.initialized.fill_(True)
 
-    @torch.no_grad()
     def effective_dead_code_threshold(self, n_rows: int) -> float:
         """The threshold for a step that quantises ``n_rows`` vectors on this rank."""
         total = float(_all_reduce_sum(torch.tensor([float(n_rows)]))[0])
         return min(self.dead_code_threshold, self.dead_code_max_share * total / self.codebook_size)
 
+    @torch.no_grad()
     def replace_dead_codes(self, x: torch.Tensor) -> int:
         """Re-seed codes used less than the threshold with random rows of ``x [N, dim]``."""
         threshold = self.effective_dead_code_threshold(x.shape[0])

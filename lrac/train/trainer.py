@@ -509,10 +509,15 @@ class Trainer:
                 "best": self.best[0] if self.best else None}
 
 
-def save_gan_weights(checkpoint: str | Path, dest: str | Path) -> None:
+def save_gan_weights(checkpoint: str | Path, dest: str | Path, half: bool = False) -> None:
     """Keep what a later session needs to continue a GAN run: config, generator, discriminator,
-    step (no optimiser state, about a third of the size). ``lrac-train --init-from DEST`` resumes."""
+    step (no optimiser state, about a third of the size; with ``half`` the weights are stored as
+    float16, half that again). ``lrac-train --init-from DEST`` resumes."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     keep = {k: state[k] for k in ("format", "version", "config", "generator", "model_id",
                                   "weight_norm_folded", "step", "discriminator") if k in state}
+    if half:
+        for net in ("generator", "discriminator"):
+            if net in keep:
+                keep[net] = {k: v.half() if v.is_floating_point() else v for k, v in keep[net].items()}
     atomic_torch_save(keep, dest)
