@@ -127,3 +127,10 @@ def test_complexity_prints_a_table_or_json():
     assert "MFLOPS" in table.stdout
     report = json.loads(_run("--complexity", "--json").stdout)
     assert report["encoder_mflops"] > 0 and "latency_ms" in report
+
+
+def test_bad_quantizer_settings_are_one_line_errors():
+    _assert_user_error(_run("--complexity", "--config", "lrac-t1", "--set", "quantizer.kind=pq"),
+                       "quantizer.kind must be 'vq' or 'fsq'")
+    _assert_user_error(_run("--complexity", "--config", "lrac-t1", "--set", "quantizer.fsq_levels=[4, 4]"),
+                       "give 16 codes")
