@@ -78,7 +78,7 @@ def espnet_order_step(tr: Trainer, x: torch.Tensor, y: torch.Tensor) -> None:
     """One iteration computed the way ESPnet's GAN trainer does it (reference for the speed-up)."""
     tc = tr.tc
     # generator turn
-    y_hat, commit = tr.generator(x, tr.stages_at(tr.step))
+    y_hat, commit, _ = tr.generator(x, tr.stages_at(tr.step))
     mel = 0.0
     for n_fft, alpha in zip(tr.mel_loss.n_ffts, tr.mel_loss.alphas):
         l1 = (tr.mel_loss.log_mel(y_hat, n_fft) - tr.mel_loss.log_mel(y, n_fft)).abs().mean()

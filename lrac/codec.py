@@ -36,12 +36,15 @@ class Generator(nn.Module):
         self.quantizer = ResidualVQ(cfg.model.latent_dim, cfg.quantizer)
         self.decoder = Decoder(cfg.model)
 
-    def forward(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, wav: torch.Tensor, n_q: int, pitch: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Training forward: ``wav [B, 1, T]`` (T a multiple of the hop) -> ``(wav_hat [B, 1, T],
-        commitment loss)``. Codebooks update themselves in train mode."""
+        commitment loss, pitch logits [B, 2, F] or None)``. Codebooks update themselves in train
+        mode. ``pitch`` (``(f0_hz, voiced)`` ``[B, F]``) teacher-forces a decoder with a pitch path."""
         latent = self.encoder(wav)
         quantized, _, commit = self.quantizer(latent, n_q)
-        return self.decoder(quantized), commit
+        wav_hat, pitch_logits = self.decoder.synthesize(quantized, pitch)
+        return wav_hat, commit, pitch_logits
 
 
 def as_batch(audio: Any) -> torch.Tensor:

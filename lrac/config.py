@@ -82,6 +82,9 @@ class FrameConfig:
     kernel: int = 7
     encoder_lookahead_frames: int = 0
     decoder_lookahead_frames: int = 1
+    # pitch path (lrac/models/pitch.py): the decoder also predicts f0 and voicing per frame and adds
+    # a pulse train shaped by a per-bin gain to the iSTFT spectrum; trained against YIN targets
+    harmonic: bool = False
 
 
 @dataclass
@@ -144,6 +147,11 @@ class TrainConfig:
     disc_every: int = 1
     warmup_steps: int = 0
     bitrate_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    # pitch path (model.frame.harmonic): f0 error in octaves and voicing cross-entropy, and the share
+    # of steps whose pulse train follows the target's pitch instead of the predicted one
+    lambda_f0: float = 1.0
+    lambda_voicing: float = 1.0
+    pitch_teacher_forcing: float = 0.5
     seed: int = 777
     valid_every_steps: int = 10_000
     valid_batches: int = 8

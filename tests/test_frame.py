@@ -24,9 +24,11 @@ LIMITS = {"lrac-t1": (700.0, 300.0, 30.0), "lrac-t2": (2600.0, 600.0, 50.0)}
 
 
 def _codec(preset: str, seed: int = 0) -> Codec:
-    """A codec whose blocks matter: layer scales and biases pushed away from their init."""
+    """A codec whose blocks matter: layer scales and biases pushed away from their init.
+    ``PRESET+pitch`` switches the pitch path on (about half the frames come out voiced)."""
     torch.manual_seed(seed)
-    codec = Codec(preset)
+    name, _, extra = preset.partition("+")
+    codec = Codec(load_config(name, ["model.frame.harmonic=true"] if extra == "pitch" else []))
     with torch.no_grad():
         for name, p in codec.generator.named_parameters():
             if name.endswith("gamma"):
@@ -45,9 +47,16 @@ def _chunks(total: int, high: int, gen: torch.Generator) -> list[tuple[int, int]
     return out
 
 
-@pytest.fixture(scope="module", params=PRESETS)
+@pytest.fixture(scope="module", params=PRESETS + ["lrac-t1+pitch"])
 def codec(request) -> Codec:
     return _codec(request.param)
+
+
+def _stream_tolerance(codec: Codec) -> float:
+    """Streamed vs one-pass audio. The pitch path's source runs a phase sum over the predicted
+    pitch, which integrates the float32 rounding differences of chunked convs (about 1e-4 after
+    a second; inaudible, and the same tokens give the same pitch contour)."""
+    return 1e-3 if codec.decoder.has_pitch else 1e-5
 
 
 # -- compute, latency, bitrate --------------------------------------------------------------------
@@ -116,7 +125,7 @@ def test_streaming_networks_equal_one_pass(codec: Codec) -> None:
     parts.append(session.flush(latent[..., :0]))
     streamed = torch.cat(parts, dim=-1)
     assert streamed.shape == audio.shape == (2, 1, hop * 41)
-    assert (streamed - audio).abs().max() <= 1e-5
+    assert (streamed - audio).abs().max() <= _stream_tolerance(codec)
 
 
 def test_stream_codec_equals_one_pass(codec: Codec) -> None:
@@ -135,7 +144,7 @@ def test_stream_codec_equals_one_pass(codec: Codec) -> None:
         parts.append(dec.flush(length))
         streamed = torch.cat(parts, dim=-1)
         assert streamed.shape == audio.shape == (1, 1, length)
-        assert (streamed - audio).abs().max() <= 1e-5
+        assert (streamed - audio).abs().max() <= _stream_tolerance(codec)
 
 
 def test_streaming_holds_back_exactly_the_declared_lookahead() -> None:
@@ -180,7 +189,7 @@ def test_training_step_has_finite_gradients() -> None:
     gen.train()
     wav = 0.1 * torch.randn(2, 1, 240 * 30)
     for n_q in (1, 6):
-        out, commit = gen(wav, n_q)
+        out, commit, _ = gen(wav, n_q)
         assert out.shape == wav.shape
         loss = (out - wav).abs().mean() + commit
         loss.backward()

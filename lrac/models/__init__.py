@@ -50,6 +50,19 @@ class Decoder(nn.Module):
         self.hop_length = self.net.hop_length
         self.latent_dim = cfg.latent_dim
 
+    @property
+    def has_pitch(self) -> bool:
+        """True when the decoder predicts pitch (the frame family's pitch path)."""
+        return bool(getattr(self.net, "harmonic", False))
+
+    def synthesize(self, latent: torch.Tensor, pitch: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Training forward: ``(waveform, pitch logits [B, 2, F] or None)``; ``pitch`` = ``(f0_hz,
+        voiced)`` ``[B, F]`` drives the harmonic source instead of the prediction (teacher forcing)."""
+        if self.has_pitch:
+            return self.net.synthesize(latent, pitch)
+        return self.net(latent), None
+
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.net(latent)
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..config import FrameConfig, ModelConfig
 from .conv import Residual, SConv1d
+from .pitch import CausalPitchFeatures, HarmonicSource, f0_from_logit
 from .streaming import State, StreamingModule, time_cat
 
 LOG_MAG_MAX = 7.0   # decoder magnitudes are exp(min(log_mag, 7)) ~ 1100: a guard against overflow
@@ -116,11 +117,15 @@ class CausalISTFT(StreamingModule):
     def init_state(self, batch_size: int) -> State:
         return State(tail=self.window.new_zeros(batch_size, self.overlap), drop=self.overlap)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: log-magnitude and phase ``[B, 2 * bins, F]``; ``extra``: an optional complex
+        spectrum ``[B, bins, F]`` added before the inverse FFT (the pitch path's harmonics)."""
         log_mag, phase = x.transpose(1, 2).chunk(2, dim=-1)          # [B, F, bins] each
         if x.shape[-1]:
             mag = torch.exp(log_mag.clamp(max=LOG_MAG_MAX))
             spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+            if extra is not None:
+                spec = spec + extra.transpose(1, 2)
             frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.window
         else:  # (an FFT of zero frames is an error for some backends)
             frames = x.new_zeros(x.shape[0], 0, self.n_fft)
@@ -139,7 +144,9 @@ class CausalISTFT(StreamingModule):
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         bins = self.n_fft // 2 + 1
-        return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + 2 * bins)
+        # an added spectrum: its exp gain (1), complex-by-real product (2) and sum (2) per bin
+        added = 5 * bins if len(inputs) > 1 and inputs[1] is not None else 0
+        return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + 2 * bins + added)
 
 
 class ConvNeXtBlock(Residual):
@@ -208,37 +215,75 @@ def spectral_features(spec: torch.Tensor) -> torch.Tensor:
 
 
 class FrameEncoder(nn.Module):
-    """Waveform ``[B, 1, T]`` -> latent ``[B, latent_dim, T // hop]``."""
+    """Waveform ``[B, 1, T]`` -> latent ``[B, latent_dim, T // hop]``.
 
-    def __init__(self, cfg: FrameConfig, latent_dim: int) -> None:
+    With ``cfg.harmonic`` the spectral features are joined by the causal YIN pitch features of
+    :class:`~lrac.models.pitch.CausalPitchFeatures`, so the decoder's pitch head can find the pitch
+    in the tokens."""
+
+    def __init__(self, cfg: FrameConfig, latent_dim: int, sample_rate: int) -> None:
         super().__init__()
         bins = cfg.n_fft // 2 + 1
         self.stft = CausalSTFT(cfg.n_fft, cfg.hop)
-        self.backbone = Backbone(3 * bins, cfg.encoder_dim, latent_dim, cfg.encoder_layers,
+        self.pitch = CausalPitchFeatures(sample_rate, cfg.hop) if cfg.harmonic else None
+        in_dim = 3 * bins + (2 if cfg.harmonic else 0)
+        self.backbone = Backbone(in_dim, cfg.encoder_dim, latent_dim, cfg.encoder_layers,
                                  cfg.encoder_mlp_ratio, cfg.kernel, cfg.encoder_lookahead_frames)
         self.hop_length = cfg.hop
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.backbone(spectral_features(self.stft(wav)))
+        features = spectral_features(self.stft(wav))
+        if self.pitch is not None:
+            features = torch.cat([features, self.pitch(wav)], 1)
+        return self.backbone(features)
 
 
 class FrameDecoder(nn.Module):
-    """Latent ``[B, latent_dim, F]`` -> waveform ``[B, 1, F * hop]`` (Vocos-style iSTFT head)."""
+    """Latent ``[B, latent_dim, F]`` -> waveform ``[B, 1, F * hop]`` (Vocos-style iSTFT head).
 
-    def __init__(self, cfg: FrameConfig, latent_dim: int) -> None:
+    With ``cfg.harmonic`` the head also gives a harmonic log-gain per bin and a pitch head (f0 and
+    voicing logits); a :class:`~lrac.models.pitch.HarmonicSource` pulse train at that pitch, analysed
+    with the encoder's STFT and scaled by the gain, is added to the spectrum (lrac/models/pitch.py)."""
+
+    def __init__(self, cfg: FrameConfig, latent_dim: int, sample_rate: int) -> None:
         super().__init__()
         bins = cfg.n_fft // 2 + 1
-        self.backbone = Backbone(latent_dim, cfg.decoder_dim, 2 * bins, cfg.decoder_layers,
+        self.harmonic = cfg.harmonic
+        out_dim = 3 * bins + 2 if cfg.harmonic else 2 * bins
+        self.backbone = Backbone(latent_dim, cfg.decoder_dim, out_dim, cfg.decoder_layers,
                                  cfg.decoder_mlp_ratio, cfg.kernel, cfg.decoder_lookahead_frames)
         self.istft = CausalISTFT(cfg.n_fft, cfg.hop)
         self.hop_length = cfg.hop
+        if cfg.harmonic:
+            self.source = HarmonicSource(sample_rate, cfg.hop, float(sqrt_hann(cfg.n_fft).sum()))
+            self.source_stft = CausalSTFT(cfg.n_fft, cfg.hop)
+            with torch.no_grad():  # start with weak harmonics: the aperiodic part leads at first
+                self.backbone.out.bias[2 * bins: 3 * bins].fill_(-4.0)
+
+    def synthesize(self, latent: torch.Tensor, pitch: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``latent`` -> ``(waveform [B, 1, F * hop], pitch logits [B, 2, F] or None)``.
+
+        ``pitch``: ``(f0_hz, voiced)`` ``[B, F]`` to drive the source instead of the prediction
+        (teacher forcing in training)."""
+        out = self.backbone(latent)
+        if not self.harmonic:
+            return self.istft(out), None
+        bins = self.istft.n_fft // 2 + 1
+        polar, harm_gain, logits = out[:, : 2 * bins], out[:, 2 * bins: 3 * bins], out[:, 3 * bins:]
+        if pitch is None:
+            f0, voicing = f0_from_logit(logits[:, 0].detach()), (logits[:, 1].detach() > 0).to(out.dtype)
+        else:
+            f0, voicing = pitch[0].to(out.dtype), pitch[1].to(out.dtype)
+        harmonics = self.source_stft(self.source(f0, voicing)) * torch.exp(harm_gain.clamp(max=LOG_MAG_MAX))
+        return self.istft(polar, harmonics), logits
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.istft(self.backbone(latent))
+        return self.synthesize(latent)[0]
 
 
 def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
     f = cfg.frame
     if f.n_fft < f.hop or f.n_fft % f.hop:
         raise ValueError(f"model.frame.n_fft ({f.n_fft}) must be a multiple of model.frame.hop ({f.hop})")
-    return FrameEncoder(f, cfg.latent_dim), FrameDecoder(f, cfg.latent_dim)
+    return FrameEncoder(f, cfg.latent_dim, cfg.sample_rate), FrameDecoder(f, cfg.latent_dim, cfg.sample_rate)
