@@ -144,8 +144,8 @@ class CausalISTFT(StreamingModule):
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         bins = self.n_fft // 2 + 1
-        # an added spectrum: its exp gain (1), complex-by-real product (2) and sum (2) per bin
-        added = 5 * bins if len(inputs) > 1 and inputs[1] is not None else 0
+        # an added spectrum: two log-sigmoids and an exp (3), complex-by-real product (2), sum (2) per bin
+        added = 7 * bins if len(inputs) > 1 and inputs[1] is not None else 0
         return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + 2 * bins + added)
 
 
@@ -241,9 +241,11 @@ class FrameEncoder(nn.Module):
 class FrameDecoder(nn.Module):
     """Latent ``[B, latent_dim, F]`` -> waveform ``[B, 1, F * hop]`` (Vocos-style iSTFT head).
 
-    With ``cfg.harmonic`` the head also gives a harmonic log-gain per bin and a pitch head (f0 and
-    voicing logits); a :class:`~lrac.models.pitch.HarmonicSource` pulse train at that pitch, analysed
-    with the encoder's STFT and scaled by the gain, is added to the spectrum (lrac/models/pitch.py)."""
+    With ``cfg.harmonic`` the head also gives a harmonic share per bin and a pitch head (f0 and
+    voicing logits). One envelope ``|S|`` serves both parts: the spectrum is
+    ``|S| * ((1 - m) * exp(i phase) + m * H)``, with ``m = sigmoid(share)`` and ``H`` the STFT of a
+    :class:`~lrac.models.pitch.HarmonicSource` pulse train at the pitch (lrac/models/pitch.py), as
+    a vocoder mixes periodic and aperiodic excitation under one spectral envelope."""
 
     def __init__(self, cfg: FrameConfig, latent_dim: int, sample_rate: int) -> None:
         super().__init__()
@@ -257,8 +259,8 @@ class FrameDecoder(nn.Module):
         if cfg.harmonic:
             self.source = HarmonicSource(sample_rate, cfg.hop, float(sqrt_hann(cfg.n_fft).sum()))
             self.source_stft = CausalSTFT(cfg.n_fft, cfg.hop)
-            with torch.no_grad():  # start with weak harmonics: the aperiodic part leads at first
-                self.backbone.out.bias[2 * bins: 3 * bins].fill_(-4.0)
+            with torch.no_grad():  # start with a harmonic share of sigmoid(-1) = 0.27
+                self.backbone.out.bias[2 * bins: 3 * bins].fill_(-1.0)
 
     def synthesize(self, latent: torch.Tensor, pitch: tuple[torch.Tensor, torch.Tensor] | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -270,13 +272,15 @@ class FrameDecoder(nn.Module):
         if not self.harmonic:
             return self.istft(out), None
         bins = self.istft.n_fft // 2 + 1
-        polar, harm_gain, logits = out[:, : 2 * bins], out[:, 2 * bins: 3 * bins], out[:, 3 * bins:]
+        log_mag, phase, share, logits = out.split([bins, bins, bins, 2], dim=1)
         if pitch is None:
             f0, voicing = f0_from_logit(logits[:, 0].detach()), (logits[:, 1].detach() > 0).to(out.dtype)
         else:
             f0, voicing = pitch[0].to(out.dtype), pitch[1].to(out.dtype)
-        harmonics = self.source_stft(self.source(f0, voicing)) * torch.exp(harm_gain.clamp(max=LOG_MAG_MAX))
-        return self.istft(polar, harmonics), logits
+        harmonic_mag = torch.exp(log_mag.clamp(max=LOG_MAG_MAX) + F.logsigmoid(share))
+        harmonics = self.source_stft(self.source(f0, voicing)) * harmonic_mag
+        aperiodic = torch.cat([log_mag + F.logsigmoid(-share), phase], dim=1)
+        return self.istft(aperiodic, harmonics), logits
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.synthesize(latent)[0]
