@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -395,15 +395,14 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
+        # os.open with 0o666 lets the umask decide the permissions, as a plain open() would
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it (mkstemp makes it owner-only)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
