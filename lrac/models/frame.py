@@ -144,8 +144,8 @@ class CausalISTFT(StreamingModule):
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         bins = self.n_fft // 2 + 1
-        # an added spectrum: two log-sigmoids and an exp (3), complex-by-real product (2), sum (2) per bin
-        added = 7 * bins if len(inputs) > 1 and inputs[1] is not None else 0
+        # an added spectrum: share (sigmoid, voicing, 1 - m, log: 4), exp and products (4), sum (2) per bin
+        added = 10 * bins if len(inputs) > 1 and inputs[1] is not None else 0
         return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + 2 * bins + added)
 
 
@@ -243,7 +243,7 @@ class FrameDecoder(nn.Module):
 
     With ``cfg.harmonic`` the head also gives a harmonic share per bin and a pitch head (f0 and
     voicing logits). One envelope ``|S|`` serves both parts: the spectrum is
-    ``|S| * ((1 - m) * exp(i phase) + m * H)``, with ``m = sigmoid(share)`` and ``H`` the STFT of a
+    ``|S| * ((1 - m) * exp(i phase) + m * H)``, with ``m = sigmoid(share) * voicing`` and ``H`` the STFT of a
     :class:`~lrac.models.pitch.HarmonicSource` pulse train at the pitch (lrac/models/pitch.py), as
     a vocoder mixes periodic and aperiodic excitation under one spectral envelope."""
 
@@ -257,10 +257,10 @@ class FrameDecoder(nn.Module):
         self.istft = CausalISTFT(cfg.n_fft, cfg.hop)
         self.hop_length = cfg.hop
         if cfg.harmonic:
-            self.source = HarmonicSource(sample_rate, cfg.hop, float(sqrt_hann(cfg.n_fft).sum()))
+            self.source = HarmonicSource(sample_rate, cfg.hop, sqrt_hann(cfg.n_fft))
             self.source_stft = CausalSTFT(cfg.n_fft, cfg.hop)
-            with torch.no_grad():  # start with a harmonic share of sigmoid(-1) = 0.27
-                self.backbone.out.bias[2 * bins: 3 * bins].fill_(-1.0)
+            with torch.no_grad():  # voiced frames start with a harmonic share of sigmoid(1) = 0.73
+                self.backbone.out.bias[2 * bins: 3 * bins].fill_(1.0)
 
     def synthesize(self, latent: torch.Tensor, pitch: tuple[torch.Tensor, torch.Tensor] | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -277,9 +277,9 @@ class FrameDecoder(nn.Module):
             f0, voicing = f0_from_logit(logits[:, 0].detach()), (logits[:, 1].detach() > 0).to(out.dtype)
         else:
             f0, voicing = pitch[0].to(out.dtype), pitch[1].to(out.dtype)
-        harmonic_mag = torch.exp(log_mag.clamp(max=LOG_MAG_MAX) + F.logsigmoid(share))
-        harmonics = self.source_stft(self.source(f0, voicing)) * harmonic_mag
-        aperiodic = torch.cat([log_mag + F.logsigmoid(-share), phase], dim=1)
+        share = torch.sigmoid(share) * voicing[:, None]      # unvoiced frames stay aperiodic
+        harmonics = self.source_stft(self.source(f0, voicing)) * torch.exp(log_mag.clamp(max=LOG_MAG_MAX)) * share
+        aperiodic = torch.cat([log_mag + torch.log((1 - share).clamp(min=1e-6)), phase], dim=1)
         return self.istft(aperiodic, harmonics), logits
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:

@@ -161,16 +161,21 @@ class CausalPitchFeatures(StreamingModule):
 class HarmonicSource(StreamingModule):
     """Pitch and voicing per frame ``[B, F]`` -> band-limited pulse train ``[B, 1, F * hop]``.
 
-    Every harmonic below Nyquist has amplitude ``2 / window_sum``, so one harmonic shows as a
-    magnitude of about 1 in the decoder's (square-root Hann) STFT. The phase is continuous (a
-    running sum of ``f0 / sample_rate`` cycles, in float64), so the harmonics line up across frames.
-    The source carries no gradient: the pitch head learns from :func:`pitch_loss` only.
+    Level: in the STFT with ``window`` (the decoder's), a voiced frame has a mean power of about 1
+    per bin whatever the pitch, like the unit phasors of the aperiodic part, so one envelope serves
+    both. (Harmonics are scaled by ``sqrt(bins / (K * e))``: ``K`` harmonics below Nyquist, each
+    spreading ``e = N sum(w^2) / sum(w)^2`` times its peak power over the bins.) The phase is
+    continuous (a running sum of ``f0 / sample_rate`` cycles, in float64), so the harmonics line up
+    across frames. The source carries no gradient: the pitch head learns from :func:`pitch_loss` only.
     """
 
-    def __init__(self, sample_rate: int, hop: int, window_sum: float) -> None:
+    def __init__(self, sample_rate: int, hop: int, window: torch.Tensor) -> None:
         super().__init__()
         self.sample_rate, self.hop = sample_rate, hop
-        self.gain = 2.0 / window_sum
+        n = window.numel()
+        peak_gain = 2.0 / float(window.sum())                            # a harmonic peaks at 1
+        spread = n * float(window.pow(2).sum()) / float(window.sum()) ** 2
+        self.gain = peak_gain * math.sqrt((n // 2 + 1) / spread)        # times 1 / sqrt(K) per sample
         self.register_buffer("ramp", (torch.arange(hop, dtype=torch.float64) + 1) / hop,
                              persistent=False)
 
@@ -203,8 +208,8 @@ class HarmonicSource(StreamingModule):
         near_zero = half.abs() < 1e-6
         pulses = torch.where(near_zero, n_harm,
                              torch.sin((n_harm + 0.5) * theta) / (2 * torch.where(near_zero, 1.0, half)) - 0.5)
-        return (pulses * v_s * self.gain).to(out_dtype)[:, None]
+        return (pulses * (v_s * self.gain) * n_harm.rsqrt()).to(out_dtype)[:, None]
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
-        # per sample: glides (4), phase sum and wrap (3), three sines (charged 8 each), division and gains (4)
-        return output.shape[-1] * 35
+        # per sample: glides (4), phase sum and wrap (3), three sines (charged 8 each), division, gains, rsqrt (6)
+        return output.shape[-1] * 37
