@@ -4,8 +4,8 @@ Why. An iSTFT head trained with mel losses learns the spectral envelope but not 
 the harmonics of voiced speech line up from frame to frame; its output sounds breathy and scores at
 the floor of PESQ (docs/results.md). A source-filter split fixes that by construction: the decoder
 predicts the pitch ``f0`` and a voicing flag per frame, a band-limited pulse train with a continuous
-phase supplies the harmonics, and the decoder only has to shape them with a per-bin gain
-(``lrac/models/frame.py``). The pitch head is trained against :func:`estimate_pitch` (YIN) on the
+phase supplies the harmonics, and the decoder only has to decide, per bin, how much of its envelope
+is harmonic (``lrac/models/frame.py``). The pitch head is trained against :func:`estimate_pitch` (YIN) on the
 target speech.
 
 Frame convention (as the rest of the frame family): pitch frame ``k`` describes the instant
