@@ -1,6 +1,6 @@
 """Turn a continuation file of the plain frame decoder into one with the pitch path.
 
-    python checkpoints/add_pitch_path.py checkpoints/t1-fsq-gd.pt exp/t1-pitch-init.pt
+    python checkpoints/add_pitch_path.py checkpoints/t1-gd.pt exp/t1-pitch-init.pt
 
 Every weight is copied; the encoder's input layer gets fresh columns for the pitch features and
 the decoder head fresh rows for the harmonic gain and the pitch head (model.frame.harmonic, lrac/models/pitch.py). The result
