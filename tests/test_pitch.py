@@ -48,6 +48,11 @@ def test_yin_calls_noise_and_silence_unvoiced() -> None:
     assert not voiced_silence.any() and torch.isfinite(f0_silence).all()
 
 
+def test_yin_on_less_than_a_frame_is_empty() -> None:
+    f0, voiced = estimate_pitch(torch.zeros(2, 1, HOP - 1), SR, HOP)
+    assert f0.shape == voiced.shape == (2, 0)
+
+
 def test_unvoiced_frames_carry_the_last_pitch() -> None:
     tone = _gliding_tone(torch.full((SR // 2,), 200.0))
     wav = torch.cat([tone, torch.zeros(1, 1, SR // 2)], -1)

@@ -103,6 +103,8 @@ def estimate_pitch(wav: torch.Tensor, sample_rate: int, hop: int, f0_min: float 
     """
     x = wav.reshape(wav.shape[0], -1).double()
     n_frames = x.shape[-1] // hop
+    if n_frames == 0:
+        return wav.new_zeros(x.shape[0], 0), torch.zeros(x.shape[0], 0, dtype=torch.bool, device=x.device)
     span = 2 * yin_lags(sample_rate, f0_min, f0_max)[1]
     centres = (torch.arange(n_frames, device=x.device) + 1) * hop
     starts = centres - span // 2 + span
