@@ -166,7 +166,7 @@ class Codec:
                         tensor.copy_(tensor.half())
         weights = self._state_dict32()
         if half:
-            weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+            weights = half_state_dict(weights)
         self.model_id = self.compute_model_id()
         state = {"format": MODEL_FORMAT, "version": 1, "config": self.config.to_dict(),
                  "generator": weights, "model_id": self.model_id.hex(), "note": self.note,
@@ -387,6 +387,11 @@ class _eval:
     def __exit__(self, *exc: Any) -> None:
         if self.was_training:
             self.module.train()
+
+
+def half_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The floating-point tensors of ``state`` as float16 (the others as they are)."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

@@ -82,8 +82,9 @@ class FrameConfig:
     kernel: int = 7
     encoder_lookahead_frames: int = 0
     decoder_lookahead_frames: int = 1
-    # pitch path (lrac/models/pitch.py): the decoder also predicts f0 and voicing per frame and adds
-    # a pulse train shaped by a per-bin gain to the iSTFT spectrum; trained against YIN targets
+    # pitch path (lrac/models/pitch.py): YIN features in the encoder; the decoder also predicts f0
+    # and voicing per frame and mixes a pulse train at that pitch, under the same envelope, into
+    # the iSTFT spectrum (a learnt harmonic share per bin); trained against YIN targets
     harmonic: bool = False
 
 

@@ -45,7 +45,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lrac.codec import Codec, atomic_torch_save
+from lrac.codec import Codec, atomic_torch_save, half_state_dict
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.models.pitch import estimate_pitch, pitch_loss
@@ -533,5 +533,5 @@ def save_gan_weights(checkpoint: str | Path, dest: str | Path, half: bool = Fals
     if half:
         for net in ("generator", "discriminator"):
             if net in keep:
-                keep[net] = {k: v.half() if v.is_floating_point() else v for k, v in keep[net].items()}
+                keep[net] = half_state_dict(keep[net])
     atomic_torch_save(keep, dest)
