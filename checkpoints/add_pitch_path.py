@@ -1,10 +1,13 @@
-"""Turn a continuation file of the plain frame decoder into one with the pitch path.
+"""Turn a continuation file into one of the coded pitch path (model.frame.harmonic, lrac/models/pitch.py).
 
     python checkpoints/add_pitch_path.py checkpoints/t1-gd.pt exp/t1-pitch-init.pt
 
-Every weight is copied; the encoder's input layer gets fresh columns for the pitch features and
-the decoder head fresh rows for the harmonic gain and the pitch head (model.frame.harmonic, lrac/models/pitch.py). The result
-starts a run with ``lrac-train --init-from DEST --set model.frame.harmonic=true``.
+Works on a file of the plain frame decoder and on one of the earlier predicted-pitch decoder. Every
+weight is copied where its shape overlaps the new one: the encoder's input layer gets fresh columns
+for the pitch features, the decoder head fresh rows for the harmonic share (the old pitch head's
+rows are dropped), and the first quantiser stage, which gives 3 of its 10 bits to the pitch code,
+keeps its first 4 projections. The result starts a run with
+``lrac-train --init-from DEST --set model.frame.harmonic=true``.
 """
 
 import sys
@@ -22,12 +25,8 @@ def add_pitch_path(src: str, dest: str) -> None:
     fresh = Codec(cfg).generator.state_dict()
     for name, old in state["generator"].items():
         new = fresh[name]
-        if old.shape == new.shape:
-            fresh[name] = old.to(new.dtype)
-        elif old.shape[0] != new.shape[0]:  # decoder head: new rows (harmonic gain, pitch) stay as initialised
-            fresh[name][: old.shape[0]] = old.to(new.dtype)
-        else:  # encoder input layer: new columns (pitch features) stay as initialised
-            fresh[name][:, : old.shape[1]] = old.to(new.dtype)
+        overlap = tuple(slice(0, min(a, b)) for a, b in zip(old.shape, new.shape))
+        new[overlap] = old[overlap].to(new.dtype)
     state.update(config=cfg.to_dict(), generator=fresh)
     state.pop("model_id", None)
     atomic_torch_save(state, dest)

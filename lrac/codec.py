@@ -33,18 +33,16 @@ class Generator(nn.Module):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.encoder = Encoder(cfg.model)
-        self.quantizer = ResidualVQ(cfg.model.latent_dim, cfg.quantizer)
+        self.quantizer = ResidualVQ(cfg.model.latent_dim, cfg.quantizer, self.encoder.side_bits)
         self.decoder = Decoder(cfg.model)
 
-    def forward(self, wav: torch.Tensor, n_q: int, pitch: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training forward: ``wav [B, 1, T]`` (T a multiple of the hop) -> ``(wav_hat [B, 1, T],
-        commitment loss, pitch logits [B, 2, F] or None)``. Codebooks update themselves in train
-        mode. ``pitch`` (``(f0_hz, voiced)`` ``[B, F]``) teacher-forces a decoder with a pitch path."""
-        latent = self.encoder(wav)
+        commitment loss)``. Codebooks update themselves in train mode; side symbols (the pitch
+        code) go to the decoder as they are, as they would through the tokens."""
+        latent, side = self.encoder.analyze(wav)
         quantized, _, commit = self.quantizer(latent, n_q)
-        wav_hat, pitch_logits = self.decoder.synthesize(quantized, pitch)
-        return wav_hat, commit, pitch_logits
+        return self.decoder(quantized, side), commit
 
 
 def as_batch(audio: Any) -> torch.Tensor:
@@ -223,9 +221,15 @@ class Codec:
     def decode_dtype(self) -> torch.dtype:
         return next(self.decoder.parameters()).dtype
 
-    def _dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens -> latent in the decoder's dtype."""
-        return self.quantizer.decode(tokens).to(self.decode_dtype)
+    def _tokens(self, wav: torch.Tensor, n_q: int) -> torch.Tensor:
+        """Send side: audio ``[B, 1, T]`` (whole frames, or a streamed chunk) -> tokens ``[B, n_q, F]``."""
+        latent, side = self.encoder.analyze(wav)
+        return self.quantizer.join_side(self.quantizer.encode(latent, n_q), side)
+
+    def _synthesize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Receive side: tokens ``[B, n_q, F]`` -> audio ``[B, 1, F * hop]`` (or a streamed part)."""
+        indices, side = self.quantizer.split_side(tokens)
+        return self.decoder(self.quantizer.decode(indices).to(self.decode_dtype), side)
 
     @staticmethod
     def pretrained_names() -> list[str]:
@@ -261,7 +265,7 @@ class Codec:
         n_q = self.stages_for_bitrate(bitrate_bps)
         x = as_batch(audio).to(self.device, self.encode_dtype)
         with _eval(self.generator):
-            tokens = self.quantizer.encode(self.encoder(self._pad_to_frames(x)), n_q)
+            tokens = self._tokens(self._pad_to_frames(x), n_q)
         tokens.num_samples = x.shape[-1]
         return tokens
 
@@ -288,7 +292,7 @@ class Codec:
         length = length if length is not None else getattr(tokens, "num_samples", None)
         t = self.check_tokens(tokens).to(self.device)
         with _eval(self.generator):
-            wav = self.decoder(self._dequantize(t))
+            wav = self._synthesize(t)
         return wav[..., :length] if length is not None else wav
 
     # -- streaming ----------------------------------------------------------------------------------
@@ -311,11 +315,8 @@ class StreamEncoder:
         self.codec = codec
         self.n_q = codec.stages_for_bitrate(bitrate_bps)
         self.batch_size = batch_size
-        self.session = StreamSession(codec.encoder, batch_size)
+        self.session = StreamSession(codec.encoder, batch_size, lambda x: codec._tokens(x, self.n_q))
         self.num_samples = 0
-
-    def _tokens(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.codec.quantizer.encode(latent, self.n_q)
 
     def _as_chunk(self, audio: Any) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(audio)) if isinstance(audio, np.ndarray) else audio
@@ -329,7 +330,7 @@ class StreamEncoder:
         x = self._as_chunk(audio)
         self.num_samples += x.shape[-1]
         with _eval(self.codec.generator):
-            return self._tokens(self.session(x))
+            return self.session(x)
 
     @torch.inference_mode()
     def flush(self) -> torch.Tensor:
@@ -337,7 +338,7 @@ class StreamEncoder:
         zeros = torch.zeros(self.batch_size, 1, pad, device=self.codec.device,
                             dtype=self.codec.encode_dtype)
         with _eval(self.codec.generator):
-            return self._tokens(self.session.flush(zeros))
+            return self.session.flush(zeros)
 
 
 class StreamDecoder:
@@ -350,21 +351,20 @@ class StreamDecoder:
     def __init__(self, codec: Codec, batch_size: int = 1) -> None:
         self.codec = codec
         self.batch_size = batch_size
-        self.session = StreamSession(codec.decoder, batch_size)
+        self.session = StreamSession(codec.decoder, batch_size, codec._synthesize)
         self.emitted = 0
 
     @torch.inference_mode()
     def push(self, tokens: torch.Tensor) -> torch.Tensor:
         t = self.codec.check_tokens(tokens).to(self.codec.device)
         with _eval(self.codec.generator):
-            wav = self.session(self.codec._dequantize(t))
+            wav = self.session(t)
         self.emitted += wav.shape[-1]
         return wav
 
     @torch.inference_mode()
     def flush(self, length: int | None = None) -> torch.Tensor:
-        empty = torch.zeros(self.batch_size, self.codec.quantizer.latent_dim, 0,
-                            device=self.codec.device, dtype=self.codec.decode_dtype)
+        empty = torch.zeros(self.batch_size, 1, 0, dtype=torch.long, device=self.codec.device)
         with _eval(self.codec.generator):
             wav = self.session.flush(empty)
         if length is not None:

@@ -82,10 +82,13 @@ class FrameConfig:
     kernel: int = 7
     encoder_lookahead_frames: int = 0
     decoder_lookahead_frames: int = 1
-    # pitch path (lrac/models/pitch.py): YIN features in the encoder; the decoder also predicts f0
-    # and voicing per frame and mixes a pulse train at that pitch, under the same envelope, into
-    # the iSTFT spectrum (a learnt harmonic share per bin); trained against YIN targets
+    # pitch path (lrac/models/pitch.py): the encoder tracks the pitch (causal YIN) and sends it as a
+    # code of pitch_bits bits every pitch_every_frames frames (64 levels / 20 ms: 300 bit/s, taken
+    # from the first token of each frame, so the bitrates stay); the decoder mixes a pulse train at
+    # that pitch, under the same envelope, into the iSTFT spectrum (a learnt harmonic share per bin)
     harmonic: bool = False
+    pitch_bits: int = 6
+    pitch_every_frames: int = 2
 
 
 @dataclass
@@ -148,11 +151,6 @@ class TrainConfig:
     disc_every: int = 1
     warmup_steps: int = 0
     bitrate_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    # pitch path (model.frame.harmonic): f0 error in octaves and voicing cross-entropy, and the share
-    # of steps whose pulse train follows the target's pitch instead of the predicted one
-    lambda_f0: float = 1.0
-    lambda_voicing: float = 1.0
-    pitch_teacher_forcing: float = 0.5
     seed: int = 777
     valid_every_steps: int = 10_000
     valid_batches: int = 8
@@ -246,10 +244,17 @@ class Config:
         return Config.from_dict(data)
 
 
+# Keys of earlier versions that no longer mean anything; model files and YAMLs that still have
+# them load as if they were absent. (The training settings of the predicted-pitch decoder, which
+# the coded pitch replaced: they never changed what a trained model computes.)
+RETIRED_KEYS = {"train.lambda_f0", "train.lambda_voicing", "train.pitch_teacher_forcing"}
+
+
 def _build(cls, data: Any, path: str):
     """Recursively build dataclass ``cls`` from a dict, refusing unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"config section {path or '<root>'!r} must be a mapping, got {data!r}")
+    data = {k: v for k, v in data.items() if f"{path}.{k}" not in RETIRED_KEYS}
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)

@@ -1,19 +1,21 @@
-"""The pitch path (lrac/models/pitch.py): YIN targets, the harmonic source, the decoder and trainer
-plumbing. Streaming == one pass for a decoder with the pitch path is covered in test_frame.py."""
+"""The pitch path (lrac/models/pitch.py): causal tracker, pitch code, harmonic source, and their
+place in the tokens and the decoder. Streaming == one pass for a codec with the pitch path is
+covered in test_frame.py ("lrac-t1+pitch")."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from lrac.codec import Codec
-from lrac.config import load_config
+from lrac.config import Config, load_config
 from lrac.models.frame import CausalSTFT, sqrt_hann
-from lrac.models.pitch import HarmonicSource, estimate_pitch, f0_from_logit, pitch_loss
+from lrac.models.pitch import (HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker, code_to_f0,
+                               pitch_to_code)
 from lrac.models.streaming import StreamSession
+from lrac.quant.rvq import fsq_levels_less
 
 torch.set_num_threads(1)
 SR, HOP = 24000, 240
@@ -26,52 +28,98 @@ def _gliding_tone(f0_hz: torch.Tensor) -> torch.Tensor:
     return (0.2 * tone).float()[None, None]
 
 
-def test_yin_follows_a_gliding_tone() -> None:
+def _cents(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return 1200 * torch.log2(a.double() / b.double()).abs()
+
+
+# -- the tracker ------------------------------------------------------------------------------------
+
+def test_tracker_follows_a_gliding_tone() -> None:
     t = torch.arange(SR) / SR
     truth = 110 + 60 * t                                   # 110 -> 170 Hz over a second
-    f0, voiced = estimate_pitch(_gliding_tone(truth), SR, HOP)
-    assert f0.shape == voiced.shape == (1, SR // HOP)
-    inner = slice(3, -3)                                   # edges see zero padding
-    assert voiced[0, inner].all()
-    at_frames = truth[HOP - 1::HOP]
-    cents = 1200 * torch.log2(f0[0, inner] / at_frames[inner]).abs()
+    f0, dip, voiced = PitchTracker(SR, HOP)(_gliding_tone(truth))
+    assert f0.shape == dip.shape == voiced.shape == (1, SR // HOP)
+    inner = slice(4, None)                                 # the first frames see the zero padding
+    assert voiced[0, inner].all() and dip[0, inner].max() < 0.2
+    cents = _cents(f0[0, inner], truth[HOP - 1::HOP][inner])   # frame k: the instant (k + 1) * hop
     assert cents.median() < 15 and cents.max() < 60, cents
 
 
-def test_yin_calls_noise_and_silence_unvoiced() -> None:
+def test_tracker_calls_noise_and_silence_unvoiced() -> None:
     gen = torch.Generator().manual_seed(0)
-    noise = 0.1 * torch.randn(1, 1, SR, generator=gen)
-    silence = torch.zeros(1, 1, SR)
-    _, voiced_noise = estimate_pitch(noise, SR, HOP)
-    f0_silence, voiced_silence = estimate_pitch(silence, SR, HOP)
+    tracker = PitchTracker(SR, HOP)
+    _, _, voiced_noise = tracker(0.1 * torch.randn(1, 1, SR, generator=gen))
+    f0_silence, _, voiced_silence = tracker(torch.zeros(1, 1, SR))
     assert voiced_noise.float().mean() < 0.05
     assert not voiced_silence.any() and torch.isfinite(f0_silence).all()
 
 
-def test_yin_on_less_than_a_frame_is_empty() -> None:
-    f0, voiced = estimate_pitch(torch.zeros(2, 1, HOP - 1), SR, HOP)
-    assert f0.shape == voiced.shape == (2, 0)
+def test_tracker_streams_like_one_pass() -> None:
+    wav = _gliding_tone(torch.full((SR // 2,), 140.0)) + 0.01 * torch.randn(1, 1, SR // 2)
+    tracker = PitchTracker(SR, HOP)
+    whole = tracker(wav)
+    session = StreamSession(tracker, batch_size=1)
+    parts = [session(wav[..., a:b]) for a, b in ((0, 100), (100, 100), (100, 2500), (2500, SR // 2))]
+    for i in range(3):
+        assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
 
 
-def test_unvoiced_frames_carry_the_last_pitch() -> None:
-    tone = _gliding_tone(torch.full((SR // 2,), 200.0))
-    wav = torch.cat([tone, torch.zeros(1, 1, SR // 2)], -1)
-    f0, voiced = estimate_pitch(wav, SR, HOP)
-    assert voiced[0, 10:40].all() and not voiced[0, 60:].any()
-    assert torch.allclose(f0[0, 60:], torch.full((40,), 200.0), rtol=0.02)
+# -- the pitch code ---------------------------------------------------------------------------------
+
+def test_pitch_code_round_trip_within_half_a_step() -> None:
+    f0 = torch.logspace(math.log10(50), math.log10(500), 300)
+    code = pitch_to_code(f0, torch.ones_like(f0, dtype=torch.bool), 64)
+    assert code.min() == 1 and code.max() == 63
+    assert _cents(code_to_f0(code, 64), f0).max() < 33      # 62 steps over 3.32 octaves: 64 cents each
+    assert (pitch_to_code(f0, torch.zeros_like(f0, dtype=torch.bool), 64) == 0).all()
 
 
-def test_pitch_loss_is_zero_at_the_target_and_counts_octaves() -> None:
-    f0 = torch.tensor([[100.0, 200.0, 300.0]])
-    voiced = torch.tensor([[True, True, False]])
-    f0_logit = torch.logit(torch.log(f0 / 50) / math.log(10))    # inverse of f0_from_logit
-    assert torch.allclose(f0_from_logit(f0_logit), f0)
-    logits = torch.stack([f0_logit, torch.tensor([[20.0, 20.0, -20.0]])], 1)
-    err, bce = pitch_loss(logits, f0, voiced)
-    assert err.item() == pytest.approx(0.0, abs=1e-5) and bce.item() < 1e-6
-    err, _ = pitch_loss(logits, f0 / 2, voiced)                   # an octave off (voiced frames only)
-    assert err.item() == pytest.approx(1.0, abs=1e-4)
+def _random_pitch(frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return 60 + 400 * torch.rand(2, frames, generator=gen), torch.rand(2, frames, generator=gen) > 0.3
 
+
+def test_packed_pitch_unpacks_to_each_groups_first_frame() -> None:
+    f0, voiced = _random_pitch(31, seed=1)                 # an odd count: the last group is partial
+    symbols = PitchPacker(6, 2)(f0, voiced)
+    assert symbols.shape == f0.shape and symbols.min() >= 0 and symbols.max() < 8
+    f0_out, voicing = PitchUnpacker(6, 2, delay=1)(symbols)
+    full = slice(0, 30)                                    # complete groups
+    first = torch.arange(31)[full] // 2 * 2
+    code = pitch_to_code(f0, voiced, 64)[:, first]
+    assert torch.equal(voicing[:, full], (code > 0).float())
+    voiced_out = code > 0
+    assert torch.allclose(f0_out[:, full][voiced_out], code_to_f0(code, 64)[voiced_out].float())
+    # unvoiced frames keep the last voiced pitch
+    for b in range(2):
+        for k in range(1, 30):
+            if not voiced_out[b, k] and voiced_out[b, :k].any():
+                last = int(torch.nonzero(voiced_out[b, :k])[-1])
+                assert f0_out[b, k] == f0_out[b, last]
+
+
+def test_pitch_code_streams_like_one_pass() -> None:
+    f0, voiced = _random_pitch(40, seed=2)
+    packer, unpacker = PitchPacker(6, 2), PitchUnpacker(6, 2, delay=1)
+    symbols = packer(f0, voiced)
+    whole = unpacker(symbols)
+    cuts = ((0, 1), (1, 4), (4, 4), (4, 17), (17, 40))
+    enc = StreamSession(packer, batch_size=2)
+    assert torch.equal(torch.cat([enc(f0[:, a:b], voiced[:, a:b]) for a, b in cuts], -1), symbols)
+    dec = StreamSession(unpacker, batch_size=2)
+    parts = [dec(symbols[:, a:b]) for a, b in cuts]
+    assert [p[0].shape[-1] for p in parts] == [0, 3, 0, 13, 23]   # one frame held back, like the backbone
+    parts.append(dec.flush(symbols[:, :0]))
+    for i in range(2):
+        assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
+
+
+def test_unpacker_needs_the_lookahead_the_code_takes() -> None:
+    with pytest.raises(ValueError, match="look-ahead"):
+        PitchUnpacker(6, 2, delay=0)
+
+
+# -- the source -------------------------------------------------------------------------------------
 
 def _source() -> HarmonicSource:
     return HarmonicSource(SR, HOP, sqrt_hann(2 * HOP))
@@ -101,47 +149,50 @@ def test_source_streams_with_a_continuous_phase() -> None:
     assert (torch.cat(parts, -1) - whole).abs().max() < 1e-5
 
 
+# -- in the codec ----------------------------------------------------------------------------------
+
 def _pitch_codec(seed: int = 0) -> Codec:
     torch.manual_seed(seed)
     return Codec(load_config("lrac-t1", ["model.frame.harmonic=true"]))
 
 
-def test_decoder_pitch_path_plumbing() -> None:
-    codec = _pitch_codec()
-    net = codec.decoder.net
-    latent = torch.randn(1, codec.decoder.latent_dim, 20)
-    frames = latent.shape[-1]
-    wav, logits = codec.decoder.synthesize(latent)
-    assert wav.shape == (1, 1, frames * HOP) and logits.shape == (1, 2, frames)
-    assert torch.equal(codec.decoder(latent), wav)
+def test_decoder_mixes_the_source_on_voiced_frames_only() -> None:
+    net = _pitch_codec().decoder.net
+    latent = torch.randn(1, net.backbone.embed.in_features, 20)
     bins = net.istft.n_fft // 2 + 1
-    log_mag, phase, _, _ = net.backbone(latent).split([bins, bins, bins, 2], dim=1)
-    aperiodic_only = net.istft(torch.cat([log_mag, phase], 1))     # unvoiced: the aperiodic part alone
-    unvoiced = codec.decoder.synthesize(latent, (torch.full((1, frames), 150.0), torch.zeros(1, frames)))[0]
+    log_mag, phase, _ = net.backbone(latent).split(bins, dim=1)
+    aperiodic_only = net.istft(torch.cat([log_mag, phase], 1))
+    unvoiced = net(latent, torch.zeros(1, 20, dtype=torch.long))           # code 0: unvoiced
     assert torch.allclose(unvoiced, aperiodic_only, atol=1e-6)
-    voiced = codec.decoder.synthesize(latent, (torch.full((1, frames), 150.0), torch.ones(1, frames)))[0]
+    voiced = net(latent, torch.full((1, 20), 5, dtype=torch.long))         # code 45 every 2 frames
     assert (voiced - aperiodic_only).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="side symbols"):
+        net(latent)
 
 
-def test_pitch_model_trains_its_pitch_head(tmp_path) -> None:
-    """The trainer adds the pitch losses, and a few steps on one clip lower the f0 error."""
-    from lrac.train.data import ChunkStream, Utterance
-    from lrac.train.trainer import Trainer
-    import soundfile as sf
+def test_tokens_carry_the_pitch_code_within_the_bitrate() -> None:
+    codec = _pitch_codec()
+    assert codec.quantizer.side_bits == 3
+    assert [s.codebook.codebook_size for s in codec.quantizer.stages] == [128] + [1024] * 5
+    tone = _gliding_tone(torch.full((SR,), 150.0))
+    for bitrate, n_q in ((1000, 1), (6000, 6)):
+        tokens = codec.encode(tone, bitrate)
+        assert tokens.shape == (1, n_q, 100) and tokens.max() < 1024   # 10 bits per token, as without
+    indices, side = codec.quantizer.split_side(tokens)
+    assert torch.equal(codec.quantizer.join_side(indices, side), tokens) and indices[:, 0].max() < 128
+    f0, voicing = codec.decoder.net.pitch_unpacker(side)
+    assert voicing[0, 5:-1].all() and _cents(f0[0, 5:-1], torch.tensor(150.0)).max() < 40
+    assert codec.decode(tokens).shape == tone.shape
 
-    t = np.arange(SR) / SR
-    tone = _gliding_tone(torch.from_numpy(80 + 20 * t))[0, 0].numpy()   # far from the head's start (158 Hz)
-    sf.write(tmp_path / "tone.wav", tone, SR)
-    cfg = load_config("lrac-t1", ["model.frame.harmonic=true", "train.segment_samples=9600",
-                                  "train.batch_size=2", "train.lr=2e-3", "train.warmup_steps=1000",
-                                  "train.checkpoint_every_minutes=0"])
-    stream = ChunkStream([Utterance("tone", str(tmp_path / "tone.wav"))], 9600, buffer_size=1, seed=1)
-    trainer = Trainer(cfg, tmp_path / "run", stream, None, progress=False)
-    x, y = trainer.stream.next_batch(2)
-    errors = []
-    for _ in range(30):
-        losses = trainer.train_step(x, y)
-        trainer._after_step()
-        errors.append(losses["f0_oct"])
-        assert np.isfinite(losses["g_loss"]) and "voicing" in losses
-    assert np.mean(errors[-5:]) < 0.5 * errors[0], errors
+
+def test_fsq_grid_gives_up_the_side_bits() -> None:
+    assert fsq_levels_less([4, 4, 4, 4, 4], 3) == [4, 4, 4, 2]
+    assert fsq_levels_less([8, 8], 0) == [8, 8]
+    with pytest.raises(ValueError, match="powers of two"):
+        fsq_levels_less([3, 5], 1)
+
+
+def test_model_files_with_retired_pitch_keys_still_load() -> None:
+    data = load_config("lrac-t1").to_dict()
+    data["train"].update(lambda_f0=1.0, lambda_voicing=1.0, pitch_teacher_forcing=0.5)
+    assert Config.from_dict(data).to_dict() == load_config("lrac-t1").to_dict()

@@ -20,12 +20,12 @@ SHARED = Path(os.environ.get("LRAC_DATA", REPO.parent / "shared" / "data"))
 SEGMENT = 4800  # 0.2 s: small enough for CPU tests, longer than the largest STFT window (2048)
 
 
-def _cfg(**train):
+def _cfg(preset: str = "baseline-t1", extra: tuple[str, ...] = (), **train):
     overrides = [f"train.segment_samples={SEGMENT}", "train.batch_size=2", "train.log_every_steps=1000",
                  "train.checkpoint_every_steps=1000", "train.checkpoint_every_minutes=0",
-                 "quantizer.kmeans_iters=3"]
+                 "quantizer.kmeans_iters=3", *extra]
     overrides += [f"train.{k}={v}" for k, v in train.items()]
-    return load_config("baseline-t1", overrides)
+    return load_config(preset, overrides)
 
 
 def _utterances(tmp_path: Path, n: int = 3) -> list[Utterance]:
@@ -52,9 +52,11 @@ def _trainer(cfg, out, utts, dist_info=None, buffer=4):
     return Trainer(cfg, out, stream, None, dist_info, progress=False)
 
 
-def test_loss_falls_on_a_single_clip(tmp_path):
+@pytest.mark.parametrize("preset, extra", [("baseline-t1", ()), ("lrac-t1", ("model.frame.harmonic=true",))],
+                         ids=["baseline-t1", "lrac-t1+pitch"])
+def test_loss_falls_on_a_single_clip(tmp_path, preset, extra):
     utts = _utterances(tmp_path, 1)
-    trainer = _trainer(_cfg(lr=1e-3), tmp_path / "run", utts, buffer=1)
+    trainer = _trainer(_cfg(preset, extra, lr=1e-3), tmp_path / "run", utts, buffer=1)
     x, y = trainer.stream.next_batch(2)  # one fixed batch of one real clip
     mels = []
     for _ in range(25):

@@ -39,8 +39,8 @@ def _layer_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
     return 0
 
 
-def measure(module: nn.Module, x: torch.Tensor, seconds: float) -> dict:
-    """Run ``module(x)`` (batch 1, ``seconds`` of signal) and count MACs/s and look-ahead seconds."""
+def measure(module: nn.Module, inputs: tuple, seconds: float) -> dict:
+    """Run ``module(*inputs)`` (batch 1, ``seconds`` of signal) and count MACs/s and look-ahead seconds."""
     stats = {"macs": 0, "lookahead_s": 0.0}
 
     def hook(mod: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -57,7 +57,7 @@ def measure(module: nn.Module, x: torch.Tensor, seconds: float) -> dict:
                or hasattr(m, "lookahead_seconds")]
     try:
         with torch.inference_mode():
-            module(x)
+            module(*inputs)
     finally:
         for h in handles:
             h.remove()
@@ -80,17 +80,18 @@ def complexity_report(codec) -> dict:
     seconds = 1.0
     frames = int(round(sr * seconds / hop))
     device = codec.device
-    enc = measure(codec.encoder, torch.zeros(1, 1, frames * hop, device=device), seconds)
+    enc = measure(codec.encoder, (torch.zeros(1, 1, frames * hop, device=device),), seconds)
     latent = torch.zeros(1, codec.quantizer.latent_dim, frames, device=device)
-    dec = measure(codec.decoder, latent, seconds)
+    side = torch.zeros(1, frames, dtype=torch.long, device=device) if codec.quantizer.side_bits else None
+    dec = measure(codec.decoder, (latent, side), seconds)
 
     q = codec.quantizer
     n_q = max(codec.stages_for_bitrate(b) for b in codec.bitrates_bps)
-    stage = q.stages[0]
-    dim, cb_dim = q.latent_dim, stage.project_in.out_features
-    per_stage_enc = dim * cb_dim + stage.codebook.search_macs() + cb_dim * dim  # in-proj, search, out-proj
-    q_enc_macs = n_q * codec.frame_rate * per_stage_enc
-    q_dec_macs = n_q * codec.frame_rate * cb_dim * dim
+    dim = q.latent_dim
+    # per stage: in-projection, search, out-projection (encode); out-projection (decode)
+    q_enc_macs = codec.frame_rate * sum(2 * dim * s.project_in.out_features + s.codebook.search_macs()
+                                        for s in q.stages[:n_q])
+    q_dec_macs = codec.frame_rate * sum(dim * s.project_in.out_features for s in q.stages[:n_q])
 
     mf = lambda macs: 2 * macs / 1e6  # noqa: E731  (FLOPs = 2 x MACs)
     report = {

@@ -29,20 +29,30 @@ def _build(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
 class Encoder(nn.Module):
     """Waveform ``[B, 1, T]`` at ``sample_rate`` -> latent ``[B, latent_dim, T // hop_length]``.
 
-    ``T`` must be a multiple of ``hop_length`` (the codec pads whole frames)."""
+    ``T`` must be a multiple of ``hop_length`` (the codec pads whole frames). A family may also send
+    side symbols of :attr:`side_bits` bits per frame beside the latent (the frame family's pitch
+    code); :meth:`analyze` returns both."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.net = _build(cfg)[0]
         self.hop_length = self.net.hop_length
         self.latent_dim = cfg.latent_dim
+        self.side_bits = int(getattr(self.net, "side_bits", 0))
+
+    def analyze(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(latent [B, latent_dim, F], side symbols [B, F] int64, or None without side bits)``."""
+        if self.side_bits:
+            return self.net.analyze(wav)
+        return self.net(wav), None
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.net(wav)
 
 
 class Decoder(nn.Module):
-    """Latent ``[B, latent_dim, F]`` -> waveform ``[B, 1, F * hop_length]``."""
+    """Latent ``[B, latent_dim, F]`` (and side symbols ``[B, F]`` when the encoder sends them)
+    -> waveform ``[B, 1, F * hop_length]``."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -50,21 +60,8 @@ class Decoder(nn.Module):
         self.hop_length = self.net.hop_length
         self.latent_dim = cfg.latent_dim
 
-    @property
-    def has_pitch(self) -> bool:
-        """True when the decoder predicts pitch (the frame family's pitch path)."""
-        return bool(getattr(self.net, "harmonic", False))
-
-    def synthesize(self, latent: torch.Tensor, pitch: tuple[torch.Tensor, torch.Tensor] | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Training forward: ``(waveform, pitch logits [B, 2, F] or None)``; ``pitch`` = ``(f0_hz,
-        voiced)`` ``[B, F]`` drives the harmonic source instead of the prediction (teacher forcing)."""
-        if self.has_pitch:
-            return self.net.synthesize(latent, pitch)
-        return self.net(latent), None
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.net(latent)
+    def forward(self, latent: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(latent) if side is None else self.net(latent, side)
 
 
 __all__ = ["Encoder", "Decoder", "FAMILIES"]

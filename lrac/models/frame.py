@@ -30,7 +30,7 @@ from torch import nn
 
 from ..config import FrameConfig, ModelConfig
 from .conv import Residual, SConv1d
-from .pitch import CausalPitchFeatures, HarmonicSource, f0_from_logit
+from .pitch import HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker
 from .streaming import State, StreamingModule, time_cat
 
 LOG_MAG_MAX = 7.0   # decoder magnitudes are exp(min(log_mag, 7)) ~ 1100: a guard against overflow
@@ -217,77 +217,85 @@ def spectral_features(spec: torch.Tensor) -> torch.Tensor:
 class FrameEncoder(nn.Module):
     """Waveform ``[B, 1, T]`` -> latent ``[B, latent_dim, T // hop]``.
 
-    With ``cfg.harmonic`` the spectral features are joined by the causal YIN pitch features of
-    :class:`~lrac.models.pitch.CausalPitchFeatures`, so the decoder's pitch head can find the pitch
-    in the tokens."""
+    With ``cfg.harmonic`` a causal :class:`~lrac.models.pitch.PitchTracker` runs beside the STFT: its
+    pitch and periodicity join the spectral features, and :meth:`analyze` also returns the pitch
+    code as side symbols ``[B, F]`` of :attr:`side_bits` bits (:class:`~lrac.models.pitch.PitchPacker`)."""
 
     def __init__(self, cfg: FrameConfig, latent_dim: int, sample_rate: int) -> None:
         super().__init__()
         bins = cfg.n_fft // 2 + 1
         self.stft = CausalSTFT(cfg.n_fft, cfg.hop)
-        self.pitch = CausalPitchFeatures(sample_rate, cfg.hop) if cfg.harmonic else None
+        self.pitch = PitchTracker(sample_rate, cfg.hop) if cfg.harmonic else None
+        self.pitch_packer = PitchPacker(cfg.pitch_bits, cfg.pitch_every_frames) if cfg.harmonic else None
+        self.side_bits = self.pitch_packer.side_bits if cfg.harmonic else 0
         in_dim = 3 * bins + (2 if cfg.harmonic else 0)
         self.backbone = Backbone(in_dim, cfg.encoder_dim, latent_dim, cfg.encoder_layers,
                                  cfg.encoder_mlp_ratio, cfg.kernel, cfg.encoder_lookahead_frames)
         self.hop_length = cfg.hop
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def analyze(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(latent [B, latent_dim, F], side symbols [B, F] int64 or None)``."""
         features = spectral_features(self.stft(wav))
-        if self.pitch is not None:
-            features = torch.cat([features, self.pitch(wav)], 1)
-        return self.backbone(features)
+        if self.pitch is None:
+            return self.backbone(features), None
+        f0, dip, voiced = self.pitch(wav)
+        features = torch.cat([features, torch.log2(f0 / 100.0)[:, None].to(features), dip[:, None].to(features)], 1)
+        return self.backbone(features), self.pitch_packer(f0, voiced)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.analyze(wav)[0]
 
 
 class FrameDecoder(nn.Module):
     """Latent ``[B, latent_dim, F]`` -> waveform ``[B, 1, F * hop]`` (Vocos-style iSTFT head).
 
-    With ``cfg.harmonic`` the head also gives a harmonic share per bin and a pitch head (f0 and
-    voicing logits). One envelope ``|S|`` serves both parts: the spectrum is
-    ``|S| * ((1 - m) * exp(i phase) + m * H)``, with ``m = sigmoid(share) * voicing`` and ``H`` the STFT of a
-    :class:`~lrac.models.pitch.HarmonicSource` pulse train at the pitch (lrac/models/pitch.py), as
-    a vocoder mixes periodic and aperiodic excitation under one spectral envelope."""
+    With ``cfg.harmonic`` the head also gives a harmonic share per bin, and the pitch comes from the
+    side symbols of the tokens (:class:`~lrac.models.pitch.PitchUnpacker`). One envelope ``|S|``
+    serves both parts: the spectrum is ``|S| * ((1 - m) * exp(i phase) + m * H)``, with
+    ``m = sigmoid(share) * voicing`` and ``H`` the STFT of a :class:`~lrac.models.pitch.HarmonicSource`
+    pulse train at the pitch, as a vocoder mixes periodic and aperiodic excitation under one
+    spectral envelope."""
 
     def __init__(self, cfg: FrameConfig, latent_dim: int, sample_rate: int) -> None:
         super().__init__()
         bins = cfg.n_fft // 2 + 1
         self.harmonic = cfg.harmonic
-        out_dim = 3 * bins + 2 if cfg.harmonic else 2 * bins
+        out_dim = 3 * bins if cfg.harmonic else 2 * bins
         self.backbone = Backbone(latent_dim, cfg.decoder_dim, out_dim, cfg.decoder_layers,
                                  cfg.decoder_mlp_ratio, cfg.kernel, cfg.decoder_lookahead_frames)
         self.istft = CausalISTFT(cfg.n_fft, cfg.hop)
         self.hop_length = cfg.hop
         if cfg.harmonic:
+            # the unpacker holds back as many frames as the backbone, so their outputs stay aligned
+            self.pitch_unpacker = PitchUnpacker(cfg.pitch_bits, cfg.pitch_every_frames,
+                                                cfg.decoder_lookahead_frames)
             self.source = HarmonicSource(sample_rate, cfg.hop, sqrt_hann(cfg.n_fft))
             self.source_stft = CausalSTFT(cfg.n_fft, cfg.hop)
             with torch.no_grad():  # voiced frames start with a harmonic share of sigmoid(1) = 0.73
-                self.backbone.out.bias[2 * bins: 3 * bins].fill_(1.0)
+                self.backbone.out.bias[2 * bins:].fill_(1.0)
 
-    def synthesize(self, latent: torch.Tensor, pitch: tuple[torch.Tensor, torch.Tensor] | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``latent`` -> ``(waveform [B, 1, F * hop], pitch logits [B, 2, F] or None)``.
-
-        ``pitch``: ``(f0_hz, voiced)`` ``[B, F]`` to drive the source instead of the prediction
-        (teacher forcing in training)."""
+    def forward(self, latent: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
+        """``latent [B, latent_dim, F]`` and, with the pitch path, ``side`` symbols ``[B, F]``."""
         out = self.backbone(latent)
         if not self.harmonic:
-            return self.istft(out), None
+            return self.istft(out)
+        if side is None:
+            raise ValueError("this decoder has a pitch path: it needs the side symbols of the tokens")
+        f0, voicing = self.pitch_unpacker(side)
         bins = self.istft.n_fft // 2 + 1
-        log_mag, phase, share, logits = out.split([bins, bins, bins, 2], dim=1)
-        if pitch is None:
-            f0, voicing = f0_from_logit(logits[:, 0].detach()), (logits[:, 1].detach() > 0).to(out.dtype)
-        else:
-            f0, voicing = pitch[0].to(out.dtype), pitch[1].to(out.dtype)
-        share = torch.sigmoid(share) * voicing[:, None]      # unvoiced frames stay aperiodic
-        harmonics = self.source_stft(self.source(f0, voicing)) * torch.exp(log_mag.clamp(max=LOG_MAG_MAX)) * share
+        log_mag, phase, share = out.split(bins, dim=1)
+        share = torch.sigmoid(share) * voicing.to(out.dtype)[:, None]      # unvoiced frames stay aperiodic
+        harmonics = self.source_stft(self.source(f0.to(out.dtype), voicing.to(out.dtype)))
+        harmonics = harmonics * torch.exp(log_mag.clamp(max=LOG_MAG_MAX)) * share
         aperiodic = torch.cat([log_mag + torch.log((1 - share).clamp(min=1e-6)), phase], dim=1)
-        return self.istft(aperiodic, harmonics), logits
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.synthesize(latent)[0]
+        return self.istft(aperiodic, harmonics)
 
 
 def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
     f = cfg.frame
     if f.n_fft < f.hop or f.n_fft % f.hop:
         raise ValueError(f"model.frame.n_fft ({f.n_fft}) must be a multiple of model.frame.hop ({f.hop})")
+    if f.harmonic and (f.pitch_every_frames < 1 or f.pitch_bits % f.pitch_every_frames):
+        raise ValueError(f"model.frame.pitch_bits ({f.pitch_bits}) must split evenly over "
+                         f"model.frame.pitch_every_frames ({f.pitch_every_frames})")
     return FrameEncoder(f, cfg.latent_dim, cfg.sample_rate), FrameDecoder(f, cfg.latent_dim, cfg.sample_rate)

@@ -1,17 +1,18 @@
-"""The pitch path of the frame decoder: a pitch tracker for training targets and a harmonic source.
+"""The pitch path of the frame family: a causal pitch tracker, the pitch code, a harmonic source.
 
 Why. An iSTFT head trained with mel losses learns the spectral envelope but not the phase that makes
 the harmonics of voiced speech line up from frame to frame; its output sounds breathy and scores at
-the floor of PESQ (docs/results.md). A source-filter split fixes that by construction: the decoder
-predicts the pitch ``f0`` and a voicing flag per frame, a band-limited pulse train with a continuous
-phase supplies the harmonics, and the decoder only has to decide, per bin, how much of its envelope
-is harmonic (``lrac/models/frame.py``). The pitch head is trained against :func:`estimate_pitch` (YIN) on the
-target speech.
+the floor of PESQ (docs/results.md). A source-filter split fixes that by construction: the encoder
+measures the pitch ``f0`` and voicing with :class:`PitchTracker` and sends them as a small code
+(:class:`PitchPacker`: 64 levels every 20 ms, 300 bit/s, inside the first token of each frame); the
+decoder unpacks them (:class:`PitchUnpacker`), runs a band-limited pulse train with a continuous
+phase at that pitch (:class:`HarmonicSource`) and only has to decide, per bin, how much of its
+envelope is harmonic (``lrac/models/frame.py``). A decoder that had to infer the pitch from the
+latent learnt it too slowly on a CPU (docs/frame_family.md, "Pitch path").
 
 Frame convention (as the rest of the frame family): pitch frame ``k`` describes the instant
 ``(k + 1) * hop``, the end of the hop the frame completes. The source on the hop
-``[k * hop, (k + 1) * hop)`` moves linearly from frame ``k - 1``'s pitch to frame ``k``'s, so it needs
-nothing later than frame ``k``: no look-ahead.
+``[k * hop, (k + 1) * hop)`` moves linearly from frame ``k - 1``'s pitch to frame ``k``'s.
 """
 
 from __future__ import annotations
@@ -25,42 +26,27 @@ from .streaming import State, StreamingModule
 
 F0_MIN_HZ = 50.0
 F0_MAX_HZ = 500.0
-ABS_SILENCE_DB = -80.0   # frames quieter than this (mean square, dB re full scale) are never voiced
-
-
-def f0_from_logit(logit: torch.Tensor, f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX_HZ) -> torch.Tensor:
-    """Pitch head output -> Hz, log-uniform in ``[f0_min, f0_max]``."""
-    return f0_min * (f0_max / f0_min) ** torch.sigmoid(logit)
-
-
-def pitch_loss(logits: torch.Tensor, f0_hz: torch.Tensor, voiced: torch.Tensor,
-               f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX_HZ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pitch head ``[B, 2, F]`` (f0 logit, voicing logit) against targets ``[B, F]``.
-
-    Returns ``(f0 error in octaves, mean over voiced frames; voicing binary cross-entropy)``."""
-    n = min(logits.shape[-1], f0_hz.shape[-1])
-    logits, f0_hz, voiced = logits[..., :n], f0_hz[..., :n], voiced[..., :n].float()
-    octaves = torch.log2(f0_from_logit(logits[:, 0], f0_min, f0_max) / f0_hz.clamp(min=1.0)).abs()
-    f0_err = (octaves * voiced).sum() / voiced.sum().clamp(min=1.0)
-    return f0_err, F.binary_cross_entropy_with_logits(logits[:, 1], voiced)
+VOICING_FLOOR_DB = -50.0   # frames quieter than this (mean square, dB re full scale) are unvoiced
+YIN_THRESHOLD = 0.2        # a YIN dip below this marks a periodic frame
 
 
 def yin_lags(sample_rate: int, f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX_HZ) -> tuple[int, int]:
-    """``(lag_min, lag_max)`` in samples; a YIN frame spans ``2 * lag_max`` samples."""
+    """``(lag_min, lag_max)`` in samples: the periods of ``f0_max`` and ``f0_min``."""
     return int(math.floor(sample_rate / f0_max)), int(math.ceil(sample_rate / f0_min))
 
 
-def yin(segs: torch.Tensor, sample_rate: int, f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX_HZ,
-        threshold: float = 0.2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """YIN (de Cheveigne & Kawahara 2002) on frames ``[B, F, 2 * lag_max]``.
+def yin(segs: torch.Tensor, sample_rate: int, width: int, f0_min: float = F0_MIN_HZ,
+        f0_max: float = F0_MAX_HZ, threshold: float = YIN_THRESHOLD
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """YIN (de Cheveigne & Kawahara 2002) on frames ``[B, F, width + lag_max]``: the first ``width``
+    samples of each frame are compared with the same span ``tau`` samples later.
 
     Returns per frame ``[B, F]``: ``f0_hz`` (refined by a parabola through the dip), ``dip`` (the
     cumulative-mean-normalised difference there: near 0 periodic, near 1 noise), ``has_dip`` (a
-    local minimum below ``threshold`` exists) and ``power_db`` (mean square of the first half).
+    local minimum below ``threshold`` exists) and ``power_db`` (mean square of the compared span).
     """
     lag_min, lag_max = yin_lags(sample_rate, f0_min, f0_max)
-    width = lag_max                                   # integration window: one period of f0_min
-    n_fft = 1 << (2 * lag_max - 1).bit_length()
+    n_fft = 1 << (segs.shape[-1] - 1).bit_length()
     spec = torch.fft.rfft(segs, n_fft)
     head = torch.fft.rfft(segs[..., :width], n_fft)
     r = torch.fft.irfft(spec * head.conj(), n_fft)[..., : lag_max + 1]           # r(tau)
@@ -89,57 +75,27 @@ def yin(segs: torch.Tensor, sample_rate: int, f0_min: float = F0_MIN_HZ, f0_max:
     return f0, y1.clamp(0, 1), has_dip, power_db
 
 
-@torch.no_grad()
-def estimate_pitch(wav: torch.Tensor, sample_rate: int, hop: int, f0_min: float = F0_MIN_HZ,
-                   f0_max: float = F0_MAX_HZ, threshold: float = 0.2,
-                   silence_db: float = -45.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """YIN pitch of ``wav [B, 1, T]`` (or ``[B, T]``) on the frame grid: ``(f0_hz, voiced)``, ``[B, T // hop]``.
+class PitchTracker(StreamingModule):
+    """Causal YIN on the frame grid: waveform ``[B, 1, T]`` -> ``(f0_hz, dip, voiced)``, ``[B, T // hop]``.
 
-    Frame ``k`` is analysed around sample ``(k + 1) * hop`` (it may look ahead: these are training
-    targets, not part of the codec). A frame is voiced when it has a YIN dip below ``threshold`` and
-    is within ``-silence_db`` of the clip's loudest frame (and above -80 dBFS).
-    Unvoiced frames carry the last voiced pitch forward (the first voiced one before it), so a
-    teacher-forced source glides instead of jumping.
-    """
-    x = wav.reshape(wav.shape[0], -1).double()
-    n_frames = x.shape[-1] // hop
-    if n_frames == 0:
-        return wav.new_zeros(x.shape[0], 0), torch.zeros(x.shape[0], 0, dtype=torch.bool, device=x.device)
-    span = 2 * yin_lags(sample_rate, f0_min, f0_max)[1]
-    centres = (torch.arange(n_frames, device=x.device) + 1) * hop
-    starts = centres - span // 2 + span
-    segs = F.pad(x, (span, span))[:, starts[:, None] + torch.arange(span, device=x.device)]   # [B, F, span]
-    f0, _, has_dip, power_db = yin(segs, sample_rate, f0_min, f0_max, threshold)
-
-    loud_enough = (power_db > power_db.amax(-1, keepdim=True) + silence_db) & (power_db > ABS_SILENCE_DB)
-    voiced = has_dip & loud_enough & (f0 >= f0_min) & (f0 <= f0_max)
-
-    # carry the last voiced pitch through unvoiced frames
-    idx = torch.where(voiced, torch.arange(n_frames, device=x.device), -1).cummax(-1).values
-    first = voiced.int().argmax(-1, keepdim=True)
-    idx = torch.where(idx < 0, first.expand_as(idx), idx)
-    f0 = f0.gather(-1, idx).clamp(f0_min, f0_max)
-    return f0.to(wav.dtype), voiced
-
-
-class CausalPitchFeatures(StreamingModule):
-    """Encoder-side pitch analysis: waveform ``[B, 1, T]`` -> ``[B, 2, T // hop]``.
-
-    Frame ``f`` runs :func:`yin` on the ``2 * lag_max`` samples (40 ms at 50 Hz) that end at
-    ``(f + 1) * hop``, so it needs no look-ahead. Features: ``log2(f0 / 100 Hz)`` and the YIN dip
-    (periodicity). They give the encoder pitch explicitly; spectra of 20 ms frames barely resolve
-    the harmonics of low voices.
+    Frame ``f`` compares the newest ``sample_rate // 75`` samples up to ``(f + 1) * hop`` (13.3 ms)
+    with the same span ``tau`` samples earlier, so it needs no look-ahead and its estimate is about
+    as recent as a centred analysis (on 13 validation clips: a median 4 cents from YIN centred on
+    the frame end, voicing agreeing on 95 % of frames; a window of one ``1 / f0_min`` period, as
+    classic YIN uses, lags by 36 cents). A frame is voiced when it has a YIN dip below
+    ``YIN_THRESHOLD``, a pitch in ``[F0_MIN_HZ, F0_MAX_HZ]`` and a level above ``VOICING_FLOOR_DB``.
     """
 
     def __init__(self, sample_rate: int, hop: int) -> None:
         super().__init__()
         self.sample_rate, self.hop = sample_rate, hop
-        self.span = 2 * yin_lags(sample_rate)[1]
+        self.width = sample_rate // 75
+        self.span = self.width + yin_lags(sample_rate)[1]
 
     def init_state(self, batch_size: int) -> State:
         return State(buffer=torch.zeros(batch_size, 1, self.span - self.hop))
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         state = self.stream_state
         buf = (F.pad(wav, (self.span - self.hop, 0)) if state is None
                else torch.cat([state.buffer.to(wav), wav], -1))
@@ -147,17 +103,122 @@ class CausalPitchFeatures(StreamingModule):
         if state is not None:
             state.buffer = buf[..., n * self.hop:]
         if n == 0:
-            return wav.new_zeros(wav.shape[0], 2, 0)
-        segs = buf[:, 0, : (n - 1) * self.hop + self.span].unfold(-1, self.span, self.hop)
-        f0, dip, _, _ = yin(segs, self.sample_rate)
-        return torch.stack([torch.log2(f0 / 100.0), dip], 1)
+            empty = wav.new_zeros(wav.shape[0], 0)
+            return empty, empty, empty.bool()
+        # reversed frames: YIN's compared span is then the newest samples
+        segs = buf[:, 0, : (n - 1) * self.hop + self.span].unfold(-1, self.span, self.hop).flip(-1)
+        f0, dip, has_dip, power_db = yin(segs, self.sample_rate, self.width)
+        voiced = has_dip & (power_db > VOICING_FLOOR_DB) & (f0 >= F0_MIN_HZ) & (f0 <= F0_MAX_HZ)
+        return f0.clamp(F0_MIN_HZ, F0_MAX_HZ), dip, voiced
 
-    def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
+    def extra_macs(self, inputs: tuple, output: tuple) -> int:
         n_fft = 1 << (self.span - 1).bit_length()
         bins = n_fft // 2 + 1
         # two forward FFTs and one inverse, the cross-spectrum, and ~8 operations per lag
         per_frame = 3 * math.ceil(2.5 * n_fft * math.log2(n_fft)) + 3 * bins + 8 * self.span // 2
-        return output.shape[-1] * per_frame
+        return output[0].shape[-1] * per_frame
+
+
+def pitch_to_code(f0_hz: torch.Tensor, voiced: torch.Tensor, levels: int) -> torch.Tensor:
+    """Pitch ``[...]`` -> code (int64): 0 when unvoiced, else ``1..levels - 1`` uniform in
+    log-frequency over ``[F0_MIN_HZ, F0_MAX_HZ]`` (64 levels: 64-cent steps)."""
+    position = torch.log(f0_hz.clamp(F0_MIN_HZ, F0_MAX_HZ) / F0_MIN_HZ) / math.log(F0_MAX_HZ / F0_MIN_HZ)
+    code = 1 + torch.round(position * (levels - 2)).long()
+    return torch.where(voiced, code, torch.zeros_like(code))
+
+
+def code_to_f0(code: torch.Tensor, levels: int) -> torch.Tensor:
+    """Voiced code ``1..levels - 1`` -> Hz (the inverse of :func:`pitch_to_code`)."""
+    position = (code - 1).clamp(min=0).double() / (levels - 2)
+    return F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** position
+
+
+class PitchPacker(StreamingModule):
+    """Encoder side: pitch per frame ``[B, F]`` -> side symbols ``[B, F]`` of ``bits // every`` bits.
+
+    Every ``every`` frames the pitch of the first frame of the group is coded in ``bits`` bits
+    (:func:`pitch_to_code`) and sent most significant part first, ``bits // every`` bits in each
+    frame of the group (the first token of each frame carries them, lrac/quant/rvq.py). A code is
+    complete ``every - 1`` frames after it was measured, which the decoder's look-ahead covers.
+    """
+
+    def __init__(self, bits: int, every: int) -> None:
+        super().__init__()
+        self.levels, self.every, self.side_bits = 1 << bits, every, bits // every
+
+    def init_state(self, batch_size: int) -> State:
+        return State(frames_seen=0, code=torch.zeros(batch_size, 1, dtype=torch.long))
+
+    def forward(self, f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+        code = pitch_to_code(f0_hz, voiced, self.levels)                           # [B, F]
+        state = self.stream_state
+        start = 0 if state is None else state.frames_seen
+        position = (start + torch.arange(code.shape[-1], device=code.device)) % self.every
+        # each frame takes the code of its group's first frame (from the state if that came earlier)
+        held = torch.cat([code.new_zeros(code.shape[0], 1) if state is None else state.code, code], -1)
+        group_start = torch.where(position == 0, torch.arange(1, held.shape[-1], device=code.device), 0)
+        code = held.gather(-1, group_start.cummax(-1).values.expand_as(code))
+        if state is not None:
+            state.frames_seen += code.shape[-1]
+            if code.shape[-1]:
+                state.code = code[:, -1:]
+        shift = self.side_bits * (self.every - 1 - position)
+        return (code >> shift) & ((1 << self.side_bits) - 1)
+
+    def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
+        return output.shape[-1] * 8    # log, scale, round, select, shift and mask per frame
+
+
+class PitchUnpacker(StreamingModule):
+    """Decoder side: side symbols ``[B, F]`` -> ``(f0_hz, voicing)`` ``[B, F]`` (voicing 0. or 1.).
+
+    Unvoiced frames keep the last voiced pitch, so that the source glides out instead of jumping.
+    Streaming holds back ``delay`` frames (the decoder backbone's look-ahead, at least
+    ``every - 1``) so that every emitted frame's code is complete and the output stays aligned with
+    the backbone; the flush completes a last partial group with zero symbols, as one pass does.
+    """
+
+    def __init__(self, bits: int, every: int, delay: int) -> None:
+        super().__init__()
+        if delay < every - 1:
+            raise ValueError(f"a pitch code spread over {every} frames needs a decoder look-ahead of at "
+                             f"least {every - 1} frame(s), have {delay}")
+        self.levels, self.every, self.side_bits, self.delay = 1 << bits, every, bits // every, delay
+
+    def init_state(self, batch_size: int) -> State:
+        return State(pending=torch.zeros(batch_size, 0, dtype=torch.long), emitted=0,
+                     last_f0=torch.full((batch_size, 1), 100.0, dtype=torch.float64))
+
+    def _codes(self, symbols: torch.Tensor) -> torch.Tensor:
+        """Symbols ``[B, F]`` starting at a group boundary -> the code of each frame ``[B, F]``."""
+        b, n = symbols.shape
+        groups = F.pad(symbols, (0, (-n) % self.every)).reshape(b, -1, self.every)
+        weights = 1 << (self.side_bits * torch.arange(self.every - 1, -1, -1, device=symbols.device))
+        return (groups * weights).sum(-1).repeat_interleave(self.every, -1)[:, :n]
+
+    def forward(self, symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        state = self.stream_state
+        symbols = symbols.long()
+        if state is None:
+            code, last_f0 = self._codes(symbols), torch.full_like(symbols[:, :1], 100.0, dtype=torch.float64)
+        else:
+            buf = torch.cat([state.pending, symbols], -1)
+            end = buf.shape[-1] if state.final else max(buf.shape[-1] - self.delay, state.emitted)
+            code = self._codes(buf)[:, state.emitted:end]
+            keep = (end // self.every) * self.every          # drop whole groups already emitted
+            state.pending, state.emitted, last_f0 = buf[:, keep:], end - keep, state.last_f0
+        voiced = code > 0
+        f0 = torch.where(voiced, code_to_f0(code, self.levels), torch.nan)
+        # carry the last voiced pitch through unvoiced frames
+        f0 = torch.cat([last_f0, f0], -1)
+        idx = torch.where(~torch.isnan(f0), torch.arange(f0.shape[-1], device=f0.device), 0).cummax(-1).values
+        f0 = f0.gather(-1, idx)
+        if state is not None:
+            state.last_f0 = f0[:, -1:]
+        return f0[:, 1:].float(), voiced.float()
+
+    def extra_macs(self, inputs: tuple, output: tuple) -> int:
+        return output[0].shape[-1] * 8   # combine symbols, exp of the level, select per frame
 
 
 class HarmonicSource(StreamingModule):
@@ -168,7 +229,8 @@ class HarmonicSource(StreamingModule):
     both. (Harmonics are scaled by ``sqrt(bins / (K * e))``: ``K`` harmonics below Nyquist, each
     spreading ``e = N sum(w^2) / sum(w)^2`` times its peak power over the bins.) The phase is
     continuous (a running sum of ``f0 / sample_rate`` cycles, in float64), so the harmonics line up
-    across frames. The source carries no gradient: the pitch head learns from :func:`pitch_loss` only.
+    across frames. The source carries no gradient (the pitch comes from the code, not from a
+    learnt layer).
     """
 
     def __init__(self, sample_rate: int, hop: int, window: torch.Tensor) -> None:

@@ -3,6 +3,11 @@
 Stage ``i`` projects the current residual ``[B, D, F]`` to the codebook space (``D -> d``), picks the
 nearest code, projects back (``d -> D``) and subtracts that from the residual: residuals live in the
 latent space, after each stage's output projection.
+
+Side bits. An encoder may send ``side_bits`` bits per frame beside the latent (the frame family's
+pitch code). They ride in the low bits of each frame's first token: stage 1 then has
+``codebook_size >> side_bits`` codes, every token keeps ``log2(codebook_size)`` bits, and the
+bitrates do not change (1 kbps = one token per 10 ms, pitch included).
 """
 
 from __future__ import annotations
@@ -16,16 +21,32 @@ from .fsq import ScalarCodebook
 from .vq import EMACodebook
 
 
-def make_codebook(cfg: QuantizerConfig) -> EMACodebook | ScalarCodebook:
-    """The codebook of one stage: ``quantizer.kind`` "vq" (EMA, the baseline) or "fsq" (a grid)."""
+def fsq_levels_less(levels: list[int], bits: int) -> list[int]:
+    """An FSQ grid with ``bits`` fewer bits: halve the last dimensions' levels (dropping those that
+    reach 1), e.g. ``[4, 4, 4, 4, 4]`` less 3 bits -> ``[4, 4, 4, 2]``. Levels must be powers of two."""
+    out = list(levels)
+    for _ in range(bits):
+        if not out or out[-1] & (out[-1] - 1):
+            raise ValueError(f"cannot take {bits} side bits from quantizer.fsq_levels={levels}: "
+                             "the levels must be powers of two")
+        out[-1] //= 2
+        if out[-1] == 1:
+            out.pop()
+    return out
+
+
+def make_codebook(cfg: QuantizerConfig, side_bits: int = 0) -> EMACodebook | ScalarCodebook:
+    """The codebook of one stage: ``quantizer.kind`` "vq" (EMA, the baseline) or "fsq" (a grid),
+    with ``codebook_size >> side_bits`` codes."""
+    size = cfg.codebook_size >> side_bits
     if cfg.kind == "vq":
-        return EMACodebook(cfg.codebook_size, cfg.codebook_dim, cfg.ema_decay, cfg.epsilon,
+        return EMACodebook(size, cfg.codebook_dim, cfg.ema_decay, cfg.epsilon,
                            cfg.kmeans_iters, cfg.dead_code_threshold, cfg.dead_code_max_share)
     if cfg.kind == "fsq":
-        codebook = ScalarCodebook(cfg.fsq_levels)
-        if codebook.codebook_size != cfg.codebook_size:
-            raise ValueError(f"quantizer.fsq_levels={cfg.fsq_levels} give {codebook.codebook_size} codes, "
-                             f"but quantizer.codebook_size is {cfg.codebook_size}")
+        codebook = ScalarCodebook(fsq_levels_less(cfg.fsq_levels, side_bits))
+        if codebook.codebook_size != size:
+            raise ValueError(f"quantizer.fsq_levels={cfg.fsq_levels} give {codebook.codebook_size << side_bits} "
+                             f"codes, but quantizer.codebook_size is {cfg.codebook_size}")
         return codebook
     raise ValueError(f"quantizer.kind must be 'vq' or 'fsq', got {cfg.kind!r}")
 
@@ -33,29 +54,34 @@ def make_codebook(cfg: QuantizerConfig) -> EMACodebook | ScalarCodebook:
 class QuantizerStage(nn.Module):
     """One RVQ stage: ``Linear(D, d)`` -> codebook -> ``Linear(d, D)``."""
 
-    def __init__(self, latent_dim: int, cfg: QuantizerConfig) -> None:
+    def __init__(self, latent_dim: int, cfg: QuantizerConfig, side_bits: int = 0) -> None:
         super().__init__()
         # (projections first, as before FSQ existed, so a seed gives the baseline the same weights)
-        dim = len(cfg.fsq_levels) if cfg.kind == "fsq" else cfg.codebook_dim
+        dim = len(fsq_levels_less(cfg.fsq_levels, side_bits)) if cfg.kind == "fsq" else cfg.codebook_dim
         self.project_in = nn.Linear(latent_dim, dim)
         self.project_out = nn.Linear(dim, latent_dim)
-        self.codebook = make_codebook(cfg)
+        self.codebook = make_codebook(cfg, side_bits)
 
 
 class ResidualVQ(nn.Module):
     """Residual VQ over ``n_stages`` codebooks of ``codebook_size`` codes.
 
-    Shapes: latent ``[B, D, F]``, indices ``[B, n_q, F]`` (int64, ``0 <= i < codebook_size``).
+    Shapes: latent ``[B, D, F]``, indices ``[B, n_q, F]`` (int64, ``0 <= i < codebook_size``;
+    stage 1's below ``codebook_size >> side_bits`` until :meth:`join_side` adds the side symbols).
     """
 
-    def __init__(self, latent_dim: int, cfg: QuantizerConfig) -> None:
+    def __init__(self, latent_dim: int, cfg: QuantizerConfig, side_bits: int = 0) -> None:
         super().__init__()
         if cfg.codebook_size & (cfg.codebook_size - 1):
             raise ValueError(f"codebook_size must be a power of two, got {cfg.codebook_size}")
         self.latent_dim = latent_dim
         self.codebook_size = cfg.codebook_size
         self.bits_per_index = cfg.codebook_size.bit_length() - 1
-        self.stages = nn.ModuleList(QuantizerStage(latent_dim, cfg) for _ in range(cfg.n_stages))
+        if not 0 <= side_bits < self.bits_per_index:
+            raise ValueError(f"{side_bits} side bits do not fit in tokens of {self.bits_per_index} bits")
+        self.side_bits = side_bits
+        self.stages = nn.ModuleList(QuantizerStage(latent_dim, cfg, side_bits if i == 0 else 0)
+                                    for i in range(cfg.n_stages))
 
     @property
     def n_stages(self) -> int:
@@ -105,6 +131,23 @@ class ResidualVQ(nn.Module):
             residual = residual - stage.project_out(stage.codebook.lookup(indices))
             all_indices.append(indices)
         return torch.stack(all_indices, dim=1)
+
+    def join_side(self, indices: torch.Tensor, side: torch.Tensor | None) -> torch.Tensor:
+        """Indices ``[B, n_q, F]`` and side symbols ``[B, F]`` -> tokens ``[B, n_q, F]``: stage 1's
+        index shifted up by ``side_bits``, the symbol in the low bits."""
+        if not self.side_bits:
+            return indices
+        tokens = indices.clone()
+        tokens[:, 0] = (indices[:, 0] << self.side_bits) | side.to(indices.dtype)
+        return tokens
+
+    def split_side(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The inverse of :meth:`join_side`: ``(indices [B, n_q, F], side [B, F] or None)``."""
+        if not self.side_bits:
+            return tokens, None
+        indices = tokens.clone()
+        indices[:, 0] = tokens[:, 0] >> self.side_bits
+        return indices, tokens[:, 0] & ((1 << self.side_bits) - 1)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Indices ``[B, n_q, F]`` -> quantised latent ``[B, D, F]``."""

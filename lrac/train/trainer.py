@@ -2,10 +2,9 @@
 
 One iteration, with ``x`` the input and ``y`` the target chunk ``[B, 1, T]``:
 
-1. draw the bitrate (one per batch, the same on every rank) and run ``y_hat, commit, pitch_logits = G(x, n_q)``;
+1. draw the bitrate (one per batch, the same on every rank) and run ``y_hat, commit = G(x, n_q)``;
 2. run the discriminator on ``y_hat`` and ``y``; generator loss
-   ``1 * hinge_adv + 2 * feature_matching + 5 * mel + 10 * commit`` (plus the pitch losses of a
-   decoder with a pitch path, against YIN on ``y``); update G;
+   ``1 * hinge_adv + 2 * feature_matching + 5 * mel + 10 * commit``; update G;
 3. discriminator hinge loss on the *same* ``y_hat`` (detached) and ``y``; update D.
 
 Because D does not change between steps 2 and 3 and ``y_hat`` is the cached generator output (as
@@ -48,7 +47,6 @@ from torch.nn.utils import parametrize
 from lrac.codec import Codec, atomic_torch_save, half_state_dict
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
-from lrac.models.pitch import estimate_pitch, pitch_loss
 from lrac.train.data import ChunkStream, Prefetcher
 from lrac.train.losses import (MultiScaleMelLoss, discriminator_adversarial_loss,
                                feature_matching_loss, generator_adversarial_loss)
@@ -195,10 +193,6 @@ class Trainer:
         rng = np.random.default_rng([self.tc.seed, step, 5])
         return int(self.stage_choices[int(rng.choice(len(self.stage_choices), p=self.stage_probs))])
 
-    def _draw(self, stream: int) -> float:
-        """A uniform draw in [0, 1) seeded by (seed, step, stream): the same on every rank and on resume."""
-        return float(np.random.default_rng([self.tc.seed, self.step, stream]).random())
-
     def _finite_everywhere(self, value: torch.Tensor) -> bool:
         flag = torch.tensor([0.0 if bool(torch.isfinite(value)) else 1.0])
         return _all_reduce_(flag, self.dist.world).item() == 0
@@ -223,19 +217,11 @@ class Trainer:
         """One iteration on input ``x`` and target ``y`` (``[B, 1, T]``); returns the losses."""
         tc = self.tc
         n_q = self.stages_at(self.step)
-        pitch = None
-        if self.codec.decoder.has_pitch:
-            pitch = estimate_pitch(y, self.codec.sample_rate, self.codec.hop_length)
-        teacher = pitch is not None and self._draw(6) < tc.pitch_teacher_forcing
-        y_hat, commit, pitch_logits = self.g_model(x, n_q, pitch if teacher else None)
+        y_hat, commit = self.g_model(x, n_q)
         y_hat = y_hat[..., :y.shape[-1]]
         mel = self.mel_loss(y_hat, y)
         g_loss = tc.lambda_mel * mel + tc.lambda_commit * commit
         out = {"n_q": float(n_q), "mel": mel.item(), "commit": commit.item()}
-        if pitch_logits is not None:
-            f0_err, voicing = pitch_loss(pitch_logits, *pitch)
-            g_loss = g_loss + tc.lambda_f0 * f0_err + tc.lambda_voicing * voicing
-            out.update(f0_oct=f0_err.item(), voicing=voicing.item())
 
         use_disc = self.step >= tc.warmup_steps
         update_disc = use_disc and (self.step - tc.warmup_steps) % tc.disc_every == 0
