@@ -31,7 +31,7 @@ from torch import nn
 from ..config import FrameConfig, ModelConfig
 from .conv import Residual, SConv1d
 from .pitch import HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker
-from .streaming import State, StreamingModule, time_cat
+from .streaming import FrameDelay, State, StreamingModule, time_cat
 
 LOG_MAG_MAX = 7.0   # decoder magnitudes are exp(min(log_mag, 7)) ~ 1100: a guard against overflow
 POWER_FLOOR = 1e-8  # floor of |X|^2 in the encoder features
@@ -228,6 +228,8 @@ class FrameEncoder(nn.Module):
         self.pitch = PitchTracker(sample_rate, cfg.hop) if cfg.harmonic else None
         self.pitch_packer = PitchPacker(cfg.pitch_bits, cfg.pitch_every_frames) if cfg.harmonic else None
         self.side_bits = self.pitch_packer.side_bits if cfg.harmonic else 0
+        # streaming: the code waits for the backbone's look-ahead frames, so both stay aligned
+        self.side_delay = FrameDelay(cfg.encoder_lookahead_frames) if cfg.harmonic else None
         in_dim = 3 * bins + (2 if cfg.harmonic else 0)
         self.backbone = Backbone(in_dim, cfg.encoder_dim, latent_dim, cfg.encoder_layers,
                                  cfg.encoder_mlp_ratio, cfg.kernel, cfg.encoder_lookahead_frames)
@@ -240,7 +242,7 @@ class FrameEncoder(nn.Module):
             return self.backbone(features), None
         f0, dip, voiced = self.pitch(wav)
         features = torch.cat([features, torch.log2(f0 / 100.0)[:, None].to(features), dip[:, None].to(features)], 1)
-        return self.backbone(features), self.pitch_packer(f0, voiced)
+        return self.backbone(features), self.side_delay(self.pitch_packer(f0, voiced))
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.analyze(wav)[0]

@@ -91,6 +91,27 @@ class StreamSession:
         return self._run(*empty_chunk)
 
 
+class FrameDelay(StreamingModule):
+    """Identity offline; streaming holds back the last ``frames`` frames of ``[B, ..., F]`` until
+    more arrive or the flush, to keep a side output aligned with a look-ahead path beside it."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__()
+        self.frames = frames
+
+    def init_state(self, batch_size: int) -> State:
+        return State(pending=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        state = self.stream_state
+        if state is None or not self.frames:
+            return x
+        buf = x if state.pending is None else torch.cat([state.pending, x], -1)
+        n = buf.shape[-1] if state.final else max(buf.shape[-1] - self.frames, 0)
+        out, state.pending = buf[..., :n], buf[..., n:]
+        return out
+
+
 def time_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Concatenate ``[B, C, T]`` tensors along time (skips empty ones, cheap for the common case)."""
     if a.shape[-1] == 0:
