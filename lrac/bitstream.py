@@ -15,6 +15,8 @@ Header (little-endian)::
 
 Payload: indices in frame-major order (frame 0 stages 0..n_q-1, frame 1, ...), each written MSB
 first, the last byte zero-padded. File size = 32 + ceil(n_frames * n_q * bits / 8) bytes.
+What an index means is the model's business: with the frame family's pitch path, the low 3 bits of
+each frame's stage-0 index are the pitch code (lrac/quant/rvq.py, "Side bits").
 """
 
 from __future__ import annotations
