@@ -13,7 +13,9 @@ Modes:
   discriminator forwards with ESPnet's layout: NCHW, out-of-place activations, weight norm
   recomputed per call; a full backward in the generator turn including unused discriminator weight
   gradients; every mel spectrogram computed twice for the L1 and the MSE terms; autograd's L1 for
-  feature matching). Same results as ``lrac``, kept here only as the reference for the speed-up.
+  feature matching; the SEANet layers with torch's own conv backward and out-of-place ELUs, see
+  :func:`lrac.models.conv.reference_layers`). Same results as ``lrac``, kept here only as the
+  reference for the speed-up.
 * ``lrac``: :meth:`lrac.train.trainer.Trainer.train_step`, the default (same results, less work).
 * ``recon-only``: no discriminator (``train.warmup_steps`` reconstruction warm-up: mel + commitment).
 * ``disc-3-scales``: discriminator with 3 of the 5 STFT scales (128, 512, 2048).
@@ -37,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from lrac.config import load_config
+from lrac.models.conv import reference_layers
 from lrac.train.data import ChunkStream, Utterance
 from lrac.train.losses import discriminator_adversarial_loss, generator_adversarial_loss
 from lrac.train.trainer import Trainer
@@ -78,7 +81,7 @@ def espnet_order_step(tr: Trainer, x: torch.Tensor, y: torch.Tensor) -> None:
     """One iteration computed the way ESPnet's GAN trainer does it (reference for the speed-up)."""
     tc = tr.tc
     # generator turn
-    y_hat, commit, _ = tr.generator(x, tr.stages_at(tr.step))
+    y_hat, commit = tr.generator(x, tr.stages_at(tr.step))
     mel = 0.0
     for n_fft, alpha in zip(tr.mel_loss.n_ffts, tr.mel_loss.alphas):
         l1 = (tr.mel_loss.log_mel(y_hat, n_fft) - tr.mel_loss.log_mel(y, n_fft)).abs().mean()
@@ -126,7 +129,8 @@ def measure(presets: list[str], modes: list[str], batch: int, iters: int, warmup
                     t0, c0 = time.perf_counter(), time.process_time()
                     for _ in range(steps):
                         if mode == "espnet-order":
-                            espnet_order_step(tr, x, x)
+                            with reference_layers():  # ESPnet's SEANet: nn.Conv1d, nn.ELU as they are
+                                espnet_order_step(tr, x, x)
                         else:
                             tr.train_step(x, x)
                         tr._after_step()

@@ -9,6 +9,9 @@ has ``T // s`` samples, offline and streaming alike.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +28,96 @@ def fold_weight_norm(module: nn.Module) -> nn.Module:
         if parametrize.is_parametrized(m, "weight"):
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
     return module
+
+
+_FAST = True
+
+
+@contextmanager
+def reference_layers() -> Iterator[None]:
+    """Within this block the SEANet layers compute as ESPnet's do: torch's own conv backward and
+    out-of-place ELUs.
+
+    Only for reference timings (``benchmarks/train_speed.py``, mode ``espnet-order``): the results
+    are the same up to float rounding; :class:`PadConv1d`, 1x1 convs as matmuls and in-place ELUs
+    are just faster on CPU."""
+    global _FAST
+    old, _FAST = _FAST, False
+    try:
+        yield
+    finally:
+        _FAST = old
+
+
+def fast_layers() -> bool:
+    """True when training may use the faster kernels (the default; see :func:`reference_layers`)."""
+    return _FAST and torch.is_grad_enabled()
+
+
+def _pad_time(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """``F.pad(x, (left, right))`` for ``[B, C, T]``, about 2x faster: F.pad fills the whole
+    output with zeros before copying ``x`` in, and copies even when nothing is padded."""
+    if not left and not right:
+        return x
+    parts = [x.new_zeros(*x.shape[:-1], left), x, x.new_zeros(*x.shape[:-1], right)]
+    return torch.cat([p for p in parts if p.shape[-1]], -1)
+
+
+class PadConv1d(torch.autograd.Function):
+    """``conv1d(pad(x, (pad_left, pad_right)), weight, bias, dilation=d)``, stride 1, groups 1,
+    with a faster backward on CPU.
+
+    The input gradient of a stride-1 conv is itself a stride-1 conv: of the output gradient, padded
+    ``(pad_right, pad_left)``, with the kernel flipped in time and transposed to ``[C_in, C_out, k]``.
+    oneDNN's backward-data kernel computes the same 2-10x slower than its forward kernel (1 CPU
+    thread, the SEANet shapes), so the backward calls the forward kernel instead.
+    Shapes: ``x [B, C_in, T]``, ``weight [C_out, C_in, k]``, ``bias [C_out]`` -> ``[B, C_out, T']``
+    with ``T' = T + pad_left + pad_right - (k - 1) * d``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                pad_left: int, pad_right: int, dilation: int) -> torch.Tensor:
+        xp = _pad_time(x, pad_left, pad_right)
+        ctx.save_for_backward(xp, weight)
+        ctx.pads, ctx.dilation, ctx.has_bias = (pad_left, pad_right), dilation, bias is not None
+        return F.conv1d(xp, weight, bias, dilation=dilation)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        xp, weight = ctx.saved_tensors
+        pad_left, pad_right = ctx.pads
+        d = ctx.dilation
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            # y[t] reads xp[t + j*d] = x[t + j*d - pad_left], hence the swapped pads.
+            grad_x = F.conv1d(_pad_time(grad, pad_right, pad_left), weight.flip(-1).transpose(0, 1),
+                              dilation=d)
+        c_in, k = weight.shape[1:]
+        if ctx.needs_input_grad[1] and c_in <= 8 and k >= 5:
+            # Few input channels, long kernel: as a conv over time with the batch as channels,
+            # grad_w[o, i, j] = sum_{b, t} grad[b, o, t] * xp[b, i, t + j*d], 1.5-2x faster here.
+            grad_w = F.conv1d(xp.transpose(0, 1), grad.transpose(0, 1), stride=d).transpose(0, 1)
+            grad_b = grad.sum((0, 2)) if ctx.needs_input_grad[2] else None
+        elif ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, xp, weight, [weight.shape[0]] if ctx.has_bias else None, [1], [0], [d], False,
+                [0], 1, [False, ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+def run_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layers(x)``, with each ELU that follows a :class:`Residual` block applied in place when
+    :func:`fast_layers`: the block's output ``x + branch`` is a fresh tensor that nothing else
+    reads, and the in-place ELU's backward uses its output instead of recomputing ``exp``."""
+    prev = None
+    for layer in layers:
+        if type(layer) is nn.ELU and isinstance(prev, Residual) and fast_layers():
+            x = F.elu(x, layer.alpha, inplace=True)
+        else:
+            x = layer(x)
+        prev = layer
+    return x
 
 
 class DepthwiseConv1d(nn.Conv1d):
@@ -89,6 +182,13 @@ class SConv1d(StreamingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         state = self.stream_state
         if state is None:
+            if fast_layers() and self.stride == 1 and self.conv.groups == 1:
+                if self.effective_kernel == 1 and self.conv.bias is not None:
+                    # A 1x1 conv is a batched matmul; torch runs it through its slow conv2d path.
+                    w = self.conv.weight[:, :, 0]
+                    return torch.baddbmm(self.conv.bias[:, None], w.expand(x.shape[0], -1, -1), x)
+                return PadConv1d.apply(x, self.conv.weight, self.conv.bias, self.pad_left, self.pad_right,
+                                       self.conv.dilation[0])
             return self.conv(F.pad(x, (self.pad_left, self.pad_right)))
         buf = time_cat(state.buffer, x)
         if state.final and self.pad_right:
@@ -180,4 +280,10 @@ class ResidualUnit(Residual):
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.add_skip(x, self.block(x))
+        if not fast_layers():
+            return self.add_skip(x, self.block(x))
+        # The conv outputs are read by nothing but the next ELU: activate them in place.
+        h = x
+        for i, layer in enumerate(self.block):
+            h = F.elu(h, layer.alpha, inplace=True) if i and type(layer) is nn.ELU else layer(h)
+        return self.add_skip(x, h)

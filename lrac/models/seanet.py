@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig, SeanetDecoderConfig, SeanetEncoderConfig
-from .conv import ResidualUnit, SConv1d, SConvTranspose1d
+from .conv import ResidualUnit, SConv1d, SConvTranspose1d, run_layers
 
 
 def _lookahead_flags(config_lookahead: list[list[int]], block: int, unit: int) -> list[bool]:
@@ -43,7 +43,7 @@ class SeanetEncoder(nn.Module):
         self.hop_length = int(torch.tensor(cfg.strides).prod())
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.layers(wav)
+        return run_layers(self.layers, wav)
 
 
 class SeanetDecoder(nn.Module):
@@ -64,7 +64,7 @@ class SeanetDecoder(nn.Module):
         self.hop_length = int(torch.tensor(cfg.strides).prod())
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.layers(latent)
+        return run_layers(self.layers, latent)
 
 
 def build_seanet(cfg: ModelConfig) -> tuple[SeanetEncoder, SeanetDecoder]:
