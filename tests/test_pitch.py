@@ -119,6 +119,13 @@ def test_unpacker_needs_the_lookahead_the_code_takes() -> None:
         PitchUnpacker(6, 2, delay=0)
 
 
+@pytest.mark.parametrize("override", ["model.frame.pitch_bits=5", "model.frame.pitch_bits=1",
+                                      "model.frame.decoder_lookahead_frames=0"])
+def test_pitch_code_settings_that_cannot_work_are_refused(override: str) -> None:
+    with pytest.raises(ValueError, match="pitch_bits|look-ahead"):
+        Codec(load_config("lrac-t1", [override]))
+
+
 # -- the source -------------------------------------------------------------------------------------
 
 def _source() -> HarmonicSource:

@@ -297,7 +297,7 @@ def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
     f = cfg.frame
     if f.n_fft < f.hop or f.n_fft % f.hop:
         raise ValueError(f"model.frame.n_fft ({f.n_fft}) must be a multiple of model.frame.hop ({f.hop})")
-    if f.harmonic and (f.pitch_every_frames < 1 or f.pitch_bits % f.pitch_every_frames):
-        raise ValueError(f"model.frame.pitch_bits ({f.pitch_bits}) must split evenly over "
-                         f"model.frame.pitch_every_frames ({f.pitch_every_frames})")
+    if f.harmonic and (f.pitch_bits < 2 or f.pitch_every_frames < 1 or f.pitch_bits % f.pitch_every_frames):
+        raise ValueError(f"model.frame.pitch_bits ({f.pitch_bits}) must be at least 2 (code 0 is unvoiced) "
+                         f"and split evenly over model.frame.pitch_every_frames ({f.pitch_every_frames})")
     return FrameEncoder(f, cfg.latent_dim, cfg.sample_rate), FrameDecoder(f, cfg.latent_dim, cfg.sample_rate)
