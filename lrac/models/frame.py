@@ -31,7 +31,7 @@ from torch import nn
 from ..config import FrameConfig, ModelConfig
 from .conv import Residual, SConv1d
 from .pitch import HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker
-from .streaming import FrameDelay, State, StreamingModule, time_cat
+from .streaming import FrameDelay, State, StreamingModule, causal_frames
 
 LOG_MAG_MAX = 7.0   # decoder magnitudes are exp(min(log_mag, 7)) ~ 1100: a guard against overflow
 POWER_FLOOR = 1e-8  # floor of |X|^2 in the encoder features
@@ -76,16 +76,11 @@ class CausalSTFT(StreamingModule):
         return State(buffer=self.window.new_zeros(batch_size, 1, self.n_fft - self.hop))
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        state = self.stream_state
-        buf = F.pad(wav, (self.n_fft - self.hop, 0)) if state is None else time_cat(state.buffer, wav)
-        n = max((buf.shape[-1] - self.n_fft) // self.hop + 1, 0)
-        if state is not None:
-            state.buffer = buf[..., n * self.hop:]
-        if n == 0:  # (an FFT of zero frames is an error for some backends)
-            complex_dtype = torch.complex128 if buf.dtype == torch.float64 else torch.complex64
-            return torch.zeros(buf.shape[0], self.n_fft // 2 + 1, 0, dtype=complex_dtype,
-                               device=buf.device)
-        frames = buf[:, 0, : (n - 1) * self.hop + self.n_fft].unfold(-1, self.n_fft, self.hop)
+        frames = causal_frames(self.stream_state, wav, self.n_fft, self.hop)    # [B, F, n_fft]
+        if frames.shape[1] == 0:  # (an FFT of zero frames is an error for some backends)
+            complex_dtype = torch.complex128 if frames.dtype == torch.float64 else torch.complex64
+            return torch.zeros(frames.shape[0], self.n_fft // 2 + 1, 0, dtype=complex_dtype,
+                               device=frames.device)
         return torch.fft.rfft(frames * self.window, dim=-1).transpose(1, 2)
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:

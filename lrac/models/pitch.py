@@ -22,12 +22,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .streaming import State, StreamingModule
+from .streaming import State, StreamingModule, causal_frames
 
 F0_MIN_HZ = 50.0
 F0_MAX_HZ = 500.0
 VOICING_FLOOR_DB = -50.0   # frames quieter than this (mean square, dB re full scale) are unvoiced
 YIN_THRESHOLD = 0.2        # a YIN dip below this marks a periodic frame
+START_F0_HZ = 100.0        # the decoder's pitch before the first voiced frame (the source is silent then)
 
 
 def yin_lags(sample_rate: int, f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX_HZ) -> tuple[int, int]:
@@ -96,17 +97,12 @@ class PitchTracker(StreamingModule):
         return State(buffer=torch.zeros(batch_size, 1, self.span - self.hop))
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        state = self.stream_state
-        buf = (F.pad(wav, (self.span - self.hop, 0)) if state is None
-               else torch.cat([state.buffer.to(wav), wav], -1))
-        n = max((buf.shape[-1] - self.span) // self.hop + 1, 0)
-        if state is not None:
-            state.buffer = buf[..., n * self.hop:]
-        if n == 0:
+        frames = causal_frames(self.stream_state, wav, self.span, self.hop)   # [B, F, span]
+        if frames.shape[1] == 0:
             empty = wav.new_zeros(wav.shape[0], 0)
             return empty, empty, empty.bool()
         # reversed frames: YIN's compared span is then the newest samples
-        segs = buf[:, 0, : (n - 1) * self.hop + self.span].unfold(-1, self.span, self.hop).flip(-1)
+        segs = frames.flip(-1)
         f0, dip, has_dip, power_db = yin(segs, self.sample_rate, self.width)
         voiced = has_dip & (power_db > VOICING_FLOOR_DB) & (f0 >= F0_MIN_HZ) & (f0 <= F0_MAX_HZ)
         return f0.clamp(F0_MIN_HZ, F0_MAX_HZ), dip, voiced
@@ -187,7 +183,7 @@ class PitchUnpacker(StreamingModule):
 
     def init_state(self, batch_size: int) -> State:
         return State(pending=torch.zeros(batch_size, 0, dtype=torch.long), emitted=0,
-                     last_f0=torch.full((batch_size, 1), 100.0, dtype=torch.float64))
+                     last_f0=torch.full((batch_size, 1), START_F0_HZ, dtype=torch.float64))
 
     def _codes(self, symbols: torch.Tensor) -> torch.Tensor:
         """Symbols ``[B, F]`` starting at a group boundary -> the code of each frame ``[B, F]``."""
@@ -200,7 +196,7 @@ class PitchUnpacker(StreamingModule):
         state = self.stream_state
         symbols = symbols.long()
         if state is None:
-            code, last_f0 = self._codes(symbols), torch.full_like(symbols[:, :1], 100.0, dtype=torch.float64)
+            code, last_f0 = self._codes(symbols), torch.full_like(symbols[:, :1], START_F0_HZ, dtype=torch.float64)
         else:
             buf = torch.cat([state.pending, symbols], -1)
             end = buf.shape[-1] if state.final else max(buf.shape[-1] - self.delay, state.emitted)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -110,6 +111,21 @@ class FrameDelay(StreamingModule):
         n = buf.shape[-1] if state.final else max(buf.shape[-1] - self.frames, 0)
         out, state.pending = buf[..., :n], buf[..., n:]
         return out
+
+
+def causal_frames(state: State | None, wav: torch.Tensor, span: int, hop: int) -> torch.Tensor:
+    """Waveform ``[B, 1, T]`` -> frames ``[B, n, span]``: frame ``f`` is the ``span`` samples that
+    end at ``(f + 1) * hop`` (zeros before the start), so a frame needs nothing beyond its own hop.
+
+    Offline (``state`` None) ``n = T // hop``. Streaming, ``state.buffer`` ``[B, 1, span - hop]``
+    keeps the samples that later frames still need, and only complete frames come out."""
+    buf = F.pad(wav, (span - hop, 0)) if state is None else time_cat(state.buffer.to(wav), wav)
+    n = max((buf.shape[-1] - span) // hop + 1, 0)
+    if state is not None:
+        state.buffer = buf[..., n * hop:]
+    if n == 0:
+        return buf.new_zeros(buf.shape[0], 0, span)
+    return buf[:, 0, : (n - 1) * hop + span].unfold(-1, span, hop)
 
 
 def time_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
