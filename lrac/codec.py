@@ -191,7 +191,11 @@ class Codec:
         codec = cls(Config.from_dict(state["config"]))
         if state.get("weight_norm_folded"):
             codec.fold_weight_norm()
-        codec.generator.load_state_dict(state["generator"])
+        try:
+            codec.generator.load_state_dict(state["generator"])
+        except RuntimeError:  # e.g. a session-3 pitch-path file: checkpoints/add_pitch_path.py converts it
+            raise ValueError(f"{path}: its weights do not fit the model its config describes "
+                             "(a file of an earlier lrac version?)") from None
         codec.model_id = bytes.fromhex(state["model_id"]) if "model_id" in state \
             else codec.compute_model_id()
         codec.note = str(state.get("note", ""))

@@ -127,6 +127,13 @@ def test_decode_bad_bitstreams(tmp_path, wav, model):
         code, out = run(decode_main, [str(tmp_path / f"{name}.lrac"), str(tmp_path / "o.wav"), "--model", model])
         assert code == 2 and out.startswith("error: ") and len(out.strip().splitlines()) == 1, (name, out)
         assert not (tmp_path / "o.wav").exists()
+    old = tmp_path / "old.pt"   # weights that do not fit their config (an earlier version's file)
+    Codec("lrac-t1").save(old)
+    state = torch.load(old, weights_only=False)
+    state["config"]["model"]["frame"]["harmonic"] = False
+    torch.save(state, old)
+    code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "o.wav"), "--model", str(old)])
+    assert code == 2 and "weights do not fit" in out and len(out.strip().splitlines()) == 1
     other = tmp_path / "other.pt"
     Codec("baseline-t1").save(other)
     code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "o.wav"), "--model", str(other)])

@@ -117,6 +117,12 @@ def test_load_errors(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an lrac model"):
         Codec.load(tmp_path / "other.pt")
+    Codec("lrac-t1").save(tmp_path / "t1.pt")
+    state = torch.load(tmp_path / "t1.pt", weights_only=False)
+    state["config"]["model"]["frame"]["harmonic"] = False     # weights of the pitch path, config without
+    torch.save(state, tmp_path / "mismatch.pt")
+    with pytest.raises(ValueError, match="weights do not fit"):
+        Codec.load(tmp_path / "mismatch.pt")
 
 
 def test_public_api():
