@@ -158,7 +158,7 @@ class TrainConfig:
     log_every_steps: int = 50
     checkpoint_every_steps: int = 500
     checkpoint_every_minutes: float = 10.0   # also save last.pt this often (slow CPU runs)
-    num_workers: int = 0
+    num_workers: int = 0       # data worker processes per rank (0: one background thread); GPUs want 4-8
     threads: int = 0
 
 

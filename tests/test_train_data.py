@@ -1,6 +1,7 @@
 """Data sources, recipe stages 1-3 and the resumable chunk stream."""
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from lrac.train.data import (ChunkStream, Prefetcher, Utterance, check_entries, chunk_starts,
                              find_toolkit_layout, fixed_chunks, format_entries, length_filter,
-                             load_source, read_list, read_scp, scan_folder)
+                             load_source, make_prefetcher, read_list, read_scp, scan_folder)
 
 torch.set_num_threads(1)
 SR = 24000
@@ -151,6 +152,52 @@ def test_prefetcher_state_is_the_consumed_position(tmp_path):
     for (a, b), (c, d) in zip(expected, got):
         assert a.shape == (3, 1, 4800)
         assert torch.equal(a, c) and torch.equal(b, d)
+
+
+def test_data_workers_take_turns_and_resume_exactly(tmp_path):
+    utts = _stream_utts(tmp_path)
+    make = lambda: ChunkStream(utts, 4800, buffer_size=4, seed=1)  # noqa: E731
+    # what two workers must produce: shard k's batches, taken in turn
+    shards = [make().shard(k, 2) for k in range(2)]
+    expected = [shards[i % 2].next_batch(3) for i in range(7)]
+    pool = make_prefetcher(make(), 3, workers=2)
+    got = [pool.next() for _ in range(3)]
+    state = pool.state_dict()
+    pool.close()
+    resumed = make_prefetcher(make(), 3, workers=2, state=state)
+    got += [resumed.next() for _ in range(4)]
+    resumed.close()
+    for (a, b), (c, d) in zip(expected, got):
+        assert torch.equal(a, c) and torch.equal(b, d)
+    assert not torch.equal(got[0][0], got[1][0])
+    # the shards split the utterances between them
+    orders = [set(int(i) for i in shard._epoch_order(0)) for shard in shards]
+    assert orders[0].isdisjoint(orders[1]) and orders[0] | orders[1] == set(range(6))
+    with pytest.raises(ValueError, match="num_workers=2; this run has 0"):
+        make_prefetcher(make(), 3, workers=0, state=state)
+    with pytest.raises(ValueError, match="num_workers=0; this run has 2"):
+        make_prefetcher(make(), 3, workers=2, state=make().state_dict())
+
+
+def test_data_worker_error_reaches_the_trainer(tmp_path):
+    utts = _stream_utts(tmp_path, 2)
+
+    def broken_pairs(speech, rng):
+        raise OSError("noise file vanished")
+
+    pool = make_prefetcher(ChunkStream(utts, 4800, broken_pairs, buffer_size=4), 2, workers=2)
+    with pytest.raises(RuntimeError, match="data worker 0: OSError: noise file vanished"):
+        pool.next()
+    pool.close()
+    # a worker killed from outside is reported, not waited for
+    pool = make_prefetcher(ChunkStream(utts, 4800, buffer_size=4), 2, workers=2)
+    pool.next()
+    os.kill(pool._procs[1].pid, signal.SIGKILL)
+    pool._procs[1].join()
+    with pytest.raises(RuntimeError, match=r"data worker 1 stopped \(exit code -9\)"):
+        for _ in range(4):   # (batches it had already queued come first)
+            pool.next()
+    pool.close()
 
 
 def test_ranks_share_out_utterances(tmp_path):

@@ -72,9 +72,10 @@ def _states(trainer):
             **{f"d.{k}": v for k, v in trainer.disc.state_dict().items()}}
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2], ids=["thread", "2-data-workers"])
+def test_resume_is_exact(tmp_path, workers):
     utts = _utterances(tmp_path, 3)
-    cfg = _cfg(disc_every=2)  # also covers steps without a discriminator update
+    cfg = _cfg(disc_every=2, num_workers=workers)  # also covers steps without a discriminator update
     straight = _trainer(cfg, tmp_path / "a", utts)
     straight.fit(6)
     first = _trainer(cfg, tmp_path / "b", utts)

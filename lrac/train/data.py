@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import warnings
 from collections import Counter, OrderedDict
@@ -358,6 +360,9 @@ class ChunkStream:
             raise ValueError("no utterances to train on (every entry was skipped or the source is empty)")
         if len(utts) < world:
             raise ValueError(f"{len(utts)} utterance(s) cannot be shared by {world} ranks")
+        self._args = dict(segment=segment, pairs=pairs, buffer_size=buffer_size, seed=seed,
+                          sample_rate=sample_rate, shift_ratio=shift_ratio,
+                          cache_utterances=cache_utterances)
         self.utts = list(utts)
         self.segment = int(segment)
         self.pairs = pairs or pairs_from(None)
@@ -373,6 +378,11 @@ class ChunkStream:
         self.buffer: list[tuple[int, int, int]] = []   # (utterance index, epoch, start sample)
         self.rng = np.random.default_rng([self.seed, self.rank, 7])
         self._order = self._epoch_order(0)
+
+    def shard(self, k: int, n: int) -> "ChunkStream":
+        """A fresh stream over the ``k``-th of ``n`` parts of this rank's utterances (rank
+        ``rank * n + k`` of ``world * n``), for data worker ``k`` (:class:`WorkerPrefetcher`)."""
+        return ChunkStream(self.utts, rank=self.rank * n + k, world=self.world * n, **self._args)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -538,12 +548,131 @@ class Prefetcher:
     def state_dict(self) -> dict[str, Any]:
         return _copy_state(self._state)
 
+    @property
+    def skipped_utterances(self) -> int:
+        """Utterances that could not be used so far."""
+        return len(self.stream.skipped)
+
     def close(self) -> None:
         """Stop the thread (the stream is left somewhere ahead of :meth:`state_dict`)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+
+
+class WorkerPrefetcher:
+    """Batches prepared by ``len(streams)`` worker processes, taken from each in turn.
+
+    Reading, resampling and augmenting audio runs at a few hundred audio seconds per second on one
+    core (Track 2 with rooms and noise: about 150), which a GPU outruns; ``train.num_workers``
+    processes share the work. Worker ``k`` owns shard ``k`` of the rank's utterances
+    (:meth:`ChunkStream.shard`), so the batch sequence depends only on the number of workers and
+    resumes exactly: :meth:`state_dict` holds every worker's stream position after its last batch
+    handed out, and whose turn is next. Workers are forked on the first :meth:`next`.
+    """
+
+    def __init__(self, streams: Sequence[ChunkStream], batch_size: int, turn: int = 0,
+                 depth: int = 2) -> None:
+        if "fork" not in mp.get_all_start_methods():
+            raise RuntimeError("train.num_workers > 0 needs processes started by fork (Linux, macOS); "
+                               "use train.num_workers=0 here")
+        self.streams = list(streams)
+        self.batch_size, self.depth = batch_size, depth
+        self.turn = turn % len(self.streams)
+        self._states = [_copy_state(s.state_dict()) for s in self.streams]
+        self._skipped = [len(s.skipped) for s in self.streams]
+        self._procs: list[Any] = []
+        self._queues: list[Any] = []
+        self._stop: Any = None
+
+    def _start(self) -> None:
+        ctx = mp.get_context("fork")
+        self._stop = ctx.Event()
+        for k, stream in enumerate(self.streams):
+            q = ctx.Queue(maxsize=self.depth)
+            proc = ctx.Process(target=_worker_loop, args=(stream, self.batch_size, q, self._stop),
+                               daemon=True, name=f"lrac-data-{k}")
+            proc.start()
+            self._queues.append(q)
+            self._procs.append(proc)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next ``(input, target)`` batch, each ``[B, 1, segment]``."""
+        if not self._procs:
+            self._start()
+        k = self.turn
+        while True:
+            try:
+                item = self._queues[k].get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self._procs[k].is_alive():
+                    raise RuntimeError(f"data worker {k} stopped (exit code {self._procs[k].exitcode})")
+        if isinstance(item, str):  # the worker's error, as text (exceptions may not pickle)
+            raise RuntimeError(f"data worker {k}: {item}")
+        inp, tgt, self._states[k], self._skipped[k] = item
+        self.turn = (k + 1) % len(self.streams)
+        return torch.from_numpy(inp), torch.from_numpy(tgt)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"workers": [_copy_state(s) for s in self._states], "turn": self.turn}
+
+    @property
+    def skipped_utterances(self) -> int:
+        return sum(self._skipped)   # shards are disjoint
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        for proc in self._procs:
+            proc.join(timeout=2)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        self._procs, self._queues = [], []
+
+
+def _worker_loop(stream: ChunkStream, batch_size: int, out: Any, stop: Any) -> None:
+    """Body of a :class:`WorkerPrefetcher` process: batches of ``stream`` as numpy, with the
+    stream position after each, until ``stop`` is set."""
+    # the trainer's handlers (checkpoint on SIGTERM / Ctrl-C) are inherited by fork: a worker
+    # must die on terminate() and leave Ctrl-C to the trainer, which stops it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    try:
+        while not stop.is_set():
+            inp, tgt = stream.next_batch(batch_size)
+            item = (inp.numpy(), tgt.numpy(), stream.state_dict(), len(stream.skipped))
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        out.cancel_join_thread()   # stopped: exit without waiting for a batch nobody will read
+    except BaseException as exc:
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def make_prefetcher(stream: ChunkStream, batch_size: int, workers: int = 0,
+                    state: dict[str, Any] | None = None) -> Prefetcher | WorkerPrefetcher:
+    """The batch source of a training run: a background thread over ``stream`` (``workers`` 0) or
+    ``workers`` processes over its shards; ``state`` (a ``state_dict()`` of the same kind) resumes."""
+    saved_workers = len(state["workers"]) if state is not None and "workers" in state else 0
+    if state is not None and saved_workers != workers:
+        raise ValueError(f"the data position was saved with train.num_workers={saved_workers}; "
+                         f"this run has {workers}: resume with the same number of data workers")
+    if not workers:
+        if state is not None:
+            stream.load_state_dict(state)
+        return Prefetcher(stream, batch_size)
+    shards = [stream.shard(k, workers) for k in range(workers)]
+    if state is not None:
+        for shard, shard_state in zip(shards, state["workers"]):
+            shard.load_state_dict(shard_state)
+    return WorkerPrefetcher(shards, batch_size, turn=state["turn"] if state is not None else 0)
 
 
 def _copy_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from torch.nn.utils import parametrize
 from lrac.codec import Codec, atomic_torch_save, half_state_dict
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
-from lrac.train.data import ChunkStream, Prefetcher
+from lrac.train.data import ChunkStream, make_prefetcher
 from lrac.train.losses import (MultiScaleMelLoss, discriminator_adversarial_loss,
                                feature_matching_loss, generator_adversarial_loss)
 
@@ -137,6 +137,8 @@ class Trainer:
             raise ValueError(f"train.batch_size={self.tc.batch_size} is not divisible by the "
                              f"{self.dist.world} processes")
         self.batch_per_rank = self.tc.batch_size // self.dist.world
+        if self.tc.num_workers < 0:
+            raise ValueError(f"train.num_workers must be >= 0, got {self.tc.num_workers}")
         if self.tc.disc_every < 1:
             raise ValueError(f"train.disc_every must be >= 1, got {self.tc.disc_every}")
 
@@ -171,7 +173,7 @@ class Trainer:
                 dist.broadcast(p.data, src=0)
 
         self.stream = stream
-        self.data = Prefetcher(stream, self.batch_per_rank)
+        self.data = make_prefetcher(stream, self.batch_per_rank, self.tc.num_workers)
         self.valid = valid
         self.step = 0
         self.nonfinite_steps = 0
@@ -367,8 +369,7 @@ class Trainer:
         self.best = list(state.get("best", []))
         mine = state["ranks"][self.dist.rank]
         self.data.close()
-        self.stream.load_state_dict(mine["data"])
-        self.data = Prefetcher(self.stream, self.batch_per_rank)
+        self.data = make_prefetcher(self.stream, self.batch_per_rank, self.tc.num_workers, mine["data"])
         torch.set_rng_state(mine["torch_rng"])
 
     def load_weights(self, path: str | Path) -> None:
@@ -480,7 +481,7 @@ class Trainer:
                               "lr": self.opt_g.param_groups[0]["lr"],
                               "audio_s_per_s": window_audio / max(elapsed, 1e-9),
                               "nonfinite_steps": self.nonfinite_steps,
-                              "skipped_utterances": len(self.stream.skipped)}
+                              "skipped_utterances": self.data.skipped_utterances}
                     self._log(record)
                     sums, count, window_start, window_audio = {}, 0, time.perf_counter(), 0.0
                 if self.valid is not None and (self.step % tc.valid_every_steps == 0
