@@ -121,24 +121,23 @@ def run_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 
 class DepthwiseConv1d(nn.Conv1d):
-    """Depthwise ``nn.Conv1d`` (groups = channels) that sums its taps directly on short inputs.
+    """Depthwise ``nn.Conv1d`` (groups = channels) that computes short inputs as one batched matmul.
 
-    CPU kernels for grouped convolutions carry a large fixed cost (about 4 ms a call in float64),
-    which dominates streaming in 10 ms chunks; ``k`` multiply-adds over the input are 10x faster
-    there. Long inputs (training, one-pass coding) keep the library kernel, which is faster there.
-    Being an ``nn.Conv1d``, it is counted by the complexity hooks like any other conv."""
+    CPU kernels for grouped convolutions carry a large fixed cost (about 1 ms a call in float64),
+    which dominates streaming in 10 ms chunks; the windows of a short input times the taps, as a
+    matmul over channels, are 5x (float32) to 100x (float64) faster there, and 3x faster than a
+    sum over the taps one by one. Long inputs (training, one-pass coding) keep the
+    library kernel, which is faster there. Being an ``nn.Conv1d``, it is counted by the complexity
+    hooks like any other conv."""
 
-    short_input = 64  # samples; below this the tap sum wins (measured on this project's CPU)
+    short_input = 64  # samples; below this the matmul wins (measured on this project's CPU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] > self.short_input or self.stride[0] != 1:
             return super().forward(x)
-        w = self.weight[:, 0]  # [C, k]
-        d = self.dilation[0]
-        n = x.shape[-1] - (w.shape[-1] - 1) * d
-        y = x[..., :n] * w[:, :1]
-        for i in range(1, w.shape[-1]):
-            y = y + x[..., i * d:i * d + n] * w[:, i:i + 1]
+        d, k = self.dilation[0], self.kernel_size[0]
+        windows = x.unfold(-1, (k - 1) * d + 1, 1)[..., ::d]          # [B, C, T_out, k]
+        y = torch.matmul(windows, self.weight[:, 0, :, None])[..., 0]  # [C, k, 1] per channel
         return y if self.bias is None else y + self.bias[:, None]
 
 
