@@ -146,6 +146,8 @@ class TrainConfig:
     lambda_commit: float = 10.0
     mel_n_ffts: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
     mel_bins: list[int] = field(default_factory=lambda: [10, 20, 40, 80, 160])
+    lambda_stft: float = 0.0   # > 0: add a linear-frequency log-STFT loss (losses.LogSTFTLoss)
+    stft_n_ffts: list[int] = field(default_factory=lambda: [512, 1024, 2048])
     disc_n_ffts: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])
     disc_filters: int = 16
     disc_every: int = 1

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrac.train.losses import (MultiScaleMelLoss, discriminator_adversarial_loss,
+from lrac.train.losses import (LogSTFTLoss, MultiScaleMelLoss, discriminator_adversarial_loss,
                                feature_matching_loss, generator_adversarial_loss,
                                slaney_mel_filterbank)
 
@@ -120,3 +120,23 @@ def test_feature_matching_gradient_equals_autograd_l1():
     assert torch.allclose(feature_matching_loss(fake, real), expected, rtol=1e-6)
     for g, scale_t in zip(ours, [t for scale in fake for t in scale]):
         torch.testing.assert_close(g, scale_t.grad, rtol=0, atol=1e-9)
+
+
+def test_log_stft_loss_grows_with_noise_between_harmonics():
+    """Noise in the gaps between the harmonics of a 150 Hz voice above 2 kHz (the error the loss is
+    for): zero without it, then growing with its level, with a gradient to the prediction."""
+    sr = 24000
+    t = torch.arange(sr) / sr
+    voice = sum(torch.cos(2 * math.pi * 150 * k * t) / k for k in range(1, 70))[None, None] * 0.05
+    spec = torch.fft.rfft(torch.randn(sr, generator=torch.Generator().manual_seed(0)))
+    freqs = torch.fft.rfftfreq(sr, 1 / sr)
+    gaps = (freqs > 2000) & ((freqs / 150 - (freqs / 150).round()).abs() > 0.25)
+    noise = torch.fft.irfft(spec * gaps, n=sr)[None, None]
+    noise = noise * voice.std() / noise.std()
+    loss = LogSTFTLoss()
+    assert loss(voice, voice).item() == 0.0
+    levels = [loss(voice + a * noise, voice).item() for a in (0.01, 0.05, 0.2)]
+    assert 0 < levels[0] < levels[1] < levels[2]
+    y_hat = (voice + 0.05 * noise).requires_grad_(True)
+    loss(y_hat, voice).backward()
+    assert y_hat.grad.abs().sum() > 0

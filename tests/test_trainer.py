@@ -140,3 +140,14 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path):
     result = trainer.fit(50)
     assert result["step"] == 1  # the budget ran out during the first step
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 1
+
+
+def test_log_stft_loss_joins_the_generator_loss(tmp_path):
+    utts = _utterances(tmp_path, 1)
+    plain = _trainer(_cfg("lrac-t1", warmup_steps=100), tmp_path / "a", utts, buffer=1)
+    x, y = plain.stream.next_batch(2)
+    with_stft = _trainer(_cfg("lrac-t1", warmup_steps=100, lambda_stft=2.0), tmp_path / "b", utts, buffer=1)
+    a, b = plain.train_step(x, y), with_stft.train_step(x, y)
+    assert "stft" not in a and b["stft"] > 0
+    assert b["mel"] == pytest.approx(a["mel"])   # same seed, same weights, same batch
+    assert b["g_loss"] == pytest.approx(a["g_loss"] + 2.0 * b["stft"], rel=1e-5)

@@ -48,7 +48,7 @@ from lrac.codec import Codec, atomic_torch_save, half_state_dict
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.train.data import ChunkStream, make_prefetcher
-from lrac.train.losses import (MultiScaleMelLoss, discriminator_adversarial_loss,
+from lrac.train.losses import (LogSTFTLoss, MultiScaleMelLoss, discriminator_adversarial_loss,
                                feature_matching_loss, generator_adversarial_loss)
 
 CHECKPOINT_FORMAT = "lrac-train-checkpoint"
@@ -154,6 +154,8 @@ class Trainer:
         self.disc = MultiScaleSTFTDiscriminator(self.tc.disc_n_ffts, self.tc.disc_filters).to(self.device)
         self.mel_loss = MultiScaleMelLoss(cfg.model.sample_rate, self.tc.mel_n_ffts,
                                           self.tc.mel_bins).to(self.device)
+        self.stft_loss = (LogSTFTLoss(self.tc.stft_n_ffts).to(self.device) if self.tc.lambda_stft > 0
+                          else None)
         self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
         self.opt_g = self._optimizer(self.g_params)
@@ -224,6 +226,10 @@ class Trainer:
         mel = self.mel_loss(y_hat, y)
         g_loss = tc.lambda_mel * mel + tc.lambda_commit * commit
         out = {"n_q": float(n_q), "mel": mel.item(), "commit": commit.item()}
+        if self.stft_loss is not None:
+            stft = self.stft_loss(y_hat, y)
+            g_loss = g_loss + tc.lambda_stft * stft
+            out["stft"] = stft.item()
 
         use_disc = self.step >= tc.warmup_steps
         update_disc = use_disc and (self.step - tc.warmup_steps) % tc.disc_every == 0
