@@ -42,6 +42,8 @@ class Generator(nn.Module):
         code) go to the decoder as they are, as they would through the tokens."""
         latent, side = self.encoder.analyze(wav)
         quantized, _, commit = self.quantizer(latent, n_q)
+        if side is not None:   # the side symbols this bitrate's tokens carry
+            side = side[:, :n_q]
         return self.decoder(quantized, side), commit
 
 
@@ -193,7 +195,7 @@ class Codec:
             codec.fold_weight_norm()
         try:
             codec.generator.load_state_dict(state["generator"])
-        except RuntimeError:  # e.g. a session-3 pitch-path file: checkpoints/add_pitch_path.py converts it
+        except RuntimeError:  # e.g. a session-3 pitch-path file: checkpoints/convert.py converts it
             raise ValueError(f"{path}: its weights do not fit the model its config describes "
                              "(a file of an earlier lrac version?)") from None
         codec.model_id = bytes.fromhex(state["model_id"]) if "model_id" in state \

@@ -89,6 +89,9 @@ class FrameConfig:
     harmonic: bool = False
     pitch_bits: int = 6
     pitch_every_frames: int = 2
+    # > 0: each frame's own pitch against that code, in this many bits of the second token (6 kbps
+    # and up; 16-cent steps): every frame's pitch instead of every other frame's
+    pitch_fine_bits: int = 0
 
 
 @dataclass

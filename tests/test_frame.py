@@ -26,8 +26,11 @@ LIMITS = {"lrac-t1": (700.0, 300.0, 30.0), "lrac-t2": (2600.0, 600.0, 50.0)}
 
 
 def _config(preset: str):
-    """``PRESET``, ``PRESET+pitch`` or ``PRESET+plain`` (the pitch path switched on or off)."""
+    """``PRESET``, ``PRESET+pitch`` or ``PRESET+plain`` (the pitch path switched on or off), or
+    ``PRESET+fine`` (the pitch path with its 4-bit refinement at 6 kbps)."""
     name, _, extra = preset.partition("+")
+    if extra == "fine":
+        return load_config(name, ["model.frame.harmonic=true", "model.frame.pitch_fine_bits=4"])
     return load_config(name, [f"model.frame.harmonic={extra == 'pitch'}"] if extra else [])
 
 
@@ -60,14 +63,14 @@ def _chunks(total: int, high: int, gen: torch.Generator) -> list[tuple[int, int]
     return out
 
 
-@pytest.fixture(scope="module", params=PRESETS + ["lrac-t1+plain", "lrac-t2+pitch"])
+@pytest.fixture(scope="module", params=PRESETS + ["lrac-t1+plain", "lrac-t2+pitch", "lrac-t1+fine"])
 def codec(request) -> Codec:
     return _codec(request.param)
 
 
 # -- compute, latency, bitrate --------------------------------------------------------------------
 
-@pytest.mark.parametrize("preset", PRESETS + ["lrac-t1+plain", "lrac-t2+pitch"])
+@pytest.mark.parametrize("preset", PRESETS + ["lrac-t1+plain", "lrac-t2+pitch", "lrac-t1+fine"])
 def test_preset_within_track_limits(preset: str) -> None:
     report = complexity_report(Codec(_config(preset)))
     total, receive, latency = LIMITS[preset.partition("+")[0]]
@@ -162,10 +165,10 @@ def test_streaming_holds_back_exactly_the_declared_lookahead() -> None:
     the pitch code's one frame of look-ahead runs beside the conv's)."""
     codec = _codec("lrac-t1")
     session = StreamSession(codec.decoder, batch_size=1)
-    side = torch.full((1, 10), 5, dtype=torch.long)
+    side = torch.full((1, 1, 10), 5, dtype=torch.long)
     out = session(torch.randn(1, codec.quantizer.latent_dim, 10), side)
     assert out.shape[-1] == (10 - 2) * codec.hop_length
-    flushed = session.flush(torch.zeros(1, codec.quantizer.latent_dim, 0), side[:, :0])
+    flushed = session.flush(torch.zeros(1, codec.quantizer.latent_dim, 0), side[..., :0])
     assert flushed.shape[-1] == 2 * codec.hop_length
 
 

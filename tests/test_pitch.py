@@ -82,7 +82,7 @@ def _random_pitch(frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_packed_pitch_unpacks_to_each_groups_first_frame() -> None:
     f0, voiced = _random_pitch(31, seed=1)                 # an odd count: the last group is partial
     symbols = PitchPacker(6, 2)(f0, voiced)
-    assert symbols.shape == f0.shape and symbols.min() >= 0 and symbols.max() < 8
+    assert symbols.shape == (2, 1, 31) and symbols.min() >= 0 and symbols.max() < 8
     f0_out, voicing = PitchUnpacker(6, 2, delay=1)(symbols)
     full = slice(0, 30)                                    # complete groups
     first = torch.arange(31)[full] // 2 * 2
@@ -98,20 +98,36 @@ def test_packed_pitch_unpacks_to_each_groups_first_frame() -> None:
                 assert f0_out[b, k] == f0_out[b, last]
 
 
-def test_pitch_code_streams_like_one_pass() -> None:
+@pytest.mark.parametrize("fine_bits", [0, 4], ids=["code", "code+refinement"])
+def test_pitch_code_streams_like_one_pass(fine_bits: int) -> None:
     f0, voiced = _random_pitch(40, seed=2)
-    packer, unpacker = PitchPacker(6, 2), PitchUnpacker(6, 2, delay=1)
+    packer, unpacker = PitchPacker(6, 2, fine_bits), PitchUnpacker(6, 2, delay=1, fine_bits=fine_bits)
     symbols = packer(f0, voiced)
     whole = unpacker(symbols)
     cuts = ((0, 1), (1, 4), (4, 4), (4, 17), (17, 40))
     enc = StreamSession(packer, batch_size=2)
     assert torch.equal(torch.cat([enc(f0[:, a:b], voiced[:, a:b]) for a, b in cuts], -1), symbols)
     dec = StreamSession(unpacker, batch_size=2)
-    parts = [dec(symbols[:, a:b]) for a, b in cuts]
+    parts = [dec(symbols[..., a:b]) for a, b in cuts]
     assert [p[0].shape[-1] for p in parts] == [0, 3, 0, 13, 23]   # one frame held back, like the backbone
-    parts.append(dec.flush(symbols[:, :0]))
+    parts.append(dec.flush(symbols[..., :0]))
     for i in range(2):
         assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
+
+
+def test_refinement_gives_every_frame_its_own_pitch() -> None:
+    f0, voiced = _random_pitch(30, seed=3)
+    f0 = 150 * 2 ** (0.1 * torch.sin(torch.arange(30) / 3))[None].repeat(2, 1)   # a moving pitch
+    symbols = PitchPacker(6, 2, fine_bits=4)(f0, voiced)
+    assert symbols.shape == (2, 2, 30) and symbols[:, 1].max() < 16
+    coarse, _ = PitchUnpacker(6, 2, delay=1)(symbols[:, :1])
+    fine, voicing = PitchUnpacker(6, 2, delay=1, fine_bits=4)(symbols)
+    assert torch.equal(voicing, PitchUnpacker(6, 2, delay=1)(symbols[:, :1])[1])
+    on = voicing.bool() & voiced   # (a frame the tracker found unvoiced keeps its group's code)
+    assert _cents(fine[on], f0[on]).max() <= 8.01                   # half a 16-cent step
+    assert _cents(coarse[on], f0[on]).max() > 30                    # the held 64-cent code alone
+    # a bitrate without the second token decodes as the code alone
+    assert torch.equal(PitchUnpacker(6, 2, delay=1, fine_bits=4)(symbols[:, :1])[0], coarse)
 
 
 def test_unpacker_needs_the_lookahead_the_code_takes() -> None:
@@ -120,10 +136,33 @@ def test_unpacker_needs_the_lookahead_the_code_takes() -> None:
 
 
 @pytest.mark.parametrize("override", ["model.frame.pitch_bits=5", "model.frame.pitch_bits=1",
-                                      "model.frame.decoder_lookahead_frames=0"])
+                                      "model.frame.decoder_lookahead_frames=0",
+                                      "model.frame.pitch_fine_bits=1", "model.frame.pitch_fine_bits=10"])
 def test_pitch_code_settings_that_cannot_work_are_refused(override: str) -> None:
-    with pytest.raises(ValueError, match="pitch_bits|look-ahead"):
+    with pytest.raises(ValueError, match="pitch_bits|look-ahead|pitch_fine_bits|side bits"):
         Codec(load_config("lrac-t1", [override]))
+
+
+def test_refinement_rides_in_the_second_token_at_6_kbps_only() -> None:
+    torch.manual_seed(0)
+    codec = Codec(load_config("lrac-t1", ["model.frame.pitch_fine_bits=4"]))
+    assert codec.quantizer.side_bits == (3, 4)
+    assert [s.codebook.codebook_size for s in codec.quantizer.stages] == [128, 64] + [1024] * 4
+    t = torch.arange(SR) / SR
+    f0 = 150 * 2 ** (0.15 * torch.sin(2 * math.pi * 2 * t))            # +-180 cents at 2 Hz
+    tone = _gliding_tone(f0)
+    truth = codec.encoder.net.pitch(tone.double())[0][0]                # what the tracker measured
+    errors = {}
+    for bitrate in (1000, 6000):
+        tokens = codec.encode(tone, bitrate)
+        assert tokens.max() < 1024                                       # 10 bits per token, as without
+        indices, side = codec.quantizer.split_side(tokens)
+        assert side.shape == (1, min(2, tokens.shape[1]), 100)
+        assert torch.equal(codec.quantizer.join_side(indices, side), tokens)
+        f0_out, voicing = codec.decoder.net.pitch_unpacker(side)
+        errors[bitrate] = _cents(f0_out[0, 5:-1], truth[5:-1]).max()
+        assert voicing[0, 5:-1].all() and codec.decode(tokens).shape == tone.shape
+    assert errors[6000] <= 8.01 < 30 < errors[1000]                      # half a 16-cent step
 
 
 # -- the source -------------------------------------------------------------------------------------
@@ -169,9 +208,9 @@ def test_decoder_mixes_the_source_on_voiced_frames_only() -> None:
     bins = net.istft.n_fft // 2 + 1
     log_mag, phase, _ = net.backbone(latent).split(bins, dim=1)
     aperiodic_only = net.istft(torch.cat([log_mag, phase], 1))
-    unvoiced = net(latent, torch.zeros(1, 20, dtype=torch.long))           # code 0: unvoiced
+    unvoiced = net(latent, torch.zeros(1, 1, 20, dtype=torch.long))        # code 0: unvoiced
     assert torch.allclose(unvoiced, aperiodic_only, atol=1e-6)
-    voiced = net(latent, torch.full((1, 20), 5, dtype=torch.long))         # code 45 every 2 frames
+    voiced = net(latent, torch.full((1, 1, 20), 5, dtype=torch.long))      # code 45 every 2 frames
     assert (voiced - aperiodic_only).abs().max() > 1e-4
     with pytest.raises(ValueError, match="side symbols"):
         net(latent)
@@ -179,7 +218,7 @@ def test_decoder_mixes_the_source_on_voiced_frames_only() -> None:
 
 def test_tokens_carry_the_pitch_code_within_the_bitrate() -> None:
     codec = _pitch_codec()
-    assert codec.quantizer.side_bits == 3
+    assert codec.quantizer.side_bits == (3,)
     assert [s.codebook.codebook_size for s in codec.quantizer.stages] == [128] + [1024] * 5
     tone = _gliding_tone(torch.full((SR,), 150.0))
     for bitrate, n_q in ((1000, 1), (6000, 6)):

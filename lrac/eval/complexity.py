@@ -82,7 +82,8 @@ def complexity_report(codec) -> dict:
     device = codec.device
     enc = measure(codec.encoder, (torch.zeros(1, 1, frames * hop, device=device),), seconds)
     latent = torch.zeros(1, codec.quantizer.latent_dim, frames, device=device)
-    side = torch.zeros(1, frames, dtype=torch.long, device=device) if codec.quantizer.side_bits else None
+    n_side = len(codec.quantizer.side_bits)
+    side = torch.zeros(1, n_side, frames, dtype=torch.long, device=device) if n_side else None
     dec = measure(codec.decoder, (latent, side), seconds)
 
     q = codec.quantizer

@@ -30,18 +30,18 @@ class Encoder(nn.Module):
     """Waveform ``[B, 1, T]`` at ``sample_rate`` -> latent ``[B, latent_dim, T // hop_length]``.
 
     ``T`` must be a multiple of ``hop_length`` (the codec pads whole frames). A family may also send
-    side symbols of :attr:`side_bits` bits per frame beside the latent (the frame family's pitch
-    code); :meth:`analyze` returns both."""
+    side symbols beside the latent (the frame family's pitch code; :attr:`side_bits` holds their
+    width in each token that carries them); :meth:`analyze` returns both."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.net = _build(cfg)[0]
         self.hop_length = self.net.hop_length
         self.latent_dim = cfg.latent_dim
-        self.side_bits = int(getattr(self.net, "side_bits", 0))
+        self.side_bits: tuple[int, ...] = tuple(getattr(self.net, "side_bits", ()))
 
     def analyze(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(latent [B, latent_dim, F], side symbols [B, F] int64, or None without side bits)``."""
+        """``(latent [B, latent_dim, F], side symbols [B, S, F] int64, or None without side bits)``."""
         if self.side_bits:
             return self.net.analyze(wav)
         return self.net(wav), None
@@ -51,7 +51,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latent ``[B, latent_dim, F]`` (and side symbols ``[B, F]`` when the encoder sends them)
+    """Latent ``[B, latent_dim, F]`` (and side symbols ``[B, S, F]`` when the encoder sends them)
     -> waveform ``[B, 1, F * hop_length]``."""
 
     def __init__(self, cfg: ModelConfig) -> None:

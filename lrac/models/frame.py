@@ -214,15 +214,17 @@ class FrameEncoder(nn.Module):
 
     With ``cfg.harmonic`` a causal :class:`~lrac.models.pitch.PitchTracker` runs beside the STFT: its
     pitch and periodicity join the spectral features, and :meth:`analyze` also returns the pitch
-    code as side symbols ``[B, F]`` of :attr:`side_bits` bits (:class:`~lrac.models.pitch.PitchPacker`)."""
+    code as side symbols ``[B, S, F]`` (:class:`~lrac.models.pitch.PitchPacker`; :attr:`side_bits`
+    gives their widths per token)."""
 
     def __init__(self, cfg: FrameConfig, latent_dim: int, sample_rate: int) -> None:
         super().__init__()
         bins = cfg.n_fft // 2 + 1
         self.stft = CausalSTFT(cfg.n_fft, cfg.hop)
         self.pitch = PitchTracker(sample_rate, cfg.hop) if cfg.harmonic else None
-        self.pitch_packer = PitchPacker(cfg.pitch_bits, cfg.pitch_every_frames) if cfg.harmonic else None
-        self.side_bits = self.pitch_packer.side_bits if cfg.harmonic else 0
+        self.pitch_packer = (PitchPacker(cfg.pitch_bits, cfg.pitch_every_frames, cfg.pitch_fine_bits)
+                             if cfg.harmonic else None)
+        self.side_bits = self.pitch_packer.side_bits if cfg.harmonic else ()
         # streaming: the code waits for the backbone's look-ahead frames, so both stay aligned
         self.side_delay = FrameDelay(cfg.encoder_lookahead_frames) if cfg.harmonic else None
         in_dim = 3 * bins + (2 if cfg.harmonic else 0)
@@ -231,7 +233,7 @@ class FrameEncoder(nn.Module):
         self.hop_length = cfg.hop
 
     def analyze(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(latent [B, latent_dim, F], side symbols [B, F] int64 or None)``."""
+        """``(latent [B, latent_dim, F], side symbols [B, S, F] int64 or None)``."""
         features = spectral_features(self.stft(wav))
         if self.pitch is None:
             return self.backbone(features), None
@@ -265,14 +267,14 @@ class FrameDecoder(nn.Module):
         if cfg.harmonic:
             # the unpacker holds back as many frames as the backbone, so their outputs stay aligned
             self.pitch_unpacker = PitchUnpacker(cfg.pitch_bits, cfg.pitch_every_frames,
-                                                cfg.decoder_lookahead_frames)
+                                                cfg.decoder_lookahead_frames, cfg.pitch_fine_bits)
             self.source = HarmonicSource(sample_rate, cfg.hop, sqrt_hann(cfg.n_fft))
             self.source_stft = CausalSTFT(cfg.n_fft, cfg.hop)
             with torch.no_grad():  # voiced frames start with a harmonic share of sigmoid(1) = 0.73
                 self.backbone.out.bias[2 * bins:].fill_(1.0)
 
     def forward(self, latent: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
-        """``latent [B, latent_dim, F]`` and, with the pitch path, ``side`` symbols ``[B, F]``."""
+        """``latent [B, latent_dim, F]`` and, with the pitch path, ``side`` symbols ``[B, S, F]``."""
         out = self.backbone(latent)
         if not self.harmonic:
             return self.istft(out)
@@ -295,4 +297,7 @@ def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
     if f.harmonic and (f.pitch_bits < 2 or f.pitch_every_frames < 1 or f.pitch_bits % f.pitch_every_frames):
         raise ValueError(f"model.frame.pitch_bits ({f.pitch_bits}) must be at least 2 (code 0 is unvoiced) "
                          f"and split evenly over model.frame.pitch_every_frames ({f.pitch_every_frames})")
+    if f.pitch_fine_bits and (not f.harmonic or f.pitch_fine_bits < 2):
+        raise ValueError(f"model.frame.pitch_fine_bits ({f.pitch_fine_bits}) needs the pitch path "
+                         "(model.frame.harmonic) and at least 2 bits")
     return FrameEncoder(f, cfg.latent_dim, cfg.sample_rate), FrameDecoder(f, cfg.latent_dim, cfg.sample_rate)

@@ -29,6 +29,7 @@ F0_MAX_HZ = 500.0
 VOICING_FLOOR_DB = -50.0   # frames quieter than this (mean square, dB re full scale) are unvoiced
 YIN_THRESHOLD = 0.2        # a YIN dip below this marks a periodic frame
 START_F0_HZ = 100.0        # the decoder's pitch before the first voiced frame (the source is silent then)
+FINE_STEP_CENTS = 16.0     # step of the pitch refinement: 4 bits reach +-128 cents around the code
 
 
 def yin_lags(sample_rate: int, f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX_HZ) -> tuple[int, int]:
@@ -129,18 +130,38 @@ def code_to_f0(code: torch.Tensor, levels: int) -> torch.Tensor:
     return F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** position
 
 
-class PitchPacker(StreamingModule):
-    """Encoder side: pitch per frame ``[B, F]`` -> side symbols ``[B, F]`` of ``bits // every`` bits.
+def fine_to_code(f0_hz: torch.Tensor, coarse_hz: torch.Tensor, voiced: torch.Tensor, bits: int
+                 ) -> torch.Tensor:
+    """The refinement of a frame's pitch: ``f0_hz`` against the coded pitch ``coarse_hz`` the decoder
+    will use, in steps of :data:`FINE_STEP_CENTS` around ``2 ** (bits - 1)`` (int64, ``[...]``);
+    the middle value (no change) where ``voiced`` is false."""
+    mid = 1 << (bits - 1)
+    cents = 1200 * torch.log2(f0_hz.double() / coarse_hz.double())
+    code = torch.round(cents / FINE_STEP_CENTS).clamp(-mid, mid - 1).long() + mid
+    return torch.where(voiced, code, torch.full_like(code, mid))
 
-    Every ``every`` frames the pitch of the first frame of the group is coded in ``bits`` bits
+
+def fine_to_ratio(code: torch.Tensor, bits: int) -> torch.Tensor:
+    """Frequency ratio (float64) of a refinement code (the inverse of :func:`fine_to_code`)."""
+    return 2.0 ** ((code - (1 << (bits - 1))).double() * (FINE_STEP_CENTS / 1200))
+
+
+class PitchPacker(StreamingModule):
+    """Encoder side: pitch per frame ``[B, F]`` -> side symbols ``[B, S, F]``, one row per token that
+    carries pitch bits (:attr:`side_bits` gives their widths).
+
+    Row 0: every ``every`` frames the pitch of the first frame of the group is coded in ``bits`` bits
     (:func:`pitch_to_code`) and sent most significant part first, ``bits // every`` bits in each
     frame of the group (the first token of each frame carries them, lrac/quant/rvq.py). A code is
     complete ``every - 1`` frames after it was measured, which the decoder's look-ahead covers.
+    Row 1, with ``fine_bits``: each frame's own pitch against the group's code
+    (:func:`fine_to_code`), in the second token, so only bitrates of two stages or more carry it.
     """
 
-    def __init__(self, bits: int, every: int) -> None:
+    def __init__(self, bits: int, every: int, fine_bits: int = 0) -> None:
         super().__init__()
-        self.levels, self.every, self.side_bits = 1 << bits, every, bits // every
+        self.levels, self.every, self.fine_bits = 1 << bits, every, fine_bits
+        self.side_bits = (bits // every,) + ((fine_bits,) if fine_bits else ())
 
     def init_state(self, batch_size: int) -> State:
         return State(frames_seen=0, code=torch.zeros(batch_size, 1, dtype=torch.long))
@@ -158,31 +179,39 @@ class PitchPacker(StreamingModule):
             state.frames_seen += code.shape[-1]
             if code.shape[-1]:
                 state.code = code[:, -1:]
-        shift = self.side_bits * (self.every - 1 - position)
-        return (code >> shift) & ((1 << self.side_bits) - 1)
+        shift = self.side_bits[0] * (self.every - 1 - position)
+        coarse = (code >> shift) & ((1 << self.side_bits[0]) - 1)
+        if not self.fine_bits:
+            return coarse[:, None]
+        fine = fine_to_code(f0_hz, code_to_f0(code, self.levels), voiced & (code > 0), self.fine_bits)
+        return torch.stack([coarse, fine], 1)
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
-        return output.shape[-1] * 8    # log, scale, round, select, shift and mask per frame
+        # log, scale, round, select, shift and mask per frame; the refinement: exp, log, scale, round
+        return output.shape[-1] * (8 + 8 * bool(self.fine_bits))
 
 
 class PitchUnpacker(StreamingModule):
-    """Decoder side: side symbols ``[B, F]`` -> ``(f0_hz, voicing)`` ``[B, F]`` (voicing 0. or 1.).
+    """Decoder side: side symbols ``[B, S, F]`` -> ``(f0_hz, voicing)`` ``[B, F]`` (voicing 0. or 1.).
 
-    Unvoiced frames keep the last voiced pitch, so that the source glides out instead of jumping.
-    Streaming holds back ``delay`` frames (the decoder backbone's look-ahead, at least
+    Row 1 (the refinement, :class:`PitchPacker`) is used when present: a bitrate of one stage has
+    only row 0. Unvoiced frames keep the last voiced pitch, so that the source glides out instead
+    of jumping. Streaming holds back ``delay`` frames (the decoder backbone's look-ahead, at least
     ``every - 1``) so that every emitted frame's code is complete and the output stays aligned with
     the backbone; the flush completes a last partial group with zero symbols, as one pass does.
     """
 
-    def __init__(self, bits: int, every: int, delay: int) -> None:
+    def __init__(self, bits: int, every: int, delay: int, fine_bits: int = 0) -> None:
         super().__init__()
         if delay < every - 1:
             raise ValueError(f"a pitch code spread over {every} frames needs a decoder look-ahead of at "
                              f"least {every - 1} frame(s), have {delay}")
-        self.levels, self.every, self.side_bits, self.delay = 1 << bits, every, bits // every, delay
+        self.levels, self.every, self.delay = 1 << bits, every, delay
+        self.side_bits, self.fine_bits = bits // every, fine_bits
 
     def init_state(self, batch_size: int) -> State:
-        return State(pending=torch.zeros(batch_size, 0, dtype=torch.long), emitted=0,
+        rows = 2 if self.fine_bits else 1
+        return State(pending=torch.zeros(batch_size, rows, 0, dtype=torch.long), emitted=0,
                      last_f0=torch.full((batch_size, 1), START_F0_HZ, dtype=torch.float64))
 
     def _codes(self, symbols: torch.Tensor) -> torch.Tensor:
@@ -195,16 +224,22 @@ class PitchUnpacker(StreamingModule):
     def forward(self, symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         state = self.stream_state
         symbols = symbols.long()
+        if self.fine_bits and symbols.shape[1] == 1:   # a bitrate without the refinement: no change
+            symbols = torch.cat([symbols, torch.full_like(symbols, 1 << (self.fine_bits - 1))], 1)
         if state is None:
-            code, last_f0 = self._codes(symbols), torch.full_like(symbols[:, :1], START_F0_HZ, dtype=torch.float64)
+            code, fine = self._codes(symbols[:, 0]), symbols[:, 1:]
+            last_f0 = torch.full_like(symbols[:, 0, :1], START_F0_HZ, dtype=torch.float64)
         else:
             buf = torch.cat([state.pending, symbols], -1)
             end = buf.shape[-1] if state.final else max(buf.shape[-1] - self.delay, state.emitted)
-            code = self._codes(buf)[:, state.emitted:end]
+            code, fine = self._codes(buf[:, 0])[:, state.emitted:end], buf[:, 1:, state.emitted:end]
             keep = (end // self.every) * self.every          # drop whole groups already emitted
-            state.pending, state.emitted, last_f0 = buf[:, keep:], end - keep, state.last_f0
+            state.pending, state.emitted, last_f0 = buf[..., keep:], end - keep, state.last_f0
         voiced = code > 0
-        f0 = torch.where(voiced, code_to_f0(code, self.levels), torch.nan)
+        f0 = code_to_f0(code, self.levels)
+        if self.fine_bits:
+            f0 = f0 * fine_to_ratio(fine[:, 0], self.fine_bits)
+        f0 = torch.where(voiced, f0, torch.nan)
         # carry the last voiced pitch through unvoiced frames
         f0 = torch.cat([last_f0, f0], -1)
         idx = torch.where(~torch.isnan(f0), torch.arange(f0.shape[-1], device=f0.device), 0).cummax(-1).values

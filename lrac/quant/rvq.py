@@ -4,10 +4,11 @@ Stage ``i`` projects the current residual ``[B, D, F]`` to the codebook space (`
 nearest code, projects back (``d -> D``) and subtracts that from the residual: residuals live in the
 latent space, after each stage's output projection.
 
-Side bits. An encoder may send ``side_bits`` bits per frame beside the latent (the frame family's
-pitch code). They ride in the low bits of each frame's first token: stage 1 then has
-``codebook_size >> side_bits`` codes, every token keeps ``log2(codebook_size)`` bits, and the
-bitrates do not change (1 kbps = one token per 10 ms, pitch included).
+Side bits. An encoder may send side symbols beside the latent (the frame family's pitch code):
+``side_bits[s]`` bits per frame in the low bits of stage ``s``'s token. That stage then has
+``codebook_size >> side_bits[s]`` codes, every token keeps ``log2(codebook_size)`` bits, and the
+bitrates do not change (1 kbps = one token per 10 ms, pitch included). A bitrate of ``n_q`` stages
+carries the side symbols of its first ``n_q`` stages only.
 """
 
 from __future__ import annotations
@@ -67,21 +68,24 @@ class ResidualVQ(nn.Module):
     """Residual VQ over ``n_stages`` codebooks of ``codebook_size`` codes.
 
     Shapes: latent ``[B, D, F]``, indices ``[B, n_q, F]`` (int64, ``0 <= i < codebook_size``;
-    stage 1's below ``codebook_size >> side_bits`` until :meth:`join_side` adds the side symbols).
+    stage ``s``'s below ``codebook_size >> side_bits[s]`` until :meth:`join_side` adds the side
+    symbols ``[B, S, F]``).
     """
 
-    def __init__(self, latent_dim: int, cfg: QuantizerConfig, side_bits: int = 0) -> None:
+    def __init__(self, latent_dim: int, cfg: QuantizerConfig, side_bits: tuple[int, ...] = ()) -> None:
         super().__init__()
         if cfg.codebook_size & (cfg.codebook_size - 1):
             raise ValueError(f"codebook_size must be a power of two, got {cfg.codebook_size}")
         self.latent_dim = latent_dim
         self.codebook_size = cfg.codebook_size
         self.bits_per_index = cfg.codebook_size.bit_length() - 1
-        if not 0 <= side_bits < self.bits_per_index:
-            raise ValueError(f"{side_bits} side bits do not fit in tokens of {self.bits_per_index} bits")
-        self.side_bits = side_bits
-        self.stages = nn.ModuleList(QuantizerStage(latent_dim, cfg, side_bits if i == 0 else 0)
-                                    for i in range(cfg.n_stages))
+        self.side_bits = tuple(int(b) for b in side_bits)
+        if len(self.side_bits) > cfg.n_stages or not all(0 < b < self.bits_per_index for b in self.side_bits):
+            raise ValueError(f"side bits {list(self.side_bits)} do not fit in {cfg.n_stages} tokens of "
+                             f"{self.bits_per_index} bits")
+        self.stages = nn.ModuleList(
+            QuantizerStage(latent_dim, cfg, self.side_bits[i] if i < len(self.side_bits) else 0)
+            for i in range(cfg.n_stages))
 
     @property
     def n_stages(self) -> int:
@@ -133,21 +137,25 @@ class ResidualVQ(nn.Module):
         return torch.stack(all_indices, dim=1)
 
     def join_side(self, indices: torch.Tensor, side: torch.Tensor | None) -> torch.Tensor:
-        """Indices ``[B, n_q, F]`` and side symbols ``[B, F]`` -> tokens ``[B, n_q, F]``: stage 1's
-        index shifted up by ``side_bits``, the symbol in the low bits."""
+        """Indices ``[B, n_q, F]`` and side symbols ``[B, S, F]`` -> tokens ``[B, n_q, F]``: the index
+        of each stage ``s < min(S, n_q)`` shifted up by ``side_bits[s]``, the symbol in the low bits."""
         if not self.side_bits:
             return indices
         tokens = indices.clone()
-        tokens[:, 0] = (indices[:, 0] << self.side_bits) | side.to(indices.dtype)
+        for s in range(min(len(self.side_bits), indices.shape[1])):
+            tokens[:, s] = (indices[:, s] << self.side_bits[s]) | side[:, s].to(indices.dtype)
         return tokens
 
     def split_side(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The inverse of :meth:`join_side`: ``(indices [B, n_q, F], side [B, F] or None)``."""
+        """The inverse of :meth:`join_side`: ``(indices [B, n_q, F], side [B, min(S, n_q), F] or
+        None)``."""
         if not self.side_bits:
             return tokens, None
-        indices = tokens.clone()
-        indices[:, 0] = tokens[:, 0] >> self.side_bits
-        return indices, tokens[:, 0] & ((1 << self.side_bits) - 1)
+        indices, side = tokens.clone(), []
+        for s in range(min(len(self.side_bits), tokens.shape[1])):
+            indices[:, s] = tokens[:, s] >> self.side_bits[s]
+            side.append(tokens[:, s] & ((1 << self.side_bits[s]) - 1))
+        return indices, torch.stack(side, 1)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Indices ``[B, n_q, F]`` -> quantised latent ``[B, D, F]``."""
