@@ -40,3 +40,31 @@ def test_init_from_refuses_another_model(tmp_path):
     other = _trainer(_cfg().override(["quantizer.codebook_dim=8"]), tmp_path / "b", utts)
     with pytest.raises(ValueError, match="differs"):
         other.load_weights(tmp_path / "a" / "last.pt")
+
+
+def test_average_generators_is_the_mean_and_a_model_file(tmp_path):
+    from lrac import Codec
+    from lrac.train.trainer import average_generators
+    utts = _utterances(tmp_path, 2)
+    cfg = _cfg("lrac-t1", checkpoint_every_steps=1)
+    run = _trainer(cfg, tmp_path / "a", utts)
+    run.fit(1)
+    (tmp_path / "a" / "last.pt").rename(tmp_path / "s1.pt")
+    run.fit(2)
+    files = [tmp_path / "s1.pt", tmp_path / "a" / "last.pt"]
+    average_generators(files, tmp_path / "avg.pt")
+    gens = [torch.load(f, weights_only=False)["generator"] for f in files]
+    avg = torch.load(tmp_path / "avg.pt", weights_only=False)
+    name = "decoder.net.backbone.out.weight"
+    assert not torch.equal(gens[0][name], gens[1][name])
+    assert torch.allclose(avg["generator"][name], (gens[0][name] + gens[1][name]) / 2)
+    assert avg["averaged_steps"] == [1, 2]
+    codec = Codec.load(tmp_path / "avg.pt")
+    assert codec.decode(codec.encode(torch.zeros(1, 1, 2400), 6000)).shape == (1, 1, 2400)
+    # learnt codebooks do not average; another model does not either
+    baseline = _trainer(_cfg(), tmp_path / "b", utts)
+    baseline.fit(1)
+    with pytest.raises(ValueError, match="fixed quantiser grid"):
+        average_generators([tmp_path / "b" / "last.pt"], tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="another model"):
+        average_generators([tmp_path / "b" / "last.pt", tmp_path / "s1.pt"], tmp_path / "x.pt")

@@ -36,7 +36,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -528,3 +528,28 @@ def save_gan_weights(checkpoint: str | Path, dest: str | Path, half: bool = Fals
             if net in keep:
                 keep[net] = half_state_dict(keep[net])
     atomic_torch_save(keep, dest)
+
+
+def average_generators(checkpoints: Sequence[str | Path], dest: str | Path, half: bool = False) -> None:
+    """Write a model file whose generator is the mean of the generators of ``checkpoints`` (of one
+    run, e.g. the ``best/`` files of its low-learning-rate tail): weight averaging gives a better
+    model than a single step at the end of a run whose small batches make each step noisy
+    (docs/results.md, session 5). Only for FSQ quantisers: learnt codebooks of different steps do not
+    correspond entry by entry. ``half`` stores float16 weights, as the shipped models."""
+    if not checkpoints:
+        raise ValueError("no checkpoints to average")
+    states = [torch.load(path, map_location="cpu", weights_only=False) for path in checkpoints]
+    cfg = Config.from_dict(states[-1]["config"])
+    if cfg.quantizer.kind != "fsq":
+        raise ValueError(f"averaging needs a fixed quantiser grid (quantizer.kind fsq), not {cfg.quantizer.kind!r}")
+    for path, state in zip(checkpoints, states):
+        other = Config.from_dict(state["config"])
+        if other.model != cfg.model or other.quantizer != cfg.quantizer:
+            raise ValueError(f"{path}: another model than {checkpoints[-1]}; average checkpoints of one run")
+    last = states[-1]["generator"]
+    mean = {name: (sum(s["generator"][name].double() for s in states) / len(states)).to(t.dtype)
+            if t.is_floating_point() else t for name, t in last.items()}
+    codec = Codec(cfg)
+    codec.generator.load_state_dict(mean)
+    steps = [int(s.get("step", 0)) for s in states]
+    codec.save(dest, extra={"step": max(steps), "averaged_steps": steps}, half=half)
