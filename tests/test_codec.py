@@ -119,7 +119,7 @@ def test_load_errors(tmp_path):
         Codec.load(tmp_path / "other.pt")
     Codec("lrac-t1").save(tmp_path / "t1.pt")
     state = torch.load(tmp_path / "t1.pt", weights_only=False)
-    state["config"]["model"]["frame"]["harmonic"] = False     # weights of the pitch path, config without
+    state["config"]["model"]["frame"].update(harmonic=False, pitch_fine_bits=0)  # pitch-path weights, config without
     torch.save(state, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="weights do not fit"):
         Codec.load(tmp_path / "mismatch.pt")

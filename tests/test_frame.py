@@ -26,12 +26,12 @@ LIMITS = {"lrac-t1": (700.0, 300.0, 30.0), "lrac-t2": (2600.0, 600.0, 50.0)}
 
 
 def _config(preset: str):
-    """``PRESET``, ``PRESET+pitch`` or ``PRESET+plain`` (the pitch path switched on or off), or
-    ``PRESET+fine`` (the pitch path with its 4-bit refinement at 6 kbps)."""
+    """``PRESET``, ``PRESET+pitch`` or ``PRESET+plain`` (the pitch path, with the preset's
+    refinement, switched on or off)."""
     name, _, extra = preset.partition("+")
-    if extra == "fine":
-        return load_config(name, ["model.frame.harmonic=true", "model.frame.pitch_fine_bits=4"])
-    return load_config(name, [f"model.frame.harmonic={extra == 'pitch'}"] if extra else [])
+    if extra == "plain":
+        return load_config(name, ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0"])
+    return load_config(name, ["model.frame.harmonic=true"] if extra else [])
 
 
 def _codec(preset: str, seed: int = 0) -> Codec:
@@ -63,14 +63,14 @@ def _chunks(total: int, high: int, gen: torch.Generator) -> list[tuple[int, int]
     return out
 
 
-@pytest.fixture(scope="module", params=PRESETS + ["lrac-t1+plain", "lrac-t2+pitch", "lrac-t1+fine"])
+@pytest.fixture(scope="module", params=PRESETS + ["lrac-t1+plain", "lrac-t2+pitch"])
 def codec(request) -> Codec:
     return _codec(request.param)
 
 
 # -- compute, latency, bitrate --------------------------------------------------------------------
 
-@pytest.mark.parametrize("preset", PRESETS + ["lrac-t1+plain", "lrac-t2+pitch", "lrac-t1+fine"])
+@pytest.mark.parametrize("preset", PRESETS + ["lrac-t1+plain", "lrac-t2+pitch"])
 def test_preset_within_track_limits(preset: str) -> None:
     report = complexity_report(Codec(_config(preset)))
     total, receive, latency = LIMITS[preset.partition("+")[0]]
@@ -87,7 +87,7 @@ def test_preset_within_track_limits(preset: str) -> None:
 def test_t1_compute_counted_by_hand() -> None:
     """The decoder count (plain head) equals the sum of its matrix products, depthwise convs and
     the iSTFT."""
-    cfg = load_config("lrac-t1", ["model.frame.harmonic=false"])
+    cfg = load_config("lrac-t1", ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0"])
     f, latent = cfg.model.frame, cfg.model.latent_dim
     hidden = int(round(f.decoder_dim * f.decoder_mlp_ratio))
     bins = f.n_fft // 2 + 1

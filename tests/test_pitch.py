@@ -199,7 +199,7 @@ def test_source_streams_with_a_continuous_phase() -> None:
 
 def _pitch_codec(seed: int = 0) -> Codec:
     torch.manual_seed(seed)
-    return Codec(load_config("lrac-t1", ["model.frame.harmonic=true"]))
+    return Codec(load_config("lrac-t1", ["model.frame.harmonic=true", "model.frame.pitch_fine_bits=0"]))
 
 
 def test_decoder_mixes_the_source_on_voiced_frames_only() -> None:
