@@ -131,7 +131,7 @@ class LogSTFTLoss(nn.Module):
     noise (on the shipped t1, setting the too-loud bins of a 1024-point STFT to the reference's level
     raises PESQ-WB from 1.36 to 1.87 on 12 test clips; docs/results.md, session 5). In a 2300-step
     CPU test from t1 (``train.lambda_stft=1``) it did not change PESQ-WB or ESTOI on the validation
-    clips: the harmonics above 1.5 kHz are limited by the pitch code, not the loss. Hann windows,
+    clips. Hann windows,
     hop ``n_fft // 4``, ``center=True``; magnitudes floored at 1e-5 as the mel loss floors power.
     """
 

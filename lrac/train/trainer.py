@@ -532,10 +532,11 @@ def save_gan_weights(checkpoint: str | Path, dest: str | Path, half: bool = Fals
 
 def average_generators(checkpoints: Sequence[str | Path], dest: str | Path, half: bool = False) -> None:
     """Write a model file whose generator is the mean of the generators of ``checkpoints`` (of one
-    run, e.g. the ``best/`` files of its low-learning-rate tail): weight averaging gives a better
-    model than a single step at the end of a run whose small batches make each step noisy
-    (docs/results.md, session 5). Only for FSQ quantisers: learnt codebooks of different steps do not
-    correspond entry by entry. ``half`` stores float16 weights, as the shipped models."""
+    run, e.g. its ``best/`` files): at small batches and a high learning rate each step is noisy,
+    and the mean of the last few had a lower mel distance than any one of them; at the end of a
+    decayed schedule the last step was as good (docs/results.md, session 5). Only for FSQ
+    quantisers: learnt codebooks of different steps do not correspond entry by entry. ``half``
+    stores float16 weights, as the shipped models."""
     if not checkpoints:
         raise ValueError("no checkpoints to average")
     states = [torch.load(path, map_location="cpu", weights_only=False) for path in checkpoints]
