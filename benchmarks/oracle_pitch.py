@@ -13,10 +13,12 @@ from lrac.models import pitch as P
 
 
 def packer_forward(self, f0_hz, voiced):
-    return torch.where(voiced, f0_hz.double(), torch.zeros_like(f0_hz, dtype=torch.float64))
+    """``[B, 1, F]``: one row, as the code alone (the refinement's row makes no sense here)."""
+    return torch.where(voiced, f0_hz.double(), torch.zeros_like(f0_hz, dtype=torch.float64))[:, None]
 
 
 def unpacker_forward(self, symbols):
+    symbols = symbols[:, 0]
     voiced = symbols > 0
     f0 = torch.where(voiced, symbols.double(), torch.nan)
     f0 = torch.cat([torch.full_like(f0[:, :1], P.START_F0_HZ), f0], -1)
