@@ -130,7 +130,7 @@ def code_to_f0(code: torch.Tensor, levels: int) -> torch.Tensor:
     return F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** position
 
 
-def fine_to_code(f0_hz: torch.Tensor, coarse_hz: torch.Tensor, voiced: torch.Tensor, bits: int
+def pitch_to_fine_code(f0_hz: torch.Tensor, coarse_hz: torch.Tensor, voiced: torch.Tensor, bits: int
                  ) -> torch.Tensor:
     """The refinement of a frame's pitch: ``f0_hz`` against the coded pitch ``coarse_hz`` the decoder
     will use, in steps of :data:`FINE_STEP_CENTS` around ``2 ** (bits - 1)`` (int64, ``[...]``);
@@ -141,8 +141,8 @@ def fine_to_code(f0_hz: torch.Tensor, coarse_hz: torch.Tensor, voiced: torch.Ten
     return torch.where(voiced, code, torch.full_like(code, mid))
 
 
-def fine_to_ratio(code: torch.Tensor, bits: int) -> torch.Tensor:
-    """Frequency ratio (float64) of a refinement code (the inverse of :func:`fine_to_code`)."""
+def fine_code_to_ratio(code: torch.Tensor, bits: int) -> torch.Tensor:
+    """Frequency ratio (float64) of a refinement code (the inverse of :func:`pitch_to_fine_code`)."""
     return 2.0 ** ((code - (1 << (bits - 1))).double() * (FINE_STEP_CENTS / 1200))
 
 
@@ -155,7 +155,7 @@ class PitchPacker(StreamingModule):
     frame of the group (the first token of each frame carries them, lrac/quant/rvq.py). A code is
     complete ``every - 1`` frames after it was measured, which the decoder's look-ahead covers.
     Row 1, with ``fine_bits``: each frame's own pitch against the group's code
-    (:func:`fine_to_code`), in the second token, so only bitrates of two stages or more carry it.
+    (:func:`pitch_to_fine_code`), in the second token, so only bitrates of two stages or more carry it.
     """
 
     def __init__(self, bits: int, every: int, fine_bits: int = 0) -> None:
@@ -183,7 +183,7 @@ class PitchPacker(StreamingModule):
         coarse = (code >> shift) & ((1 << self.side_bits[0]) - 1)
         if not self.fine_bits:
             return coarse[:, None]
-        fine = fine_to_code(f0_hz, code_to_f0(code, self.levels), voiced & (code > 0), self.fine_bits)
+        fine = pitch_to_fine_code(f0_hz, code_to_f0(code, self.levels), voiced & (code > 0), self.fine_bits)
         return torch.stack([coarse, fine], 1)
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
@@ -238,7 +238,7 @@ class PitchUnpacker(StreamingModule):
         voiced = code > 0
         f0 = code_to_f0(code, self.levels)
         if self.fine_bits:
-            f0 = f0 * fine_to_ratio(fine[:, 0], self.fine_bits)
+            f0 = f0 * fine_code_to_ratio(fine[:, 0], self.fine_bits)
         f0 = torch.where(voiced, f0, torch.nan)
         # carry the last voiced pitch through unvoiced frames
         f0 = torch.cat([last_f0, f0], -1)
@@ -249,7 +249,8 @@ class PitchUnpacker(StreamingModule):
         return f0[:, 1:].float(), voiced.float()
 
     def extra_macs(self, inputs: tuple, output: tuple) -> int:
-        return output[0].shape[-1] * 8   # combine symbols, exp of the level, select per frame
+        # combine symbols, exp of the level, select per frame; the refinement: offset, exp, product
+        return output[0].shape[-1] * (8 + 4 * bool(self.fine_bits))
 
 
 class HarmonicSource(StreamingModule):
