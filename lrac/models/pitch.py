@@ -130,8 +130,8 @@ def code_to_f0(code: torch.Tensor, levels: int) -> torch.Tensor:
     return F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** position
 
 
-def pitch_to_fine_code(f0_hz: torch.Tensor, coarse_hz: torch.Tensor, voiced: torch.Tensor, bits: int
-                 ) -> torch.Tensor:
+def pitch_to_fine_code(f0_hz: torch.Tensor, coarse_hz: torch.Tensor, voiced: torch.Tensor,
+                       bits: int) -> torch.Tensor:
     """The refinement of a frame's pitch: ``f0_hz`` against the coded pitch ``coarse_hz`` the decoder
     will use, in steps of :data:`FINE_STEP_CENTS` around ``2 ** (bits - 1)`` (int64, ``[...]``);
     the middle value (no change) where ``voiced`` is false."""

@@ -524,13 +524,7 @@ class Prefetcher:
         try:
             while not self._stop.is_set():
                 batch = self.stream.next_batch(self.batch_size)
-                item = (batch, _copy_state(self.stream.state_dict()))
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                _put_until_stopped(self._queue, (batch, _copy_state(self.stream.state_dict())), self._stop)
         except BaseException as exc:  # hand the error to the consumer instead of dying silently
             self._queue.put(exc)
 
@@ -644,13 +638,7 @@ def _worker_loop(stream: ChunkStream, batch_size: int, out: Any, stop: Any) -> N
     try:
         while not stop.is_set():
             inp, tgt = stream.next_batch(batch_size)
-            item = (inp.numpy(), tgt.numpy(), stream.state_dict(), len(stream.skipped))
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            _put_until_stopped(out, (inp.numpy(), tgt.numpy(), stream.state_dict(), len(stream.skipped)), stop)
         out.cancel_join_thread()   # stopped: exit without waiting for a batch nobody will read
     except BaseException as exc:
         out.put(f"{type(exc).__name__}: {exc}")
@@ -673,6 +661,17 @@ def make_prefetcher(stream: ChunkStream, batch_size: int, workers: int = 0,
         for shard, shard_state in zip(shards, state["workers"]):
             shard.load_state_dict(shard_state)
     return WorkerPrefetcher(shards, batch_size, turn=state["turn"] if state is not None else 0)
+
+
+def _put_until_stopped(out: Any, item: Any, stop: Any) -> None:
+    """Put ``item`` into the bounded queue ``out`` (thread or process queue), waiting while it is
+    full, unless ``stop`` (a thread or process event) is set first."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 def _copy_state(state: dict[str, Any]) -> dict[str, Any]:

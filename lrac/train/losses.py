@@ -73,6 +73,14 @@ def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float
 # --------------------------------------------------------------------------------------------
 
 
+def stft_power(x: torch.Tensor, n_fft: int, window: torch.Tensor) -> torch.Tensor:
+    """Waveform ``[B, 1, T]`` or ``[B, T]`` -> power spectrogram ``[B, frames, n_fft // 2 + 1]``
+    (window ``n_fft`` long, hop ``n_fft // 4``, ``center=True`` with reflect padding, as ESPnet)."""
+    spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, n_fft // 4, n_fft, window=window, center=True,
+                      pad_mode="reflect", normalized=False, return_complex=True)
+    return torch.view_as_real(spec).pow(2).sum(-1).transpose(1, 2)
+
+
 class MultiScaleMelLoss(nn.Module):
     """ESPnet's multi-scale mel loss as the LRAC baseline configures it (spec §3.2).
 
@@ -105,10 +113,7 @@ class MultiScaleMelLoss(nn.Module):
 
     def log_mel(self, x: torch.Tensor, n_fft: int) -> torch.Tensor:
         """Waveform ``[B, 1, T]`` or ``[B, T]`` -> log-mel features ``[B, frames, n_mels]``."""
-        spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, n_fft // 4, n_fft,
-                          window=getattr(self, f"window_{n_fft}"), center=True, pad_mode="reflect",
-                          normalized=False, return_complex=True)
-        power = torch.view_as_real(spec).pow(2).sum(-1).transpose(1, 2)   # [B, frames, bins]
+        power = stft_power(x, n_fft, getattr(self, f"window_{n_fft}"))
         mel = power.clamp(min=LOG_FLOOR).sqrt() @ getattr(self, f"mel_{n_fft}")
         return mel.clamp(min=LOG_FLOOR).log()
 
@@ -131,8 +136,8 @@ class LogSTFTLoss(nn.Module):
     noise (on the shipped t1, setting the too-loud bins of a 1024-point STFT to the reference's level
     raises PESQ-WB from 1.36 to 1.87 on 12 test clips; docs/results.md, session 5). In a 2300-step
     CPU test from t1 (``train.lambda_stft=1``) it did not change PESQ-WB or ESTOI on the validation
-    clips. Hann windows,
-    hop ``n_fft // 4``, ``center=True``; magnitudes floored at 1e-5 as the mel loss floors power.
+    clips. The spectra are those of the mel loss (:func:`stft_power`); magnitudes floored at 1e-5
+    as the mel loss floors power.
     """
 
     def __init__(self, n_ffts: Sequence[int] = (512, 1024, 2048)) -> None:
@@ -142,11 +147,8 @@ class LogSTFTLoss(nn.Module):
             self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
 
     def log_mag(self, x: torch.Tensor, n_fft: int) -> torch.Tensor:
-        """Waveform ``[B, 1, T]`` -> natural-log magnitudes ``[B, n_fft // 2 + 1, frames]``."""
-        spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, n_fft // 4, n_fft,
-                          window=getattr(self, f"window_{n_fft}"), center=True, pad_mode="reflect",
-                          return_complex=True)
-        return 0.5 * torch.view_as_real(spec).pow(2).sum(-1).clamp(min=LOG_FLOOR).log()
+        """Waveform ``[B, 1, T]`` -> natural-log magnitudes ``[B, frames, n_fft // 2 + 1]``."""
+        return 0.5 * stft_power(x, n_fft, getattr(self, f"window_{n_fft}")).clamp(min=LOG_FLOOR).log()
 
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = y_hat.new_zeros(())
