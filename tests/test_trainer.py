@@ -151,3 +151,8 @@ def test_log_stft_loss_joins_the_generator_loss(tmp_path):
     assert "stft" not in a and b["stft"] > 0
     assert b["mel"] == pytest.approx(a["mel"])   # same seed, same weights, same batch
     assert b["g_loss"] == pytest.approx(a["g_loss"] + 2.0 * b["stft"], rel=1e-5)
+
+
+def test_negative_data_workers_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="train.num_workers must be >= 0"):
+        _trainer(_cfg(num_workers=-1), tmp_path / "a", _utterances(tmp_path, 1))
