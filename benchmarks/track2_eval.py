@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", default=[], help="lrac model file or pretrained name")
     ap.add_argument("--out", type=Path, default=Path("runs/track2"))
-    ap.add_argument("--n", type=int, default=0, help="N test clips spread over the split (0: all)")
+    ap.add_argument("--split", choices=["test", "valid"], default="test",
+                    help="clips, noises and RIRs of this split; valid (for choosing a model) skips the real pairs")
+    ap.add_argument("--n", type=int, default=0, help="N clips spread over the split (0: all)")
     ap.add_argument("--snr", type=float, nargs=2, default=[0.0, 20.0], help="SNR range in dB")
     ap.add_argument("--reverb-prob", type=float, default=0.5)
     ap.add_argument("--max-seconds", type=float, default=10.0)
@@ -117,17 +119,24 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     metrics = args.metrics.split(",")
-    clean = default_clips(args.n) if args.n else shared_list("test", "speech")
-    inputs, targets = make_degraded(clean, shared_list("test", "noise"), shared_list("test", "rir"),
+    split = args.split
+    if split == "test" and args.n:
+        clean = default_clips(args.n)  # the anchors benchmark's clips
+    else:
+        clean = shared_list(split, "speech")
+        clean = clean[::max(1, len(clean) // args.n)][:args.n] if args.n else clean
+    inputs, targets = make_degraded(clean, shared_list(split, "noise"), shared_list(split, "rir"),
                                     args.out / "degraded", args.snr, args.reverb_prob, args.max_seconds,
                                     args.seed)
     codecs = [(Path(m).stem, load_codec(m)) for m in args.model]
-    rows = evaluate("test, noisy + reverb", inputs, targets, codecs, args.out, metrics, args.jobs)
-    rows += evaluate("real pairs", *pairs(), codecs, args.out, metrics, args.jobs)
-    text = (f"{len(inputs)} test clips degraded with the test-split noises and RIRs (SNR uniform in "
+    rows = evaluate(f"{split}, noisy + reverb", inputs, targets, codecs, args.out, metrics, args.jobs)
+    if split == "test":
+        rows += evaluate("real pairs", *pairs(), codecs, args.out, metrics, args.jobs)
+    text = (f"{len(inputs)} {split} clips degraded with the {split}-split noises and RIRs (SNR uniform in "
             f"[{args.snr[0]:g}, {args.snr[1]:g}] dB, reverb p={args.reverb_prob:g}); references are the "
-            "early-reflection targets. Real pairs: shared/data/pairs, references the clean recordings.\n\n"
-            + table(rows, metrics))
+            "early-reflection targets."
+            + (" Real pairs: shared/data/pairs, references the clean recordings." if split == "test" else "")
+            + "\n\n" + table(rows, metrics))
     (args.out / "track2.md").write_text(text)
     (args.out / "track2.json").write_text(json.dumps(S.json_safe(rows), indent=2) + "\n")
     print(text)

@@ -142,6 +142,7 @@ class TrainConfig:
     adam_eps: float = 1e-9
     lr_gamma: float = 0.998
     lr_gamma_every_steps: int = 10_000
+    lr_decay_from_step: int = 0   # the decay counts steps from here (a continued run that restarts its schedule)
     grad_clip: float = 0.0
     lambda_adv: float = 1.0
     lambda_feat: float = 2.0

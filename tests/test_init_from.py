@@ -33,6 +33,21 @@ def test_init_from_gan_weights_continues_step_and_weights(tmp_path):
                for a, b in zip(_states(first).values(), _states(from_half).values()))
 
 
+def test_a_continued_run_can_restart_its_learning_rate_schedule(tmp_path):
+    utts = _utterances(tmp_path, 2)
+    first = _trainer(_cfg(), tmp_path / "a", utts)
+    first.fit(3)
+    save_gan_weights(tmp_path / "a" / "last.pt", tmp_path / "gd.pt")
+    cfg = _cfg(lr=1e-3, lr_gamma_every_steps=2, lr_gamma=0.5, lr_decay_from_step=3)
+    later = _trainer(cfg, tmp_path / "b", utts)
+    later.load_weights(tmp_path / "gd.pt")
+    assert later.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3)  # undecayed at step 3
+    later.fit(4)
+    assert later.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3)
+    later.fit(5)  # two steps after step 3
+    assert later.opt_g.param_groups[0]["lr"] == pytest.approx(5e-4)
+
+
 def test_init_from_refuses_another_model(tmp_path):
     utts = _utterances(tmp_path, 1)
     first = _trainer(_cfg(), tmp_path / "a", utts)

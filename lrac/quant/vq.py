@@ -112,7 +112,7 @@ class EMACodebook(nn.Module):
 
     def effective_dead_code_threshold(self, n_rows: int) -> float:
         """The threshold for a step that quantises ``n_rows`` vectors on this rank."""
-        total = float(_all_reduce_sum(torch.tensor([float(n_rows)]))[0])
+        total = float(_all_reduce_sum(torch.tensor([float(n_rows)], device=self.embed.device))[0])
         return min(self.dead_code_threshold, self.dead_code_max_share * total / self.codebook_size)
 
     @torch.no_grad()

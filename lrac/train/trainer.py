@@ -132,6 +132,8 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.dist = dist_info or DistInfo()
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls, as cuDNN convs already use
         self.progress = progress and self.dist.main
         if self.tc.batch_size % self.dist.world:
             raise ValueError(f"train.batch_size={self.tc.batch_size} is not divisible by the "
@@ -198,7 +200,7 @@ class Trainer:
         return int(self.stage_choices[int(rng.choice(len(self.stage_choices), p=self.stage_probs))])
 
     def _finite_everywhere(self, value: torch.Tensor) -> bool:
-        flag = torch.tensor([0.0 if bool(torch.isfinite(value)) else 1.0])
+        flag = torch.tensor([0.0 if bool(torch.isfinite(value)) else 1.0], device=self.device)
         return _all_reduce_(flag, self.dist.world).item() == 0
 
     def _clip_and_check(self, params: list[nn.Parameter]) -> bool:
@@ -275,7 +277,8 @@ class Trainer:
 
     def _after_step(self) -> None:
         self.step += 1
-        if self.step % self.tc.lr_gamma_every_steps == 0:  # ESPnet: one "epoch" = 10k iterations
+        since = self.step - self.tc.lr_decay_from_step
+        if since > 0 and since % self.tc.lr_gamma_every_steps == 0:  # ESPnet: one "epoch" = 10k iterations
             self.sched_g.step()
             self.sched_d.step()
 
@@ -294,7 +297,7 @@ class Trainer:
         results = {}
         try:
             for bitrate, n_q in zip(self.codec.bitrates_bps, self.stage_choices):
-                total = torch.zeros(2, dtype=torch.float64)
+                total = torch.zeros(2, dtype=torch.float64, device=self.device)
                 for start in range(0, len(idx), self.batch_per_rank):
                     sel = idx[start:start + self.batch_per_rank]
                     x, y = x_all[sel].to(self.device), y_all[sel].to(self.device)
@@ -396,7 +399,7 @@ class Trainer:
             self.disc.load_state_dict(state["discriminator"])
         self.step = int(state.get("step", 0))
         for sched in (self.sched_g, self.sched_d):  # the learning rate the run had reached
-            sched.last_epoch = self.step // self.tc.lr_gamma_every_steps
+            sched.last_epoch = max(self.step - self.tc.lr_decay_from_step, 0) // self.tc.lr_gamma_every_steps
             for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
                 group["lr"] = base * self.tc.lr_gamma ** sched.last_epoch
 
@@ -428,7 +431,7 @@ class Trainer:
                 or (budget > 0 and time.monotonic() - self._fit_start > 60 * budget))
         save = (stop or self.step % self.tc.checkpoint_every_steps == 0
                 or (minutes > 0 and time.monotonic() - self._last_save > 60 * minutes))
-        flags = torch.tensor([float(save), float(stop)])
+        flags = torch.tensor([float(save), float(stop)], device=self.device)  # NCCL reduces GPU tensors only
         if self.dist.world > 1:
             dist.broadcast(flags, src=0)
         return bool(flags[0]), bool(flags[1])
