@@ -279,8 +279,16 @@ class Trainer:
         self.step += 1
         since = self.step - self.tc.lr_decay_from_step
         if since > 0 and since % self.tc.lr_gamma_every_steps == 0:  # ESPnet: one "epoch" = 10k iterations
-            self.sched_g.step()
-            self.sched_d.step()
+            self._set_learning_rates()
+
+    def _set_learning_rates(self) -> None:
+        """``lr * lr_gamma ** n`` with ``n`` the decays since ``lr_decay_from_step``, on both
+        optimisers (set here rather than by ``sched.step()``, which warns while D is unused)."""
+        decays = max(self.step - self.tc.lr_decay_from_step, 0) // self.tc.lr_gamma_every_steps
+        for sched in (self.sched_g, self.sched_d):
+            sched.last_epoch = decays
+            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
+                group["lr"] = base * self.tc.lr_gamma ** decays
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -398,10 +406,7 @@ class Trainer:
         if "discriminator" in state:
             self.disc.load_state_dict(state["discriminator"])
         self.step = int(state.get("step", 0))
-        for sched in (self.sched_g, self.sched_d):  # the learning rate the run had reached
-            sched.last_epoch = max(self.step - self.tc.lr_decay_from_step, 0) // self.tc.lr_gamma_every_steps
-            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
-                group["lr"] = base * self.tc.lr_gamma ** sched.last_epoch
+        self._set_learning_rates()  # the learning rate the run had reached
 
     # -- logging ------------------------------------------------------------------------------
 

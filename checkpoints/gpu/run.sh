@@ -1,0 +1,49 @@
+#!/bin/bash
+# Device-side training script (session 6): Track 1 and Track 2 side by side on one GPU.
+# Usage (from the repo root on the device): bash checkpoints/gpu/run.sh END_SECONDS (see checkpoints/README.md)
+set -u
+T0=$(date +%s); END=${1:-545}; LOG=${LOG:-50}; PROBE=${PROBE:-200}; DEV=${DEV:-cuda}; B=${B:-64}; W1=${W1:-6}; W2=${W2:-8}
+export PYTHONUNBUFFERED=1
+log() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
+[ -n "${SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, soundfile, lrac; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'sf', soundfile.__version__)" || exit 1
+python3 checkpoints/gpu/prep.py || exit 1; log prepared
+python3 checkpoints/convert.py checkpoints/t2-pitch-gd.pt /tmp/t2-init.pt model.frame.pitch_fine_bits=4 || exit 1
+TR="python3 -m lrac.cli.train"
+C="--config lrac-t1 --batch-size $B --device $DEV --no-progress --threads 2 --data /tmp/train.speech.scp
+ --valid .gpu/lists/valid13.scp --set data.cache_dir=/tmp/cache --set data.min_seconds=1.0
+ --set train.segment_samples=28800 --set train.warmup_steps=1000000 --set train.valid_batches=2
+ --set train.checkpoint_every_minutes=1.5 --set train.checkpoint_every_steps=2000 --set train.log_every_steps=$LOG"
+T1="--track 1 --init-from checkpoints/t1-fine-gd.pt --set train.num_workers=$W1"; S1=38295
+T2="--track 2 --init-from /tmp/t2-init.pt --set train.num_workers=$W2 --noise .gpu/lists/train.noise.scp
+ --rir .gpu/lists/train.rir.scp --valid-noise .gpu/lists/valid.noise.scp --valid-rir .gpu/lists/valid.rir.scp"; S2=24490
+$TR $C $T1 --out /tmp/p1 --stop-stage 3 2>&1 | tail -4 && $TR $C $T2 --out /tmp/p2 --stop-stage 3 2>&1 | tail -6 || exit 1
+log stages done
+# probes: 200 steps each, side by side (smoke test and step rate)
+$TR $C $T1 --out /tmp/p1 --stage 5 --max-steps $((S1 + PROBE)) > /tmp/p1.log 2>&1 &
+$TR $C $T2 --out /tmp/p2 --stage 5 --max-steps $((S2 + PROBE)) > /tmp/p2.log 2>&1 &
+wait
+tail -n 3 /tmp/p1.log /tmp/p2.log
+R1=$(python3 checkpoints/gpu/rate.py /tmp/p1/train.jsonl); R2=$(python3 checkpoints/gpu/rate.py /tmp/p2/train.jsonl)
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+log "probe steps/s: t1 $R1 t2 $R2"
+[ "$R1" = "0.0" ] && { cat /tmp/p1.log | tail -20; exit 1; }
+[ "$R2" = "0.0" ] && { cat /tmp/p2.log | tail -20; exit 1; }
+NOW=$(( $(date +%s) - T0 )); SECS=$(( END - NOW - 30 ))   # ~30 s of start-up before fit() counts
+MIN=$(python3 -c "print(round($SECS / 60, 2))")
+# lr 5e-4 at the start step, 0.8x ten times over the run (5.4e-5 at the end)
+sched() { python3 -c "
+n = max(int($1 * $SECS * 0.9), 100); every = max(n // 10, 10)
+print(f'--set train.lr=5e-4 --set train.lr_decay_from_step=$2 --set train.lr_gamma=0.8 --set train.lr_gamma_every_steps={every} --set train.valid_every_steps={max(every // 2, 10)}')"; }
+A1=$(sched $R1 $S1); A2=$(sched $R2 $S2)
+log "main runs: $MIN min; t1: $A1; t2: $A2"
+timeout -s TERM $((SECS + 60)) $TR $C $T1 $A1 --out /tmp/runs/t1-gpu --stage 5 --set train.max_minutes=$MIN > /tmp/t1.log 2>&1 &
+timeout -s TERM $((SECS + 60)) $TR $C $T2 $A2 --out /tmp/runs/t2-gpu --stage 5 --set train.max_minutes=$MIN > /tmp/t2.log 2>&1 &
+sleep 90; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; top -bn1 | head -15
+wait
+log trained; tail -n 4 /tmp/t1.log /tmp/t2.log
+python3 checkpoints/gpu/export.py /tmp/runs/t1-gpu /tmp/runs/t2-gpu
+cat /tmp/t1.log /tmp/t2.log | grep -v "^\s*$" | tail -40 > $OUT/logs.txt
+log done
