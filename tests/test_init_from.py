@@ -83,3 +83,23 @@ def test_average_generators_is_the_mean_and_a_model_file(tmp_path):
         average_generators([tmp_path / "b" / "last.pt"], tmp_path / "x.pt")
     with pytest.raises(ValueError, match="another model"):
         average_generators([tmp_path / "b" / "last.pt", tmp_path / "s1.pt"], tmp_path / "x.pt")
+
+
+def test_init_from_resets_the_other_machines_settings(tmp_path):
+    """A file trained elsewhere (a GPU machine with 6 data workers) must not start 6 workers here."""
+    import yaml
+    from click.testing import CliRunner
+
+    from lrac import Codec
+    from lrac.cli.train import main
+
+    elsewhere = _cfg("lrac-t1", ("train.num_workers=6", "train.threads=8", "data.cache_dir=/gpu/cache"))
+    Codec(elsewhere).save(tmp_path / "m.pt")
+    args = ["--track", "1", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+            "--init-from", str(tmp_path / "m.pt"), "--print-config"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    cfg = yaml.safe_load(result.output)
+    assert (cfg["train"]["num_workers"], cfg["train"]["threads"], cfg["data"]["cache_dir"]) == (0, 0, "")
+    assert cfg["train"]["segment_samples"] == elsewhere.train.segment_samples  # the recipe carries over
+    result = CliRunner().invoke(main, args + ["--set", "train.num_workers=2"], catch_exceptions=False)
+    assert yaml.safe_load(result.output)["train"]["num_workers"] == 2

@@ -19,6 +19,9 @@ import click
 
 from .common import build_config, config_options, user_errors
 
+# Settings of the machine a run was on, which ``--init-from`` resets to their defaults (``--set`` them).
+MACHINE_SETTINGS = (("train", "num_workers"), ("train", "threads"), ("data", "cache_dir"))
+
 
 def _echo(message: str) -> None:
     click.echo(message, err=True)
@@ -86,6 +89,10 @@ def main(track: str, config_name: str | None, overrides: tuple[str, ...], print_
         if not source.is_file():
             raise FileNotFoundError(f"--init-from {source}: file not found")
         saved = torch.load(source, map_location="cpu", weights_only=False)["config"]
+        if not resume:  # another machine's data workers, threads and cache folder do not carry over
+            defaults = Config()
+            for section, key in MACHINE_SETTINGS:
+                saved.setdefault(section, {})[key] = getattr(getattr(defaults, section), key)
         cfg = Config.from_dict(saved).override(extra)
         if config_name:
             _echo(f"note: the config stored in {source} is used; --config {config_name} is ignored")
