@@ -59,7 +59,7 @@ def test_loss_falls_on_a_single_clip(tmp_path, preset, extra):
     trainer = _trainer(_cfg(preset, extra, lr=1e-3), tmp_path / "run", utts, buffer=1)
     x, y = trainer.stream.next_batch(2)  # one fixed batch of one real clip
     mels = []
-    for _ in range(25):
+    for _ in range(40):
         losses = trainer.train_step(x, y)
         trainer._after_step()
         mels.append(losses["mel"])
