@@ -200,8 +200,13 @@ class Trainer:
         return int(self.stage_choices[int(rng.choice(len(self.stage_choices), p=self.stage_probs))])
 
     def _finite_everywhere(self, value: torch.Tensor) -> bool:
-        flag = torch.tensor([0.0 if bool(torch.isfinite(value)) else 1.0], device=self.device)
+        flag = self._rank_tensor([0.0 if bool(torch.isfinite(value)) else 1.0])
         return _all_reduce_(flag, self.dist.world).item() == 0
+
+    def _rank_tensor(self, values: list[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A small tensor that the ranks reduce: on the training device when there are several
+        (NCCL reduces GPU tensors only), else on the CPU (no device copy per step)."""
+        return torch.tensor(values, dtype=dtype, device=self.device if self.dist.world > 1 else "cpu")
 
     def _clip_and_check(self, params: list[nn.Parameter]) -> bool:
         """Clip gradients (when ``grad_clip > 0``); False when their norm is not finite."""
@@ -305,7 +310,7 @@ class Trainer:
         results = {}
         try:
             for bitrate, n_q in zip(self.codec.bitrates_bps, self.stage_choices):
-                total = torch.zeros(2, dtype=torch.float64, device=self.device)
+                total = self._rank_tensor([0.0, 0.0], torch.float64)
                 for start in range(0, len(idx), self.batch_per_rank):
                     sel = idx[start:start + self.batch_per_rank]
                     x, y = x_all[sel].to(self.device), y_all[sel].to(self.device)
@@ -436,7 +441,7 @@ class Trainer:
                 or (budget > 0 and time.monotonic() - self._fit_start > 60 * budget))
         save = (stop or self.step % self.tc.checkpoint_every_steps == 0
                 or (minutes > 0 and time.monotonic() - self._last_save > 60 * minutes))
-        flags = torch.tensor([float(save), float(stop)], device=self.device)  # NCCL reduces GPU tensors only
+        flags = self._rank_tensor([float(save), float(stop)])
         if self.dist.world > 1:
             dist.broadcast(flags, src=0)
         return bool(flags[0]), bool(flags[1])
