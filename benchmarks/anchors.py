@@ -206,13 +206,13 @@ def data_root() -> Path:
     return Path(os.environ.get("LRAC_DATA", REPO.parent / "shared" / "data"))
 
 
-def default_clips(n: int) -> list[Path]:
-    """``n`` clips spread evenly over the test split of the shared data (see :func:`data_root`)."""
+def default_clips(n: int, split: str = "test") -> list[Path]:
+    """``n`` clips spread evenly over a speech split of the shared data (see :func:`data_root`)."""
     root = data_root()
-    split = root / "splits" / "test.speech.txt"
-    if not split.is_file():
-        raise SystemExit(f"no --testset given and no test split at {split} (set LRAC_DATA)")
-    paths = [root / p for p in split.read_text().split()]
+    listing = root / "splits" / f"{split}.speech.txt"
+    if not listing.is_file():
+        raise SystemExit(f"no --testset given and no {split} split at {listing} (set LRAC_DATA)")
+    paths = [root / p for p in listing.read_text().split()]
     step = max(1, len(paths) // n)
     return paths[::step][:n]
 

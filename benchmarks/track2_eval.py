@@ -120,11 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     metrics = args.metrics.split(",")
     split = args.split
-    if split == "test" and args.n:
-        clean = default_clips(args.n)  # the anchors benchmark's clips
-    else:
-        clean = shared_list(split, "speech")
-        clean = clean[::max(1, len(clean) // args.n)][:args.n] if args.n else clean
+    clean = default_clips(args.n, split) if args.n else shared_list(split, "speech")  # test: the anchors' clips
     inputs, targets = make_degraded(clean, shared_list(split, "noise"), shared_list(split, "rir"),
                                     args.out / "degraded", args.snr, args.reverb_prob, args.max_seconds,
                                     args.seed)
