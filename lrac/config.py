@@ -92,6 +92,9 @@ class FrameConfig:
     # > 0: each frame's own pitch against that code, in this many bits of the second token (6 kbps
     # and up; 16-cent steps): every frame's pitch instead of every other frame's
     pitch_fine_bits: int = 0
+    # the pitch path's pulse train has all harmonics in cosine phase; true: the decoder head also
+    # gives a phase per bin for the harmonic part (the phase response of the glottis and vocal tract)
+    harmonic_phase: bool = False
 
 
 @dataclass

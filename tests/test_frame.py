@@ -27,10 +27,12 @@ LIMITS = {"lrac-t1": (700.0, 300.0, 30.0), "lrac-t2": (2600.0, 600.0, 50.0)}
 
 def _config(preset: str):
     """``PRESET``, ``PRESET+pitch`` or ``PRESET+plain`` (the pitch path, with the preset's
-    refinement, switched on or off)."""
+    refinement, switched on or off), ``PRESET+hphase`` (the preset with a learnt harmonic phase)."""
     name, _, extra = preset.partition("+")
     if extra == "plain":
         return load_config(name, ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0"])
+    if extra == "hphase":
+        return load_config(name, ["model.frame.harmonic_phase=true"])
     return load_config(name, ["model.frame.harmonic=true"] if extra else [])
 
 
@@ -63,7 +65,7 @@ def _chunks(total: int, high: int, gen: torch.Generator) -> list[tuple[int, int]
     return out
 
 
-@pytest.fixture(scope="module", params=PRESETS + ["lrac-t1+plain", "lrac-t2+pitch"])
+@pytest.fixture(scope="module", params=PRESETS + ["lrac-t1+plain", "lrac-t2+pitch", "lrac-t1+hphase"])
 def codec(request) -> Codec:
     return _codec(request.param)
 
@@ -236,3 +238,6 @@ def test_bad_frame_config_is_refused() -> None:
         Codec(load_config("lrac-t1", ["model.frame.decoder_lookahead_frames=9"]))
     with pytest.raises(ConfigError):
         load_config("lrac-t1", ["model.frame.window=hann"])
+    with pytest.raises(ValueError, match="harmonic_phase needs the pitch path"):
+        Codec(load_config("lrac-t1", ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0",
+                                      "model.frame.harmonic_phase=true"]))

@@ -216,6 +216,27 @@ def test_decoder_mixes_the_source_on_voiced_frames_only() -> None:
         net(latent)
 
 
+def test_harmonic_phase_turns_the_harmonic_part_only() -> None:
+    torch.manual_seed(0)
+    net = Codec(load_config("lrac-t1", ["model.frame.harmonic_phase=true"])).decoder.net
+    bins = net.istft.n_fft // 2 + 1
+    latent = torch.randn(1, net.backbone.embed.in_features, 20)
+    side = torch.stack([torch.full((1, 20), 5), torch.full((1, 20), 8)], 1)   # voiced, no refinement
+    assert torch.equal(net.backbone.out.weight[3 * bins:], torch.zeros(bins, net.backbone.out.in_features))
+    turned = {}
+    with torch.no_grad():
+        for angle in (0.0, math.pi):
+            net.backbone.out.bias[3 * bins:] = angle
+            turned[angle] = net(latent, side)
+        log_mag, phase, share, _ = net.backbone(latent).split(bins, dim=1)
+        voicing = net.pitch_unpacker(side)[1]
+        share = torch.sigmoid(share) * voicing[:, None]
+        aperiodic = net.istft(torch.cat([log_mag + torch.log(1 - share), phase], 1))
+    # half a turn flips the sign of the harmonic part and leaves the aperiodic part as it is
+    assert torch.allclose(turned[0.0] + turned[math.pi], 2 * aperiodic, atol=1e-5)
+    assert (turned[0.0] - aperiodic).abs().max() > 1e-3
+
+
 def test_tokens_carry_the_pitch_code_within_the_bitrate() -> None:
     codec = _pitch_codec()
     assert codec.quantizer.side_bits == (3,)

@@ -144,6 +144,17 @@ class CausalISTFT(StreamingModule):
         return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + 2 * bins + added)
 
 
+class PhaseRotation(nn.Module):
+    """Complex spectrum ``[B, bins, F]`` times ``exp(i * phase)``, phase ``[B, bins, F]`` in radians."""
+
+    def forward(self, spec: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        return spec * torch.polar(torch.ones_like(phase), phase)
+
+    def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
+        # per bin: cos and sin (charged 8 each) and a complex product (4)
+        return output.shape[-1] * output.shape[-2] * 20
+
+
 class ConvNeXtBlock(Residual):
     """``x + gamma * W2 gelu(W1 LayerNorm(dwconv(x)))`` on ``[B, C, F]`` (ConvNeXt / Vocos block).
 
@@ -259,7 +270,9 @@ class FrameDecoder(nn.Module):
         super().__init__()
         bins = cfg.n_fft // 2 + 1
         self.harmonic = cfg.harmonic
-        out_dim = 3 * bins if cfg.harmonic else 2 * bins
+        if cfg.harmonic_phase and not cfg.harmonic:
+            raise ValueError("model.frame.harmonic_phase needs the pitch path (model.frame.harmonic)")
+        out_dim = (3 + cfg.harmonic_phase) * bins if cfg.harmonic else 2 * bins
         self.backbone = Backbone(latent_dim, cfg.decoder_dim, out_dim, cfg.decoder_layers,
                                  cfg.decoder_mlp_ratio, cfg.kernel, cfg.decoder_lookahead_frames)
         self.istft = CausalISTFT(cfg.n_fft, cfg.hop)
@@ -271,7 +284,13 @@ class FrameDecoder(nn.Module):
             self.source = HarmonicSource(sample_rate, cfg.hop, sqrt_hann(cfg.n_fft))
             self.source_stft = CausalSTFT(cfg.n_fft, cfg.hop)
             with torch.no_grad():  # voiced frames start with a harmonic share of sigmoid(1) = 0.73
-                self.backbone.out.bias[2 * bins:].fill_(1.0)
+                self.backbone.out.bias[2 * bins:3 * bins].fill_(1.0)
+        # the harmonic phase starts at zero: the pulse train as it is, so a trained model can take it on
+        self.harmonic_phase = PhaseRotation() if cfg.harmonic_phase else None
+        if self.harmonic_phase is not None:
+            with torch.no_grad():
+                self.backbone.out.weight[3 * bins:].zero_()
+                self.backbone.out.bias[3 * bins:].zero_()
 
     def forward(self, latent: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
         """``latent [B, latent_dim, F]`` and, with the pitch path, ``side`` symbols ``[B, S, F]``."""
@@ -282,9 +301,11 @@ class FrameDecoder(nn.Module):
             raise ValueError("this decoder has a pitch path: it needs the side symbols of the tokens")
         f0, voicing = self.pitch_unpacker(side)
         bins = self.istft.n_fft // 2 + 1
-        log_mag, phase, share = out.split(bins, dim=1)
+        log_mag, phase, share, *harmonic_phase = out.split(bins, dim=1)
         share = torch.sigmoid(share) * voicing.to(out.dtype)[:, None]      # unvoiced frames stay aperiodic
         harmonics = self.source_stft(self.source(f0.to(out.dtype), voicing.to(out.dtype)))
+        if self.harmonic_phase is not None:
+            harmonics = self.harmonic_phase(harmonics, harmonic_phase[0])
         harmonics = harmonics * torch.exp(log_mag.clamp(max=LOG_MAG_MAX)) * share
         aperiodic = torch.cat([log_mag + torch.log((1 - share).clamp(min=1e-6)), phase], dim=1)
         return self.istft(aperiodic, harmonics)
