@@ -119,7 +119,8 @@ def test_load_errors(tmp_path):
         Codec.load(tmp_path / "other.pt")
     Codec("lrac-t1").save(tmp_path / "t1.pt")
     state = torch.load(tmp_path / "t1.pt", weights_only=False)
-    state["config"]["model"]["frame"].update(harmonic=False, pitch_fine_bits=0)  # pitch-path weights, config without
+    # pitch-path weights under a config without the pitch path
+    state["config"]["model"]["frame"].update(harmonic=False, pitch_fine_bits=0, harmonic_phase=False)
     torch.save(state, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="weights do not fit"):
         Codec.load(tmp_path / "mismatch.pt")

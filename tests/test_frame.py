@@ -23,6 +23,8 @@ torch.set_num_threads(1)
 
 PRESETS = ["lrac-t1", "lrac-t2"]
 LIMITS = {"lrac-t1": (700.0, 300.0, 30.0), "lrac-t2": (2600.0, 600.0, 50.0)}
+# the plain iSTFT head: no pitch path, so none of its parts
+PLAIN_HEAD = ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0", "model.frame.harmonic_phase=false"]
 
 
 def _config(preset: str):
@@ -30,7 +32,7 @@ def _config(preset: str):
     refinement, switched on or off), ``PRESET+hphase`` (the preset with a learnt harmonic phase)."""
     name, _, extra = preset.partition("+")
     if extra == "plain":
-        return load_config(name, ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0"])
+        return load_config(name, PLAIN_HEAD)
     if extra == "hphase":
         return load_config(name, ["model.frame.harmonic_phase=true"])
     return load_config(name, ["model.frame.harmonic=true"] if extra else [])
@@ -89,7 +91,7 @@ def test_preset_within_track_limits(preset: str) -> None:
 def test_t1_compute_counted_by_hand() -> None:
     """The decoder count (plain head) equals the sum of its matrix products, depthwise convs and
     the iSTFT."""
-    cfg = load_config("lrac-t1", ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0"])
+    cfg = load_config("lrac-t1", PLAIN_HEAD)
     f, latent = cfg.model.frame, cfg.model.latent_dim
     hidden = int(round(f.decoder_dim * f.decoder_mlp_ratio))
     bins = f.n_fft // 2 + 1
@@ -239,5 +241,4 @@ def test_bad_frame_config_is_refused() -> None:
     with pytest.raises(ConfigError):
         load_config("lrac-t1", ["model.frame.window=hann"])
     with pytest.raises(ValueError, match="harmonic_phase needs the pitch path"):
-        Codec(load_config("lrac-t1", ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0",
-                                      "model.frame.harmonic_phase=true"]))
+        Codec(load_config("lrac-t1", PLAIN_HEAD[:2] + ["model.frame.harmonic_phase=true"]))

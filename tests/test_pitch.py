@@ -206,7 +206,7 @@ def test_decoder_mixes_the_source_on_voiced_frames_only() -> None:
     net = _pitch_codec().decoder.net
     latent = torch.randn(1, net.backbone.embed.in_features, 20)
     bins = net.istft.n_fft // 2 + 1
-    log_mag, phase, _ = net.backbone(latent).split(bins, dim=1)
+    log_mag, phase, *_ = net.backbone(latent).split(bins, dim=1)
     aperiodic_only = net.istft(torch.cat([log_mag, phase], 1))
     unvoiced = net(latent, torch.zeros(1, 1, 20, dtype=torch.long))        # code 0: unvoiced
     assert torch.allclose(unvoiced, aperiodic_only, atol=1e-6)

@@ -264,7 +264,9 @@ class FrameDecoder(nn.Module):
     serves both parts: the spectrum is ``|S| * ((1 - m) * exp(i phase) + m * H)``, with
     ``m = sigmoid(share) * voicing`` and ``H`` the STFT of a :class:`~lrac.models.pitch.HarmonicSource`
     pulse train at the pitch, as a vocoder mixes periodic and aperiodic excitation under one
-    spectral envelope."""
+    spectral envelope. With ``cfg.harmonic_phase`` the head gives a phase ``psi`` per bin too and
+    ``H`` becomes ``H * exp(i psi)``: the pulse train's harmonics all start in cosine phase, a
+    shape no voice has (trained, ``psi`` is mostly a fixed offset per bin, a dispersion filter)."""
 
     def __init__(self, cfg: FrameConfig, latent_dim: int, sample_rate: int) -> None:
         super().__init__()
