@@ -24,7 +24,8 @@ C="--config lrac-t1 --batch-size $B --device $DEV --no-progress --threads $TH --
  --set train.segment_samples=28800 --set train.warmup_steps=1000000 --set train.valid_batches=2
  --set train.checkpoint_every_minutes=1.5 --set train.checkpoint_every_steps=2000 --set train.log_every_steps=$LOG"
 T1="--track 1 --init-from $T1_INIT --set train.num_workers=$W1"
-T2=${B_ARGS:-"--track 2 --init-from $T2_INIT --set train.num_workers=$W2 --noise .gpu/lists/train.noise.scp
+# (t2-s6-gd.pt predates the harmonic phase that the lrac-t1 preset now has)
+T2=${B_ARGS:-"--track 2 --init-from $T2_INIT --set model.frame.harmonic_phase=false --set train.num_workers=$W2 --noise .gpu/lists/train.noise.scp
  --rir .gpu/lists/train.rir.scp --valid-noise .gpu/lists/valid.noise.scp --valid-rir .gpu/lists/valid.rir.scp"}
 $TR $C $T1 --out /tmp/p1 --stop-stage 3 2>&1 | tail -4 && $TR $C $T2 --out /tmp/p2 --stop-stage 3 2>&1 | tail -6 || exit 1
 log stages done
