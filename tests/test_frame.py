@@ -29,12 +29,13 @@ PLAIN_HEAD = ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0", "mo
 
 def _config(preset: str):
     """``PRESET``, ``PRESET+pitch`` or ``PRESET+plain`` (the pitch path, with the preset's
-    refinement, switched on or off), ``PRESET+hphase`` (the preset with a learnt harmonic phase)."""
+    refinement, switched on or off), ``PRESET+nohphase`` (without the learnt harmonic phase: the
+    architecture of the shipped t2 version 4)."""
     name, _, extra = preset.partition("+")
     if extra == "plain":
         return load_config(name, PLAIN_HEAD)
-    if extra == "hphase":
-        return load_config(name, ["model.frame.harmonic_phase=true"])
+    if extra == "nohphase":
+        return load_config(name, ["model.frame.harmonic_phase=false"])
     return load_config(name, ["model.frame.harmonic=true"] if extra else [])
 
 
@@ -67,7 +68,7 @@ def _chunks(total: int, high: int, gen: torch.Generator) -> list[tuple[int, int]
     return out
 
 
-@pytest.fixture(scope="module", params=PRESETS + ["lrac-t1+plain", "lrac-t2+pitch", "lrac-t1+hphase"])
+@pytest.fixture(scope="module", params=PRESETS + ["lrac-t1+plain", "lrac-t2+pitch", "lrac-t1+nohphase"])
 def codec(request) -> Codec:
     return _codec(request.param)
 
