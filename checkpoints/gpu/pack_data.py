@@ -13,12 +13,12 @@ Reads the split lists of ``../shared/data/splits``; "valid13" is every 6th valid
 import os
 import shutil
 import sys
-from math import gcd
 from multiprocessing import Pool
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+
+from lrac.audio import resample
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")) + "/"
 DEST = ".gpu/data/"
@@ -40,8 +40,7 @@ def pack(item: tuple[str, str, str, float, int]) -> str:
         elif how == "opus":
             x, sr = sf.read(src, dtype="float32")
             if sr not in OPUS_RATES:  # Opus takes only these rates
-                g = gcd(24000, sr)
-                x, sr = resample_poly(x, 24000 // g, sr // g).astype("float32"), 24000
+                x, sr = resample(x.T, sr, 24000).T, 24000
             sf.write(dst, x, sr, format="OGG", subtype="OPUS", compression_level=0.93)
         else:  # crop: a random excerpt of crop_s seconds
             x, sr = sf.read(src, dtype="int16")

@@ -303,11 +303,11 @@ class FrameDecoder(nn.Module):
             raise ValueError("this decoder has a pitch path: it needs the side symbols of the tokens")
         f0, voicing = self.pitch_unpacker(side)
         bins = self.istft.n_fft // 2 + 1
-        log_mag, phase, share, *harmonic_phase = out.split(bins, dim=1)
+        log_mag, phase, share, *psi = out.split(bins, dim=1)      # psi: with the harmonic phase
         share = torch.sigmoid(share) * voicing.to(out.dtype)[:, None]      # unvoiced frames stay aperiodic
         harmonics = self.source_stft(self.source(f0.to(out.dtype), voicing.to(out.dtype)))
         if self.harmonic_phase is not None:
-            harmonics = self.harmonic_phase(harmonics, harmonic_phase[0])
+            harmonics = self.harmonic_phase(harmonics, psi[0])
         harmonics = harmonics * torch.exp(log_mag.clamp(max=LOG_MAG_MAX)) * share
         aperiodic = torch.cat([log_mag + torch.log((1 - share).clamp(min=1e-6)), phase], dim=1)
         return self.istft(aperiodic, harmonics)
