@@ -95,6 +95,11 @@ class FrameConfig:
     # the pitch path's pulse train has all harmonics in cosine phase; true: the decoder head also
     # gives a phase per bin for the harmonic part (the phase response of the glottis and vocal tract)
     harmonic_phase: bool = False
+    # voicing of the pitch tracker: frames quieter than voicing_floor_db (mean square, dB re full
+    # scale) are unvoiced; voicing_hold > 0 adds hysteresis: a voiced run goes on while the YIN dip
+    # stays below voicing_hold (the onset still needs a dip below 0.2)
+    voicing_floor_db: float = -50.0
+    voicing_hold: float = 0.0
 
 
 @dataclass
@@ -225,6 +230,18 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
         return _build(cls, data, "")
+
+    def model_changes(self, other: "Config") -> list[str]:
+        """The ``model`` and ``quantizer`` keys whose values differ in ``other``, as
+        ``"model.frame.voicing_hold: 0.0 -> 0.35"`` lines (empty: the same model)."""
+        def flat(tree: Any, prefix: str) -> dict[str, Any]:
+            if not isinstance(tree, dict):
+                return {prefix: tree}
+            return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}.{key}").items()}
+        mine, theirs = ({**flat(dataclasses.asdict(c.model), "model"),
+                         **flat(dataclasses.asdict(c.quantizer), "quantizer")} for c in (self, other))
+        return [f"{k}: {mine.get(k)} -> {theirs.get(k)}" for k in sorted(set(mine) | set(theirs))
+                if mine.get(k) != theirs.get(k)]
 
     def override(self, assignments: list[str] | dict[str, Any]) -> "Config":
         """Return a copy with dotted keys replaced, e.g. ``["train.lr=1e-4", "quantizer.n_stages=8"]``.

@@ -13,7 +13,7 @@ from lrac.codec import Codec
 from lrac.config import Config, load_config
 from lrac.models.frame import CausalSTFT, sqrt_hann
 from lrac.models.pitch import (HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker, code_to_f0,
-                               pitch_to_code)
+                               hold_voicing, pitch_to_code)
 from lrac.models.streaming import StreamSession
 from lrac.quant.rvq import fsq_levels_less
 
@@ -60,6 +60,59 @@ def test_tracker_streams_like_one_pass() -> None:
     whole = tracker(wav)
     session = StreamSession(tracker, batch_size=1)
     parts = [session(wav[..., a:b]) for a, b in ((0, 100), (100, 100), (100, 2500), (2500, SR // 2))]
+    for i in range(3):
+        assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
+
+
+def test_hold_voicing_continues_a_run_only_after_a_strict_frame() -> None:
+    strict = torch.tensor([[0, 1, 0, 0, 0, 0, 1, 0]]).bool()
+    loose = torch.tensor([[1, 1, 1, 0, 1, 1, 1, 1]]).bool()
+    assert hold_voicing(strict, loose).int().tolist() == [[0, 1, 1, 0, 0, 0, 1, 1]]
+    # a voiced frame before the chunk carries the run in; an unvoiced one does not
+    assert hold_voicing(strict, loose, torch.tensor([True])).int().tolist() == [[1, 1, 1, 0, 0, 0, 1, 1]]
+    assert hold_voicing(strict, loose, torch.tensor([False])).equal(hold_voicing(strict, loose))
+    # chunked with the last decision carried == all at once
+    for cut in range(9):
+        head = hold_voicing(strict[:, :cut], loose[:, :cut])
+        prev = head[:, -1] if cut else torch.tensor([False])
+        tail = hold_voicing(strict[:, cut:], loose[:, cut:], prev)
+        assert torch.cat([head, tail], -1).equal(hold_voicing(strict, loose))
+
+
+def _breathy_tone(seconds: float, seed: int) -> torch.Tensor:
+    """A 150 Hz tone under noise strong enough that YIN's dip wanders around 0.2."""
+    n = int(seconds * SR)
+    gen = torch.Generator().manual_seed(seed)
+    return _gliding_tone(torch.full((n,), 150.0)) + 0.1 * torch.randn(1, 1, n, generator=gen)
+
+
+def test_voicing_hold_keeps_a_noisy_voiced_run_voiced() -> None:
+    wav = _breathy_tone(1.0, 0)
+    _, _, plain = PitchTracker(SR, HOP)(wav)
+    f0, _, held = PitchTracker(SR, HOP, hold_threshold=0.35)(wav)
+    inner = slice(4, None)
+    assert plain[0, inner].float().mean() < 0.5                   # the strict rule drops most frames
+    assert held[0, inner].float().mean() > plain[0, inner].float().mean() + 0.3
+    assert (held | ~plain).all()                                  # it only adds voiced frames
+    assert _cents(f0[0, inner][held[0, inner]], torch.tensor(150.0)).median() < 30
+    # noise alone has no strict frame to start a run from
+    _, _, noise = PitchTracker(SR, HOP, hold_threshold=0.35)(0.1 * torch.randn(1, 1, SR))
+    assert noise.float().mean() < 0.05
+
+
+def test_voicing_floor_is_a_level_not_a_voice() -> None:
+    quiet = _gliding_tone(torch.full((SR // 2,), 140.0)) * 10 ** (-45 / 20)   # about -62 dB rms
+    assert not PitchTracker(SR, HOP)(quiet)[2].any()                          # the -50 dB floor
+    assert PitchTracker(SR, HOP, floor_db=-70.0)(quiet)[2][0, 4:].all()
+
+
+def test_tracker_with_hold_streams_like_one_pass() -> None:
+    wav = torch.cat([_breathy_tone(0.4, 1), 0.05 * torch.randn(1, 1, 4000), _breathy_tone(0.4, 2)], -1)
+    tracker = PitchTracker(SR, HOP, floor_db=-70.0, hold_threshold=0.35)
+    whole = tracker(wav)
+    session = StreamSession(tracker, batch_size=1)
+    cuts = (0, 100, 100, 2500, 7000, 9700, wav.shape[-1])
+    parts = [session(wav[..., a:b]) for a, b in zip(cuts, cuts[1:])]
     for i in range(3):
         assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
 

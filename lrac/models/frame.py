@@ -30,7 +30,7 @@ from torch import nn
 
 from ..config import FrameConfig, ModelConfig
 from .conv import Residual, SConv1d
-from .pitch import HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker
+from .pitch import YIN_THRESHOLD, HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker
 from .streaming import FrameDelay, State, StreamingModule, causal_frames
 
 LOG_MAG_MAX = 7.0   # decoder magnitudes are exp(min(log_mag, 7)) ~ 1100: a guard against overflow
@@ -232,7 +232,8 @@ class FrameEncoder(nn.Module):
         super().__init__()
         bins = cfg.n_fft // 2 + 1
         self.stft = CausalSTFT(cfg.n_fft, cfg.hop)
-        self.pitch = PitchTracker(sample_rate, cfg.hop) if cfg.harmonic else None
+        self.pitch = (PitchTracker(sample_rate, cfg.hop, cfg.voicing_floor_db, cfg.voicing_hold or None)
+                      if cfg.harmonic else None)
         self.pitch_packer = (PitchPacker(cfg.pitch_bits, cfg.pitch_every_frames, cfg.pitch_fine_bits)
                              if cfg.harmonic else None)
         self.side_bits = self.pitch_packer.side_bits if cfg.harmonic else ()
@@ -320,6 +321,9 @@ def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
     if f.harmonic and (f.pitch_bits < 2 or f.pitch_every_frames < 1 or f.pitch_bits % f.pitch_every_frames):
         raise ValueError(f"model.frame.pitch_bits ({f.pitch_bits}) must be at least 2 (code 0 is unvoiced) "
                          f"and split evenly over model.frame.pitch_every_frames ({f.pitch_every_frames})")
+    if f.voicing_hold and not (f.harmonic and YIN_THRESHOLD <= f.voicing_hold < 1):
+        raise ValueError(f"model.frame.voicing_hold ({f.voicing_hold}) needs the pitch path "
+                         f"(model.frame.harmonic) and must be 0 (off) or in [{YIN_THRESHOLD}, 1)")
     if f.pitch_fine_bits and (not f.harmonic or f.pitch_fine_bits < 2):
         raise ValueError(f"model.frame.pitch_fine_bits ({f.pitch_fine_bits}) needs the pitch path "
                          "(model.frame.harmonic) and at least 2 bits")

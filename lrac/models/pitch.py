@@ -37,17 +37,13 @@ def yin_lags(sample_rate: int, f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX
     return int(math.floor(sample_rate / f0_max)), int(math.ceil(sample_rate / f0_min))
 
 
-def yin(segs: torch.Tensor, sample_rate: int, width: int, f0_min: float = F0_MIN_HZ,
-        f0_max: float = F0_MAX_HZ, threshold: float = YIN_THRESHOLD
-        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """YIN (de Cheveigne & Kawahara 2002) on frames ``[B, F, width + lag_max]``: the first ``width``
-    samples of each frame are compared with the same span ``tau`` samples later.
-
-    Returns per frame ``[B, F]``: ``f0_hz`` (refined by a parabola through the dip), ``dip`` (the
-    cumulative-mean-normalised difference there: near 0 periodic, near 1 noise), ``has_dip`` (a
-    local minimum below ``threshold`` exists) and ``power_db`` (mean square of the compared span).
-    """
-    lag_min, lag_max = yin_lags(sample_rate, f0_min, f0_max)
+def yin_cmnd(segs: torch.Tensor, sample_rate: int, width: int, f0_min: float = F0_MIN_HZ
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """YIN's cumulative-mean-normalised difference (de Cheveigne & Kawahara 2002) of frames
+    ``[B, F, width + lag_max]``: the first ``width`` samples of each frame against the same span
+    ``tau`` samples later. Returns ``(cmnd [B, F, lag_max + 1], power_db [B, F])``, the latter the
+    mean square of the compared span."""
+    lag_max = yin_lags(sample_rate, f0_min)[1]
     n_fft = 1 << (segs.shape[-1] - 1).bit_length()
     spec = torch.fft.rfft(segs, n_fft)
     head = torch.fft.rfft(segs[..., :width], n_fft)
@@ -59,7 +55,17 @@ def yin(segs: torch.Tensor, sample_rate: int, width: int, f0_min: float = F0_MIN
     taus = torch.arange(lag_max + 1, device=segs.device, dtype=segs.dtype)
     cmnd = d * taus / d.cumsum(-1).clamp(min=1e-12)
     cmnd[..., 0] = 1.0
+    power_db = 10 * torch.log10(energy_0[..., 0] / width + 1e-12)
+    return cmnd, power_db
 
+
+def yin_pick(cmnd: torch.Tensor, sample_rate: int, threshold: float = YIN_THRESHOLD,
+             f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX_HZ
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The period from :func:`yin_cmnd`: the first local minimum below ``threshold`` (else the
+    deepest one), refined by a parabola. Returns per frame ``[B, F]``: ``f0_hz``, ``dip`` (the cmnd
+    there: near 0 periodic, near 1 noise) and ``has_dip`` (a minimum below ``threshold`` exists)."""
+    lag_min, lag_max = yin_lags(sample_rate, f0_min, f0_max)
     inner = cmnd[..., 1:-1]
     is_min = (inner <= cmnd[..., :-2]) & (inner <= cmnd[..., 2:])                # tau = 1..lag_max-1
     is_min[..., : lag_min - 1] = False
@@ -73,8 +79,24 @@ def yin(segs: torch.Tensor, sample_rate: int, width: int, f0_min: float = F0_MIN
     denom = y0 - 2 * y1 + y2
     shift = torch.where(denom.abs() > 1e-12, 0.5 * (y0 - y2) / denom, torch.zeros_like(denom))
     f0 = sample_rate / (tau + shift.clamp(-1, 1))
-    power_db = 10 * torch.log10(energy_0[..., 0] / width + 1e-12)
-    return f0, y1.clamp(0, 1), has_dip, power_db
+    return f0, y1.clamp(0, 1), has_dip
+
+
+def hold_voicing(strict: torch.Tensor, loose: torch.Tensor, prev_voiced: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Voicing with hysteresis, ``[B, F]`` bool: a frame is voiced when ``strict``, or when
+    ``loose`` and the frames since the last ``strict`` one were all ``loose`` (a voiced run
+    continues while the evidence stays loose). ``prev_voiced [B]`` is the frame before the first
+    (streaming); ``None`` means unvoiced."""
+    n = strict.shape[-1]
+    if prev_voiced is not None:     # a voiced frame before counts as strict, an unvoiced one as a break
+        strict = torch.cat([prev_voiced[:, None], strict], -1)
+        loose = torch.cat([prev_voiced[:, None], loose], -1)
+    pos = torch.arange(strict.shape[-1], device=strict.device).expand_as(strict)
+    last_strict = torch.where(strict, pos, -1).cummax(-1).values
+    last_break = torch.where(loose | strict, -1, pos).cummax(-1).values
+    voiced = strict | (loose & (last_strict > last_break))
+    return voiced[:, -n:] if n else voiced[:, :0]
 
 
 class PitchTracker(StreamingModule):
@@ -85,34 +107,58 @@ class PitchTracker(StreamingModule):
     as recent as a centred analysis (on 13 validation clips: a median 4 cents from YIN centred on
     the frame end, voicing agreeing on 95 % of frames; a window of one ``1 / f0_min`` period, as
     classic YIN uses, lags by 36 cents). A frame is voiced when it has a YIN dip below
-    ``YIN_THRESHOLD``, a pitch in ``[F0_MIN_HZ, F0_MAX_HZ]`` and a level above ``VOICING_FLOOR_DB``.
+    ``YIN_THRESHOLD``, a pitch in ``[F0_MIN_HZ, F0_MAX_HZ]`` and a level above ``floor_db``.
+
+    With ``hold_threshold`` the voicing has hysteresis (:func:`hold_voicing`): a voiced run goes on
+    while the frames have a dip below ``hold_threshold``, and those frames take the pitch of that
+    dip. On a window this short the dip of a voiced frame often lies between 0.2 and 0.4
+    (docs/frame_family.md, "Voicing").
     """
 
-    def __init__(self, sample_rate: int, hop: int) -> None:
+    def __init__(self, sample_rate: int, hop: int, floor_db: float = VOICING_FLOOR_DB,
+                 hold_threshold: float | None = None) -> None:
         super().__init__()
         self.sample_rate, self.hop = sample_rate, hop
+        self.floor_db, self.hold_threshold = floor_db, hold_threshold
         self.width = sample_rate // 75
         self.span = self.width + yin_lags(sample_rate)[1]
 
     def init_state(self, batch_size: int) -> State:
-        return State(buffer=torch.zeros(batch_size, 1, self.span - self.hop))
+        return State(buffer=torch.zeros(batch_size, 1, self.span - self.hop),
+                     voiced=torch.zeros(batch_size, dtype=torch.bool))
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        frames = causal_frames(self.stream_state, wav, self.span, self.hop)   # [B, F, span]
+        state = self.stream_state
+        frames = causal_frames(state, wav, self.span, self.hop)   # [B, F, span]
         if frames.shape[1] == 0:
             empty = wav.new_zeros(wav.shape[0], 0)
             return empty, empty, empty.bool()
         # reversed frames: YIN's compared span is then the newest samples
-        segs = frames.flip(-1)
-        f0, dip, has_dip, power_db = yin(segs, self.sample_rate, self.width)
-        voiced = has_dip & (power_db > VOICING_FLOOR_DB) & (f0 >= F0_MIN_HZ) & (f0 <= F0_MAX_HZ)
+        cmnd, power_db = yin_cmnd(frames.flip(-1), self.sample_rate, self.width)
+        loud = power_db > self.floor_db
+
+        def periodic(f0: torch.Tensor, has_dip: torch.Tensor) -> torch.Tensor:
+            return has_dip & loud & (f0 >= F0_MIN_HZ) & (f0 <= F0_MAX_HZ)
+
+        f0, dip, has_dip = yin_pick(cmnd, self.sample_rate)
+        voiced = periodic(f0, has_dip)
+        if self.hold_threshold is not None:
+            f0_hold, dip_hold, has_hold = yin_pick(cmnd, self.sample_rate, self.hold_threshold)
+            held = hold_voicing(voiced, periodic(f0_hold, has_hold), None if state is None else state.voiced)
+            held = held & ~voiced
+            f0, dip, voiced = torch.where(held, f0_hold, f0), torch.where(held, dip_hold, dip), voiced | held
+            if state is not None:
+                state.voiced = voiced[:, -1]
         return f0.clamp(F0_MIN_HZ, F0_MAX_HZ), dip, voiced
 
     def extra_macs(self, inputs: tuple, output: tuple) -> int:
         n_fft = 1 << (self.span - 1).bit_length()
         bins = n_fft // 2 + 1
-        # two forward FFTs and one inverse, the cross-spectrum, and ~8 operations per lag
-        per_frame = 3 * math.ceil(2.5 * n_fft * math.log2(n_fft)) + 3 * bins + 8 * self.span // 2
+        # two forward FFTs and one inverse, the cross-spectrum, and ~8 operations per lag: 4 for the
+        # difference function, 4 for the dip search (done twice with the hold threshold)
+        picks = 2 if self.hold_threshold is not None else 1
+        per_frame = (3 * math.ceil(2.5 * n_fft * math.log2(n_fft)) + 3 * bins
+                     + (4 + 4 * picks) * self.span // 2)
         return output[0].shape[-1] * per_frame
 
 
