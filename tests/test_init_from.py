@@ -53,8 +53,20 @@ def test_init_from_refuses_another_model(tmp_path):
     first = _trainer(_cfg(), tmp_path / "a", utts)
     first.fit(1)
     other = _trainer(_cfg().override(["quantizer.codebook_dim=8"]), tmp_path / "b", utts)
-    with pytest.raises(ValueError, match="differs"):
+    with pytest.raises(ValueError, match="do not fit.*quantizer.codebook_dim"):
         other.load_weights(tmp_path / "a" / "last.pt")
+
+
+def test_init_from_takes_a_changed_setting_that_has_no_weights(tmp_path, capsys):
+    """The pitch tracker's voicing has no weights: a run may start from a model trained without it."""
+    utts = _utterances(tmp_path, 1)
+    first = _trainer(_cfg("lrac-t1", ("model.frame.voicing_hold=0",)), tmp_path / "a", utts)
+    first.fit(1)
+    later = _trainer(_cfg("lrac-t1", ("model.frame.voicing_hold=0.35",)), tmp_path / "b", utts)
+    later.load_weights(tmp_path / "a" / "last.pt")
+    assert all(torch.equal(a, b) for a, b in zip(_states(first).values(), _states(later).values()))
+    assert "model.frame.voicing_hold: 0.0 -> 0.35" in capsys.readouterr().out
+    assert later.generator.encoder.net.pitch.hold_threshold == 0.35
 
 
 def test_average_generators_is_the_mean_and_a_model_file(tmp_path):

@@ -397,19 +397,27 @@ class Trainer:
     def load_weights(self, path: str | Path) -> None:
         """Start from the generator (and discriminator, when present) weights of ``path``: a model
         file, a :func:`save_gan_weights` file or a full checkpoint. Optimisers start afresh; the
-        step count continues, so warm-up and learning-rate decay pick up where the run was."""
+        step count continues, so warm-up and learning-rate decay pick up where the run was.
+
+        The run's model config may differ from the file's where the weights still fit (a setting
+        without weights of its own, such as the pitch tracker's voicing); the differences are
+        printed. Weights that do not fit are refused."""
         state = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(state, dict) or "generator" not in state:
             raise ValueError(f"{path}: no generator weights inside")
-        saved = Config.from_dict(state["config"])
-        if saved.model != self.cfg.model or saved.quantizer != self.cfg.quantizer:
-            raise ValueError(f"{path}: its model/quantizer config differs from this run's")
+        changes = Config.from_dict(state["config"]).model_changes(self.cfg)
         if state.get("weight_norm_folded"):
             raise ValueError(f"{path}: weight norm was folded (an inference export); "
                              "start from a training checkpoint or save_gan_weights file")
-        self.generator.load_state_dict(state["generator"])
-        if "discriminator" in state:
-            self.disc.load_state_dict(state["discriminator"])
+        try:
+            self.generator.load_state_dict(state["generator"])
+            if "discriminator" in state:
+                self.disc.load_state_dict(state["discriminator"])
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: its weights do not fit this run's model (the config differs: "
+                             f"{'; '.join(changes) or 'the discriminator'})") from exc
+        if changes and self.dist.main:
+            print(f"starting from {path} with a changed model config: {'; '.join(changes)}", flush=True)
         self.step = int(state.get("step", 0))
         self._set_learning_rates()  # the learning rate the run had reached
 
