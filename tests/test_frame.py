@@ -31,7 +31,7 @@ PLAIN_HEAD = ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0", "mo
 def _config(preset: str):
     """``PRESET``, ``PRESET+pitch`` or ``PRESET+plain`` (the pitch path, with the preset's
     refinement, switched on or off), ``PRESET+nohphase`` (without the learnt harmonic phase: the
-    architecture of the shipped t2 version 4)."""
+    architecture of the shipped t2 version 5)."""
     name, _, extra = preset.partition("+")
     if extra == "plain":
         return load_config(name, PLAIN_HEAD)
