@@ -244,6 +244,16 @@ class Codec:
         return sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
 
     @classmethod
+    def pretrained_name_of(cls, model_id: bytes) -> str | None:
+        """The installed pretrained model with this identity (a ``.lrac`` header's), or None."""
+        folder = Path(__file__).parent / "pretrained"
+        for name in cls.pretrained_names():
+            state = torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=False)
+            if state.get("model_id") == model_id.hex():
+                return name
+        return None
+
+    @classmethod
     def pretrained(cls, name: str = "t1") -> "Codec":
         """A pretrained model shipped inside the package (no network): ``"t1"`` or ``"t2"``."""
         path = Path(__file__).parent / "pretrained" / f"{name}.pt"

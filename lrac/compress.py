@@ -84,8 +84,10 @@ def read_lrac(codec: Codec, path: str | Path) -> tuple[bitstream.Header, np.ndar
         raise BitstreamError(f"{path}: file not found")
     header, indices = bitstream.loads(path.read_bytes(), str(path))
     if header.model_id != codec.model_id:
+        maker = Codec.pretrained_name_of(header.model_id)
+        hint = f"pass --model {maker} (the pretrained model that made it)" if maker else "pass the right --model"
         raise BitstreamError(f"{path}: made by another model (id {header.model_id.hex()}); "
-                             f"this model is {codec.model_id.hex()}; pass the right --model")
+                             f"this model is {codec.model_id.hex()}; {hint}")
     if header.sample_rate != codec.sample_rate or header.bits != codec.bits_per_index:
         raise BitstreamError(f"{path}: header says {header.sample_rate} Hz / {header.bits} bits, "
                              f"model is {codec.sample_rate} Hz / {codec.bits_per_index} bits")

@@ -182,4 +182,6 @@ def test_shipped_models_work_out_of_the_box(tmp_path, wav):
         decoded, rate = sf.read(out_wav)
         assert rate == 24000 and abs(len(decoded) - 1.3 * 24000) < 2 and np.isfinite(decoded).all()
     code, out = run(decode_main, [str(tmp_path / "x0.lrac"), str(out_wav), "--model", "t2"])
-    assert code == 2 and "another model" in out
+    assert code == 2 and "another model" in out and "pass --model t1" in out   # names the maker
+    code, out = run(decode_main, [str(tmp_path / "x2.lrac"), str(out_wav)])
+    assert code == 2 and "pass --model t2" in out
