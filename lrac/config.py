@@ -198,6 +198,9 @@ class DataConfig:
     track1_reverb_prob: float = 0.25        # mild Track 1 degradation (only with track1_augment)
     track1_noise_prob: float = 0.5
     track1_snr_db: list[float] = field(default_factory=lambda: [15.0, 40.0])
+    # a random level per training chunk, uniform in dB over this range, the same gain on input and
+    # target: talkers quieter than the corpora's own levels ([0, 0]: off; docs/results.md, session 8)
+    level_db: list[float] = field(default_factory=lambda: [0.0, 0.0])
     shuffle_chunks: int = 12000
 
 

@@ -75,7 +75,8 @@ def _states(trainer):
 @pytest.mark.parametrize("workers", [0, 2], ids=["thread", "2-data-workers"])
 def test_resume_is_exact(tmp_path, workers):
     utts = _utterances(tmp_path, 3)
-    cfg = _cfg(disc_every=2, num_workers=workers)  # also covers steps without a discriminator update
+    # also covers steps without a discriminator update, and the random levels (torch's generator)
+    cfg = _cfg(extra=("data.level_db=[-20, 0]",), disc_every=2, num_workers=workers)
     straight = _trainer(cfg, tmp_path / "a", utts)
     straight.fit(6)
     first = _trainer(cfg, tmp_path / "b", utts)
@@ -156,3 +157,22 @@ def test_log_stft_loss_joins_the_generator_loss(tmp_path):
 def test_negative_data_workers_are_refused(tmp_path):
     with pytest.raises(ValueError, match="train.num_workers must be >= 0"):
         _trainer(_cfg(num_workers=-1), tmp_path / "a", _utterances(tmp_path, 1))
+
+
+def test_random_level_scales_input_and_target_alike():
+    from lrac.train.trainer import random_level
+    x, y = torch.ones(64, 1, 10), 2 * torch.ones(64, 1, 10)
+    assert random_level(x, y, [0.0, 0.0]) == (x, y)
+    gx, gy = random_level(x, y, [-30.0, 0.0])
+    gain = gx[:, 0, 0]
+    assert torch.equal(gy, 2 * gx) and (gx == gain[:, None, None]).all()      # one gain per chunk
+    assert gain.min() >= 10 ** (-30 / 20) and gain.max() <= 1 and gain.std() > 0.1
+
+
+def test_level_augmentation_trains_and_refuses_a_bad_range(tmp_path):
+    utts = _utterances(tmp_path, 2)
+    run = _trainer(_cfg(extra=("data.level_db=[-30, 0]",)), tmp_path / "a", utts)
+    run.fit(2)
+    assert run.step == 2
+    with pytest.raises(ValueError, match="level_db"):
+        _trainer(_cfg(extra=("data.level_db=[0, 10]",)), tmp_path / "b", utts)

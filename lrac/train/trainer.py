@@ -110,6 +110,17 @@ def _average_gradients(params: list[nn.Parameter], world: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def random_level(x: torch.Tensor, y: torch.Tensor, level_db: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input and target ``[B, 1, T]`` times the same gain per chunk, uniform in dB over ``level_db``
+    (``[low, high]``; ``[0, 0]`` leaves them). Draws from torch's global generator, which
+    checkpoints save, so a resumed run draws the same gains."""
+    low, high = level_db
+    if low == high == 0:
+        return x, y
+    gain = 10 ** ((low + (high - low) * torch.rand(x.shape[0], 1, 1)) / 20)
+    return x * gain.to(x.dtype), y * gain.to(y.dtype)
+
+
 class Trainer:
     """Trains a :class:`lrac.Codec` from a chunk stream.
 
@@ -143,6 +154,10 @@ class Trainer:
             raise ValueError(f"train.num_workers must be >= 0, got {self.tc.num_workers}")
         if self.tc.disc_every < 1:
             raise ValueError(f"train.disc_every must be >= 1, got {self.tc.disc_every}")
+        level = cfg.data.level_db
+        if len(level) != 2 or not -60 <= level[0] <= level[1] <= 0:
+            raise ValueError(f"data.level_db must be [low, high] dB with -60 <= low <= high <= 0 "
+                             f"(gains above 0 dB could clip), got {level}")
 
         torch.manual_seed(self.tc.seed)  # identical initial weights on every rank
         self.codec = Codec(cfg)
@@ -488,7 +503,7 @@ class Trainer:
             stop = False
             while self.step < max_steps and not stop:
                 t0 = time.perf_counter()
-                x, y = self.data.next()
+                x, y = random_level(*self.data.next(), self.cfg.data.level_db)
                 losses = self.train_step(x.to(self.device), y.to(self.device))
                 self._after_step()
                 audio_s = seg_seconds * tc.batch_size
