@@ -25,6 +25,7 @@ from .models.streaming import StreamSession
 from .quant import ResidualVQ
 
 MODEL_FORMAT = "lrac-model"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"  # the model files shipped in the package
 
 
 class Generator(nn.Module):
@@ -240,15 +241,13 @@ class Codec:
     @staticmethod
     def pretrained_names() -> list[str]:
         """Names of the pretrained models installed with the package (``t1``, ``t2``)."""
-        folder = Path(__file__).parent / "pretrained"
-        return sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
+        return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt")) if PRETRAINED_DIR.is_dir() else []
 
     @classmethod
     def pretrained_name_of(cls, model_id: bytes) -> str | None:
         """The installed pretrained model with this identity (a ``.lrac`` header's), or None."""
-        folder = Path(__file__).parent / "pretrained"
         for name in cls.pretrained_names():
-            state = torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=False)
+            state = torch.load(PRETRAINED_DIR / f"{name}.pt", map_location="cpu", weights_only=False)
             if state.get("model_id") == model_id.hex():
                 return name
         return None
@@ -256,7 +255,7 @@ class Codec:
     @classmethod
     def pretrained(cls, name: str = "t1") -> "Codec":
         """A pretrained model shipped inside the package (no network): ``"t1"`` or ``"t2"``."""
-        path = Path(__file__).parent / "pretrained" / f"{name}.pt"
+        path = PRETRAINED_DIR / f"{name}.pt"
         if not path.is_file():
             have = ", ".join(cls.pretrained_names()) or "none installed"
             raise FileNotFoundError(f"no pretrained model {name!r} (installed: {have})")
