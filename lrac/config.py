@@ -199,7 +199,8 @@ class DataConfig:
     track1_noise_prob: float = 0.5
     track1_snr_db: list[float] = field(default_factory=lambda: [15.0, 40.0])
     # a random level per training chunk, uniform in dB over this range, the same gain on input and
-    # target: talkers quieter than the corpora's own levels ([0, 0]: off; docs/results.md, session 8)
+    # target: talkers quieter or louder than the corpora's own levels; gains above 0 dB stop at full
+    # scale ([0, 0]: off; docs/results.md, sessions 8 and 9)
     level_db: list[float] = field(default_factory=lambda: [0.0, 0.0])
     shuffle_chunks: int = 12000
 

@@ -169,10 +169,21 @@ def test_random_level_scales_input_and_target_alike():
     assert gain.min() >= 10 ** (-30 / 20) and gain.max() <= 1 and gain.std() > 0.1
 
 
+def test_random_level_raises_quiet_chunks_but_never_past_full_scale():
+    from lrac.train.trainer import random_level
+    quiet = torch.full((256, 1, 10), 0.01)
+    loud = torch.cat([torch.full((256, 1, 9), 0.1), torch.full((256, 1, 1), -0.5)], -1)
+    gx, gy = random_level(quiet, loud, [-10.0, 20.0])
+    gain = gx[:, 0, 0] / 0.01
+    assert torch.allclose(gy, loud * gain[:, None, None])
+    assert gain.max() == pytest.approx(2.0) and gy.abs().max() <= 1.0 + 1e-6     # capped by the target's peak
+    assert (gain < 1).any() and (gain == 2.0).sum() > 50                        # quieter, and raised to the cap
+
+
 def test_level_augmentation_trains_and_refuses_a_bad_range(tmp_path):
     utts = _utterances(tmp_path, 2)
     run = _trainer(_cfg(extra=("data.level_db=[-30, 0]",)), tmp_path / "a", utts)
     run.fit(2)
     assert run.step == 2
     with pytest.raises(ValueError, match="level_db"):
-        _trainer(_cfg(extra=("data.level_db=[0, 10]",)), tmp_path / "b", utts)
+        _trainer(_cfg(extra=("data.level_db=[10, 0]",)), tmp_path / "b", utts)

@@ -112,13 +112,18 @@ def _average_gradients(params: list[nn.Parameter], world: int) -> None:
 
 def random_level(x: torch.Tensor, y: torch.Tensor, level_db: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Input and target ``[B, 1, T]`` times the same gain per chunk, uniform in dB over ``level_db``
-    (``[low, high]``; ``[0, 0]`` leaves them). Draws from torch's global generator, which
-    checkpoints save, so a resumed run draws the same gains."""
+    (``[low, high]``; ``[0, 0]`` leaves them). A gain above 0 dB stops where the chunk's peak
+    (input or target) reaches full scale: a louder talker, never a clipped one. Draws from torch's
+    global generator, which checkpoints save, so a resumed run draws the same gains."""
     low, high = level_db
     if low == high == 0:
         return x, y
     gain = 10 ** ((low + (high - low) * torch.rand(x.shape[0], 1, 1)) / 20)
-    return x * gain.to(x.dtype), y * gain.to(y.dtype)
+    if high > 0:
+        peak = torch.maximum(x.abs().amax(-1, keepdim=True), y.abs().amax(-1, keepdim=True)).float()
+        headroom = (1.0 / peak.clamp(min=1e-6)).clamp(min=1.0).cpu()
+        gain = torch.where(gain > 1, torch.minimum(gain, headroom), gain)
+    return x * gain.to(x), y * gain.to(y)
 
 
 class Trainer:
@@ -155,9 +160,9 @@ class Trainer:
         if self.tc.disc_every < 1:
             raise ValueError(f"train.disc_every must be >= 1, got {self.tc.disc_every}")
         level = cfg.data.level_db
-        if len(level) != 2 or not -60 <= level[0] <= level[1] <= 0:
-            raise ValueError(f"data.level_db must be [low, high] dB with -60 <= low <= high <= 0 "
-                             f"(gains above 0 dB could clip), got {level}")
+        if len(level) != 2 or not -60 <= level[0] <= level[1] <= 30:
+            raise ValueError(f"data.level_db must be [low, high] dB with -60 <= low <= high <= 30, "
+                             f"got {level}")
 
         torch.manual_seed(self.tc.seed)  # identical initial weights on every rank
         self.codec = Codec(cfg)
