@@ -20,6 +20,8 @@ Modes:
 * ``recon-only``: no discriminator (``train.warmup_steps`` reconstruction warm-up: mel + commitment).
 * ``disc-3-scales``: discriminator with 3 of the 5 STFT scales (128, 512, 2048).
 * ``disc-every-4``: discriminator updated every 4th step (samples are means over 4 steps).
+* ``disc-crop``: the discriminator on a random 0.37 s span of each chunk
+  (``train.disc_segment_samples=8880``), the mel loss on the whole chunk.
 
 Usage::
 
@@ -51,6 +53,7 @@ MODES = {  # mode -> (config overrides, steps per sample)
     "recon-only": (["train.warmup_steps=1000000000"], 1),
     "disc-3-scales": (["train.disc_n_ffts=[128, 512, 2048]"], 1),
     "disc-every-4": (["train.disc_every=4"], 4),
+    "disc-crop": (["train.disc_segment_samples=8880"], 1),   # 0.37 s of each 2.6 s chunk
 }
 
 

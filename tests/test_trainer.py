@@ -75,8 +75,10 @@ def _states(trainer):
 @pytest.mark.parametrize("workers", [0, 2], ids=["thread", "2-data-workers"])
 def test_resume_is_exact(tmp_path, workers):
     utts = _utterances(tmp_path, 3)
-    # also covers steps without a discriminator update, and the random levels (torch's generator)
-    cfg = _cfg(extra=("data.level_db=[-20, 0]",), disc_every=2, num_workers=workers)
+    # also covers steps without a discriminator update, and the random levels and discriminator
+    # crops (torch's generator)
+    cfg = _cfg(extra=("data.level_db=[-20, 0]",), disc_every=2, num_workers=workers,
+               disc_segment_samples=2400)
     straight = _trainer(cfg, tmp_path / "a", utts)
     straight.fit(6)
     first = _trainer(cfg, tmp_path / "b", utts)
@@ -178,6 +180,28 @@ def test_random_level_raises_quiet_chunks_but_never_past_full_scale():
     assert torch.allclose(gy, loud * gain[:, None, None])
     assert gain.max() == pytest.approx(2.0) and gy.abs().max() <= 1.0 + 1e-6     # capped by the target's peak
     assert (gain < 1).any() and (gain == 2.0).sum() > 50                        # quieter, and raised to the cap
+
+
+def test_random_crop_takes_the_same_span_of_both():
+    from lrac.train.trainer import random_crop
+    a = torch.arange(64 * 100.0).reshape(64, 1, 100)
+    ca, cb = random_crop(a, -a, 30)
+    assert ca.shape == cb.shape == (64, 1, 30) and torch.equal(cb, -ca)
+    start = ca[:, 0, 0] - a[:, 0, 0]                                 # each crop is one contiguous span
+    assert torch.equal(ca, a.gather(-1, (start[:, None, None] + torch.arange(30)).long()))
+    assert start.min() >= 0 and start.max() <= 70 and len(set(start.tolist())) > 10
+    assert random_crop(a, -a, 0)[0] is a and random_crop(a, -a, 100)[0] is a
+
+
+def test_discriminator_sees_crops_and_a_too_short_crop_is_refused(tmp_path):
+    utts = _utterances(tmp_path, 2)
+    run = _trainer(_cfg(disc_segment_samples=2400), tmp_path / "a", utts)
+    lengths = []
+    run.disc.register_forward_pre_hook(lambda module, inputs: lengths.append(inputs[0].shape[-1]))
+    run.fit(2)
+    assert lengths and set(lengths) == {2400}
+    with pytest.raises(ValueError, match="disc_segment_samples"):
+        _trainer(_cfg(disc_segment_samples=1000), tmp_path / "b", utts)
 
 
 def test_level_augmentation_trains_and_refuses_a_bad_range(tmp_path):

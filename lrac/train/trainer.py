@@ -126,6 +126,17 @@ def random_level(x: torch.Tensor, y: torch.Tensor, level_db: list[float]) -> tup
     return x * gain.to(x), y * gain.to(y)
 
 
+def random_crop(a: torch.Tensor, b: torch.Tensor, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random span of ``samples`` from ``a`` and ``b`` ``[B, 1, T]``, one offset per chunk
+    (torch's global generator, which checkpoints save); 0 or ``samples >= T`` keeps them whole."""
+    length = a.shape[-1]
+    if not samples or samples >= length:
+        return a, b
+    start = torch.randint(0, length - samples + 1, (a.shape[0], 1, 1)).to(a.device)
+    index = start + torch.arange(samples, device=a.device)
+    return a.gather(-1, index), b.gather(-1, index.to(b.device))
+
+
 class Trainer:
     """Trains a :class:`lrac.Codec` from a chunk stream.
 
@@ -159,6 +170,10 @@ class Trainer:
             raise ValueError(f"train.num_workers must be >= 0, got {self.tc.num_workers}")
         if self.tc.disc_every < 1:
             raise ValueError(f"train.disc_every must be >= 1, got {self.tc.disc_every}")
+        segment = self.tc.disc_segment_samples
+        if segment and not max(self.tc.disc_n_ffts) <= segment:
+            raise ValueError(f"train.disc_segment_samples ({segment}) must be 0 (whole chunks) or at least "
+                             f"the largest discriminator FFT (train.disc_n_ffts: {max(self.tc.disc_n_ffts)})")
         level = cfg.data.level_db
         if len(level) != 2 or not -60 <= level[0] <= level[1] <= 30:
             raise ValueError(f"data.level_db must be [low, high] dB with -60 <= low <= high <= 30, "
@@ -261,11 +276,12 @@ class Trainer:
         use_disc = self.step >= tc.warmup_steps
         update_disc = use_disc and (self.step - tc.warmup_steps) % tc.disc_every == 0
         if use_disc:
+            fake_wav, real_wav = random_crop(y_hat, y, tc.disc_segment_samples)
             # cached(): each weight-normed D weight is computed once for both forwards.
             with parametrize.cached():
-                fake = self.disc(y_hat)
+                fake = self.disc(fake_wav)
                 with nullcontext() if update_disc else torch.no_grad():
-                    real = self.disc(y)
+                    real = self.disc(real_wav)
             adv = generator_adversarial_loss(fake)
             fm = feature_matching_loss(fake, real)
             g_loss = g_loss + tc.lambda_adv * adv + tc.lambda_feat * fm
