@@ -14,6 +14,8 @@ lrac rows come from ``--model`` (a model file or pretrained name; repeatable), c
 
 Writes ``OUT/anchors.md`` (the table) and ``OUT/anchors.json`` (mean and 95% CI of every metric),
 plus each codec's decoded audio and per-utterance reports under ``OUT/<codec>/``.
+``--rescore`` scores the decoded audio already in ``OUT`` again (after a change to the scoring),
+keeping the bitrates and speeds of ``OUT/anchors.json``.
 Real bitrates count the codec's frames only: Ogg pages and header packets are left out for Opus
 and Speex, the 32-byte header of ``.lrac`` files is counted.
 """
@@ -277,10 +279,32 @@ def write_table(rows: list[dict], out: Path, notes: list[str]) -> Path:
     lines += ["", "Means over clips (↓: lower is better). Real kbps: codec frames only (no Ogg pages "
               "or header packets; .lrac files include their 32-byte header). RTF: coding wall time "
               "(encode + decode, process start included for command-line tools) / audio duration, "
-              "one CPU thread. Every output is delay-compensated before scoring."]
+              "one CPU thread. Every output is delay-compensated before scoring (docs/scoring.md)."]
     path = out / "anchors.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def decoded_folder(out: Path, row: dict) -> Path:
+    """Where a row of ``anchors.json`` keeps its decoded audio: ``OUT/<anchor>/wav`` or, for lrac
+    rows (``lrac <name> <B>kbps``), ``OUT/lrac-<name>/<B>kbps/ref/wav``."""
+    if row["codec"].startswith("lrac "):
+        _, name, label = row["codec"].split(" ")
+        return out / f"lrac-{name}" / label / "ref" / "wav"
+    return out / row["codec"] / "wav"
+
+
+def rescore(out: Path, metrics: list[str] | None, jobs: int) -> list[dict]:
+    """Score every row of ``OUT/anchors.json`` again from its decoded files."""
+    rows = json.loads((out / "anchors.json").read_text())
+    refs = S.load_list(out / "ref" / "reference.scp")
+    for row in rows:
+        folder = decoded_folder(out, row)
+        print(f"{row['codec']} ...", file=sys.stderr)
+        result = S.score(refs, folder, metrics, jobs=jobs)
+        S.write_report(folder.parent / "score", result, row["codec"])
+        row.update(n=len(result.scored), metrics=result.summary)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,7 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", default=None, help="comma-separated metric names (default: all installed)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel scoring processes")
     ap.add_argument("--lyra", type=Path, default=LYRA_DIR, help="folder of the Lyra v2 .tflite files")
+    ap.add_argument("--rescore", action="store_true", help="score the decoded audio in OUT again")
     args = ap.parse_args(argv)
+    if args.rescore:
+        rows = rescore(args.out, args.metrics.split(",") if args.metrics else None, args.jobs)
+        refs = S.load_list(args.out / "ref" / "reference.scp")
+        table = write_table(rows, args.out, [f"{len(refs)} clips, scored again from the decoded audio."])
+        (args.out / "anchors.json").write_text(json.dumps(S.json_safe(rows), indent=2) + "\n")
+        print(table.read_text())
+        return 0
     import torch
 
     torch.set_num_threads(1)

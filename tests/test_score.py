@@ -99,6 +99,23 @@ def test_delay_of_a_vocoder_like_output_comes_from_band_envelopes():
     assert abs(found - shift) <= rate // 1000  # 1 ms envelope hop
 
 
+def test_a_pitch_period_alias_does_not_pass_for_a_delay():
+    # Synthetic phase: the harmonics are half a period (5 ms) off while the envelope is on time, so
+    # the waveform correlation peaks at +-5 ms (0.43, "clear") though nothing is delayed.
+    rate = 16000
+    t = np.arange(3 * rate) / rate
+    env = np.maximum(0, np.sin(2 * np.pi * 2.3 * t)) ** 2 * (1 + np.sin(2 * np.pi * 0.4 * t))
+    harmonics = lambda shift: sum(np.cos(2 * np.pi * 100 * k * (t - shift)) for k in range(1, 20)) / 5
+    rng = np.random.default_rng(0)
+    ref = env * (harmonics(0.0) + 0.7 * rng.standard_normal(len(t)))
+    deg = env * (harmonics(0.005) + 0.7 * rng.standard_normal(len(t)))
+    lags, corr = S._xcorr(ref, deg, rate // 10)
+    assert abs(lags[np.argmax(corr)]) == 80                                     # the alias
+    found, peak = S.estimate_delay(ref, deg, rate)
+    assert S.MIN_WAVEFORM_CORRELATION <= peak < S.STRONG_WAVEFORM_CORRELATION
+    assert found == 0
+
+
 def test_score_pair_compensates_delay_exactly(tmp_path):
     ref = speechlike(3.0, 16000)
     deg = _noisy(ref)
