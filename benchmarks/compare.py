@@ -1,7 +1,8 @@
 """Paired comparison of lrac models on the same clips: the check behind every shipped-weights change.
 
 Each model codes every clip of a list at each bitrate; PESQ-WB, ESTOI and the log-mel distance are
-computed against the clip itself. The first model is the reference: for every other one the table
+computed against the clip itself, with no delay search (lrac's output is aligned with its input by
+design, so the figures match lrac-score's). The first model is the reference: for every other one the table
 gives the mean difference and the two-sided Wilcoxon signed-rank p-value, clip by clip.
 
     python benchmarks/compare.py exp/t1-v7.pt exp/t1-s9/last.pt --list exp/lists/valid77.scp
