@@ -1,9 +1,11 @@
 """Paired comparison of lrac models on the same clips: the check behind every shipped-weights change.
 
 Each model codes every clip of a list at each bitrate; PESQ-WB, ESTOI and the log-mel distance are
-computed against the clip itself, with no delay search (lrac's output is aligned with its input by
-design; lrac-score, which writes 16-bit files and searches a delay, gives within 0.01 of these). The first model is the reference: for every other one the table
-gives the mean difference and the two-sided Wilcoxon signed-rank p-value, clip by clip.
+computed against the clip itself, with no delay search: lrac's output is aligned with its input by
+design (lrac-score, which writes 16-bit files and searches a delay, came within 0.01 on PESQ-WB and
+ESTOI and 0.06 dB on the mel distance of these on 40 test clips). The first model is the
+reference: for every other one the table gives the mean difference and the two-sided Wilcoxon
+signed-rank p-value, clip by clip.
 
     python benchmarks/compare.py exp/t1-v7.pt exp/t1-s9/last.pt --list exp/lists/valid77.scp
     python benchmarks/compare.py t1 "t1@model.frame.voicing_hold=0.5" --list exp/lists/valid77.scp
