@@ -32,8 +32,9 @@ from .metrics import METRICS, column_spec, compute_metrics, mel_filterbank, reso
 
 # Waveform correlation below this means synthetic phase (vocoders): align on band envelopes instead.
 MIN_WAVEFORM_CORRELATION = 0.3
-# A waveform lag this well correlated is taken as it is (Opus, Lyra and Speex WB q1: 0.42-0.96 on 40
-# test clips); a weaker one only within this distance of the band-envelope lag (estimate_delay).
+# A waveform lag this well correlated is taken as it is (Opus, Lyra and Speex WB q1 on 40 test clips:
+# 0.80-0.87 for the median clip, 0.42-0.51 for the weakest); a weaker one only within this distance
+# of the band-envelope lag (estimate_delay).
 STRONG_WAVEFORM_CORRELATION = 0.6
 ENVELOPE_AGREEMENT_MS = 3.0
 # Length differences up to this (beyond the compensated delay) are frame padding, not worth a note.
