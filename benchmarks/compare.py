@@ -31,6 +31,7 @@ from scipy.stats import wilcoxon
 
 from lrac import Codec
 from lrac.audio import load_audio, read_scp
+from lrac.cli.common import load_codec
 from lrac.eval.metrics import estoi, mel_distance, pesq_wb
 
 METRICS = {"pesq_wb": pesq_wb, "estoi": estoi, "mel_distance": mel_distance}
@@ -39,7 +40,7 @@ METRICS = {"pesq_wb": pesq_wb, "estoi": estoi, "mel_distance": mel_distance}
 def load_model(spec: str) -> Codec:
     """``path-or-name[@key=value...]`` -> a codec; the settings must not change any weight."""
     source, *settings = spec.split("@")
-    codec = Codec.pretrained(source) if source in Codec.pretrained_names() else Codec.load(source)
+    codec = load_codec(source)
     if not settings:
         return codec
     config = codec.config.override(settings)

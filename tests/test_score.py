@@ -86,11 +86,16 @@ def test_delay_compensation_recovers_a_37_sample_shift(lag):
     np.testing.assert_array_equal(r[: len(d)], d[: len(r)])
 
 
+def _syllables(t: np.ndarray) -> np.ndarray:
+    """A syllable-rate envelope (2.3 Hz bursts, slowly varying loudness) over times ``t`` in s."""
+    return np.maximum(0, np.sin(2 * np.pi * 2.3 * t)) ** 2 * (1 + np.sin(2 * np.pi * 0.4 * t))
+
+
 def test_delay_of_a_vocoder_like_output_comes_from_band_envelopes():
     # Same syllable envelope, independent noise carriers: no waveform correlation at all.
     rate, shift = 16000, 240
     t = np.arange(3 * rate) / rate
-    env = np.maximum(0, np.sin(2 * np.pi * 2.3 * t)) ** 2 * (1 + np.sin(2 * np.pi * 0.4 * t))
+    env = _syllables(t)
     rng = np.random.default_rng(0)
     ref = (env * rng.standard_normal(len(t))).astype(np.float32)
     deg = np.concatenate([np.zeros(shift), env * rng.standard_normal(len(t))]).astype(np.float32)
@@ -104,7 +109,7 @@ def test_a_pitch_period_alias_does_not_pass_for_a_delay():
     # the waveform correlation peaks at +-5 ms (0.43, "clear") though nothing is delayed.
     rate = 16000
     t = np.arange(3 * rate) / rate
-    env = np.maximum(0, np.sin(2 * np.pi * 2.3 * t)) ** 2 * (1 + np.sin(2 * np.pi * 0.4 * t))
+    env = _syllables(t)
     harmonics = lambda shift: sum(np.cos(2 * np.pi * 100 * k * (t - shift)) for k in range(1, 20)) / 5
     rng = np.random.default_rng(0)
     ref = env * (harmonics(0.0) + 0.7 * rng.standard_normal(len(t)))
