@@ -10,6 +10,11 @@ signed-rank p-value, clip by clip.
     python benchmarks/compare.py exp/t1-v7.pt exp/t1-s9/last.pt --list exp/lists/valid77.scp
     python benchmarks/compare.py t1 "t1@model.frame.voicing_hold=0.5" --list exp/lists/valid77.scp
     python benchmarks/compare.py t1 --list exp/lists/valid77.scp --gain-db -20 --by-corpus
+    python benchmarks/compare.py t2 exp/t2-s10/last.pt --list runs/track2-valid/degraded/noisy.scp \
+        --targets runs/track2-valid/degraded/target.scp
+
+``--targets`` scores against other references than the inputs, clip by clip (same ids): Track 2,
+whose degraded inputs and clean targets ``benchmarks/track2_eval.py`` writes and lists.
 
 A model is a model file, a training checkpoint or a pretrained name, optionally followed by
 ``@key=value`` settings that need no weights (the voicing keys, for example). ``--gain-db`` scales
@@ -60,20 +65,23 @@ def code(codec: Codec, clean: np.ndarray, bitrate_bps: int, gain_db: float) -> n
 
 
 def score_model(spec: str, clips: list[tuple[str, str]], bitrates: list[int], gain_db: float,
-                cache: dict) -> dict:
-    """``{bitrate: {metric: [per clip]}}``, filling ``cache[key][clip]`` as it goes."""
-    key = f"{spec} gain={gain_db:g}"
+                cache: dict, targets: dict[str, str] | None = None, targets_name: str = "") -> dict:
+    """``{bitrate: {metric: [per clip]}}``, filling ``cache[key][clip]`` as it goes.
+
+    ``targets``: clip id -> reference file (default: the clip itself)."""
+    key = f"{spec} gain={gain_db:g}" + (f" targets={targets_name}" if targets else "")
     done = cache.setdefault(key, {})
     codec = None
     for i, (clip_id, path) in enumerate(clips):
         if clip_id in done and all(str(b) in done[clip_id] for b in bitrates):
             continue
         codec = codec or load_model(spec)
-        clean, rate = load_audio(path, codec.sample_rate, warn_stereo=False)
+        clip, rate = load_audio(path, codec.sample_rate, warn_stereo=False)
+        reference = load_audio(targets[clip_id], rate, warn_stereo=False)[0] if targets else clip
         entry = done.setdefault(clip_id, {})
         for bitrate in bitrates:
-            decoded = code(codec, clean, bitrate, gain_db)
-            entry[str(bitrate)] = {name: float(fn(clean, decoded, rate)) for name, fn in METRICS.items()}
+            decoded = code(codec, clip, bitrate, gain_db)
+            entry[str(bitrate)] = {name: float(fn(reference, decoded, rate)) for name, fn in METRICS.items()}
         print(f"\r{spec}: {i + 1}/{len(clips)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return {b: {m: np.array([done[c][str(b)][m] for c, _ in clips]) for m in METRICS} for b in bitrates}
@@ -109,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+", help="model files or pretrained names, [@key=value...]")
     parser.add_argument("--list", required=True, help="wav.scp-style list of clips (id path)")
     parser.add_argument("--bitrates", type=int, nargs="+", default=[1000, 6000])
+    parser.add_argument("--targets", default=None,
+                        help="list of reference clips with the same ids (default: each clip itself)")
     parser.add_argument("--gain-db", type=float, default=0.0, help="input level change in dB")
     parser.add_argument("--max", type=int, default=0, help="first N clips only (0: all)")
     parser.add_argument("--cache", type=Path, default=None, help="JSON file of per-clip scores")
@@ -118,15 +128,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     clips = read_scp(args.list)[: args.max or None]
+    targets = dict(read_scp(args.targets)) if args.targets else None
+    missing = [c for c, _ in clips if targets is not None and c not in targets]
+    if missing:
+        parser.error(f"--targets {args.targets} has no entry for {len(missing)} clips, e.g. {missing[0]}")
     cache = json.loads(args.cache.read_text()) if args.cache and args.cache.is_file() else {}
     scores = []
     try:
         for spec in args.models:
-            scores.append(score_model(spec, clips, args.bitrates, args.gain_db, cache))
+            scores.append(score_model(spec, clips, args.bitrates, args.gain_db, cache, targets,
+                                      args.targets or ""))
     finally:
         if args.cache:
             args.cache.write_text(json.dumps(cache))
-    print(f"{len(clips)} clips of {args.list}, input gain {args.gain_db:g} dB")
+    against = f", scored against {args.targets}" if targets else ""
+    print(f"{len(clips)} clips of {args.list}, input gain {args.gain_db:g} dB{against}")
     print(table(args.models, scores, args.bitrates))
     if args.by_corpus:
         corpora = np.array([corpus_of(c) for c, _ in clips])

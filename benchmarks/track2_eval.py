@@ -1,6 +1,7 @@
 """Track 2 (enhancement) evaluation: noisy and reverberant test clips, and real noisy pairs.
 
-1. Builds a degraded copy of the test clips once (``OUT/degraded/``), with noises and RIRs that
+1. Builds a degraded copy of the test clips once (``OUT/degraded/``, listed in ``noisy.scp`` and
+   ``target.scp`` there for ``benchmarks/compare.py --targets``), with noises and RIRs that
    training never saw (default: the shared *test* noise and RIR lists), by the training
    augmentation itself (:class:`lrac.train.augment.Augmenter`, Track 2 rules): noise on every clip at
    an SNR drawn from ``--snr`` dB, reverb on ``--reverb-prob`` of them. References are the
@@ -58,6 +59,8 @@ def make_degraded(clean: list[Path], noises: list[Path], rirs: list[Path], out: 
             write_audio(target_path, result.target, RATE)
             conditions.append(f"{utt}\t{result.snr_db}\t{result.rir is not None}")
         inputs[utt], targets[utt] = noisy_path, target_path
+    for name, paths in (("noisy", inputs), ("target", targets)):  # for benchmarks/compare.py --targets
+        (out / f"{name}.scp").write_text("".join(f"{utt} {p.resolve()}\n" for utt, p in paths.items()))
     if conditions:
         (out / "conditions.tsv").write_text("utt\tsnr_db\treverb\n" + "\n".join(conditions) + "\n")
     return inputs, targets

@@ -6,7 +6,8 @@ The training speech (2.66 h, 157 MB of FLAC) does not fit as it is: it is carrie
 about 24 kbps (libsndfile ``compression_level=0.93``; 35 MB), which the device decodes back to wav
 (``prep.py``). Opus at this rate is near-transparent for speech, far above what the codec reproduces
 at 6 kbps, but the targets are not bit-exact. Track 2's noises (47 MB) are carried as one 5 s excerpt
-of each training noise (validation noises: 10 s), RIRs whole, the validation speech (13 clips) as FLAC.
+of each training noise (validation noises: 10 s), also as Opus (1.3 MB; as FLAC, 5.6 MB, they no longer
+fit beside the repository since session 10), RIRs whole, the validation speech (13 clips) as FLAC.
 Reads the split lists of ``../shared/data/splits``; "valid13" is every 6th validation clip.
 """
 
@@ -29,26 +30,22 @@ def pack(item: tuple[str, str, str, float, int]) -> str:
     """One list entry -> its packed copy; returns the new list line."""
     utt, src, how, crop_s, seed = item
     rel = os.path.relpath(src, ROOT)
-    if how == "opus":
-        dst = DEST + os.path.splitext(rel)[0] + ".opus"
-    else:
-        dst = DEST + rel
+    dst = DEST + (rel if how == "copy" else os.path.splitext(rel)[0] + ".opus")
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    if not os.path.exists(dst):
-        if how == "copy":
-            shutil.copyfile(src, dst)
-        elif how == "opus":
-            x, sr = sf.read(src, dtype="float32")
-            if sr not in OPUS_RATES:  # Opus takes only these rates
-                x, sr = resample(x.T, sr, 24000).T, 24000
-            sf.write(dst, x, sr, format="OGG", subtype="OPUS", compression_level=0.93)
-        else:  # crop: a random excerpt of crop_s seconds
-            x, sr = sf.read(src, dtype="int16")
-            n = int(crop_s * sr)
-            if len(x) > n:
-                start = int(np.random.default_rng(seed).integers(0, len(x) - n))
-                x = x[start:start + n]
-            sf.write(dst, x, sr, format="FLAC", subtype="PCM_16")
+    if os.path.exists(dst):
+        return f"{utt} {dst}\n"
+    if how == "copy":
+        shutil.copyfile(src, dst)
+        return f"{utt} {dst}\n"
+    x, sr = sf.read(src, dtype="float32")
+    if how == "crop":  # a random excerpt of crop_s seconds
+        n = int(crop_s * sr)
+        if len(x) > n:
+            start = int(np.random.default_rng(seed).integers(0, len(x) - n))
+            x = x[start:start + n]
+    if sr not in OPUS_RATES:  # Opus takes only these rates
+        x, sr = resample(x.T, sr, 24000).T, 24000
+    sf.write(dst, x, sr, format="OGG", subtype="OPUS", compression_level=0.93)
     return f"{utt} {dst}\n"
 
 
