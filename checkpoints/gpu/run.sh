@@ -1,5 +1,5 @@
 #!/bin/bash
-# Device-side training script (session 6): Track 1 and Track 2 side by side on one GPU.
+# Device-side training script (sessions 6, 7, 10): Track 1 and Track 2 side by side on one GPU.
 # Usage (from the repo root on the device): bash checkpoints/gpu/run.sh END_SECONDS (see checkpoints/README.md)
 # Starting points: T1_INIT and T2_INIT (continuation files of checkpoints/, lrac-t1 architecture).
 # Session 7 (two Track 1 runs, an A/B): PRE="command run before training" (e.g. checkpoints/convert.py),
@@ -13,7 +13,7 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, soundfile, lrac; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'sf', soundfile.__version__)" || exit 1
 python3 checkpoints/gpu/prep.py || exit 1; log prepared
-T1_INIT=${T1_INIT:-checkpoints/t1-s9-gd.pt}; T2_INIT=${T2_INIT:-checkpoints/t2-s6-gd.pt}
+T1_INIT=${T1_INIT:-checkpoints/t1-s10-gd.pt}; T2_INIT=${T2_INIT:-checkpoints/t2-s10-gd.pt}
 N1=${N1:-t1}; N2=${N2:-t2}; LR=${LR:-5e-4}; TH=${TH:-2}
 [ -z "${PRE:-}" ] || eval "$PRE" || exit 1
 step_of() { python3 -c "import torch; print(torch.load('$1', map_location='cpu', weights_only=False)['step'])"; }
@@ -24,9 +24,7 @@ C="--config lrac-t1 --batch-size $B --device $DEV --no-progress --threads $TH --
  --set train.segment_samples=28800 --set train.warmup_steps=1000000 --set train.valid_batches=2
  --set train.checkpoint_every_minutes=1.5 --set train.checkpoint_every_steps=2000 --set train.log_every_steps=$LOG"
 T1="--track 1 --init-from $T1_INIT --set train.num_workers=$W1"
-# (t2-s6-gd.pt predates the harmonic phase that the lrac-t1 preset now has; it takes the preset's
-# session-8 voicing as it is, which has no weights)
-T2=${B_ARGS:-"--track 2 --init-from $T2_INIT --set model.frame.harmonic_phase=false --set train.num_workers=$W2 --noise .gpu/lists/train.noise.scp
+T2=${B_ARGS:-"--track 2 --init-from $T2_INIT --set train.num_workers=$W2 --noise .gpu/lists/train.noise.scp
  --rir .gpu/lists/train.rir.scp --valid-noise .gpu/lists/valid.noise.scp --valid-rir .gpu/lists/valid.rir.scp"}
 $TR $C $T1 --out /tmp/p1 --stop-stage 3 2>&1 | tail -4 && $TR $C $T2 --out /tmp/p2 --stop-stage 3 2>&1 | tail -6 || exit 1
 log stages done
