@@ -206,6 +206,10 @@ class DataConfig:
     # scale ([0, 0]: off; docs/results.md, sessions 8 and 9)
     level_db: list[float] = field(default_factory=lambda: [0.0, 0.0])
     shuffle_chunks: int = 12000
+    # memory (MiB, per run, shared by its data workers) for augmented utterances, so that each one is
+    # decoded and augmented once per epoch rather than once per chunk: about 10x the chunks per
+    # second (docs/results.md, session 10); the train split needs about 1 GiB (Track 1) or 2 (Track 2)
+    augment_cache_mb: float = 2048.0
 
 
 @dataclass

@@ -138,6 +138,31 @@ def test_stream_is_deterministic_and_resumes_exactly(tmp_path):
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(ref, other))
 
 
+def test_augment_cache_changes_the_speed_only(tmp_path):
+    utts = _stream_utts(tmp_path)
+    calls = []
+
+    def noisy(speech, rng):  # an augmentation drawn from the utterance's generator, as Track 2's
+        calls.append(1)
+        return speech + 0.01 * rng.standard_normal(len(speech)).astype(np.float32), speech
+
+    def run(cache_mb):
+        calls.clear()
+        stream = ChunkStream(utts, 4800, noisy, buffer_size=50, seed=2, cache_mb=cache_mb)
+        chunks = _take(stream, 60)
+        assert stream._cache_bytes <= max(stream._cache_budget, max(
+            a.nbytes + b.nbytes for a, b in stream._cache.values()))
+        return chunks, len(calls)
+
+    small, small_calls = run(0.0)      # only the newest utterance kept
+    large, large_calls = run(64.0)     # every utterance of an epoch kept
+    for (a_in, a_tgt), (b_in, b_tgt) in zip(small, large):
+        np.testing.assert_array_equal(a_in, b_in)
+        np.testing.assert_array_equal(a_tgt, b_tgt)
+    assert large_calls <= 3 * len(utts)  # once per utterance and epoch (60 chunks: under 3 epochs)
+    assert small_calls > 2 * large_calls
+
+
 def test_prefetcher_state_is_the_consumed_position(tmp_path):
     utts = _stream_utts(tmp_path)
     ref = ChunkStream(utts, 4800, buffer_size=4, seed=1)

@@ -164,7 +164,8 @@ def main(track: str, config_name: str | None, overrides: tuple[str, ...], print_
                          paths.get(f"{prefix}rir", []), sr, seed=cfg.train.seed)
 
     stream = ChunkStream(train_utts, cfg.train.segment_samples, pairs_from(augmenter("")),
-                         cfg.data.shuffle_chunks, cfg.train.seed, dist_info.rank, dist_info.world, sr)
+                         cfg.data.shuffle_chunks, cfg.train.seed, dist_info.rank, dist_info.world, sr,
+                         cache_mb=cfg.data.augment_cache_mb)
     valid = None
     if valid_utts:
         valid = fixed_chunks(valid_utts, cfg.train.segment_samples, pairs_from(augmenter("valid_")),

@@ -334,6 +334,11 @@ def chunk_starts(length: int, segment: int, rng: np.random.Generator, shift_rati
     return [offset + i * shift for i in range(n)]
 
 
+def _pair_bytes(pair: tuple[np.ndarray, np.ndarray]) -> int:
+    """Memory of an ``(input, target)`` pair (Track 1's target is its input: counted once)."""
+    return pair[0].nbytes + (0 if pair[1] is pair[0] else pair[1].nbytes)
+
+
 class ChunkStream:
     """Endless, deterministic, resumable stream of ``(input, target)`` chunks ``[segment]``.
 
@@ -341,9 +346,12 @@ class ChunkStream:
     ``w`` takes every ``w``-th). Each utterance is augmented with a generator seeded by
     ``(seed, e, utterance)``, cut by :func:`chunk_starts`, and its chunk references join the shuffle
     buffer; once the buffer holds ``buffer_size`` references, each draw takes a random one out.
-    Because audio is rebuilt from its reference on demand (with a small cache of augmented
-    utterances), the state (:meth:`state_dict`) is only the epoch, the cursor, the references and
-    the draw generator.
+    Because audio is rebuilt from its reference on demand, the state (:meth:`state_dict`) is only
+    the epoch, the cursor, the references and the draw generator. Rebuilding is the costly part
+    (decoding and, for Track 2, noise and reverb on the whole utterance), so augmented utterances
+    are kept in a least-recently-used cache of ``cache_mb``: with 32 utterances kept, a Track 2
+    stream made 104 chunks/s on one thread, with its whole share kept about 1000 (docs/results.md,
+    session 10). The cache changes the speed only, never the chunks.
 
     Args:
         utts: the utterances (``num_samples`` at ``sample_rate`` when known, else read from the header).
@@ -351,18 +359,19 @@ class ChunkStream:
         pairs: makes ``(input, target)`` from clean speech; see :func:`pairs_from`.
         buffer_size: shuffle-buffer size in chunks (12000 in the baseline).
         seed, rank, world: determinism and sharding across DDP ranks.
+        cache_mb: memory for augmented utterances (shared out among the data workers' shards).
     """
 
     def __init__(self, utts: Sequence[Utterance], segment: int, pairs: PairFn | None = None,
                  buffer_size: int = 12000, seed: int = 0, rank: int = 0, world: int = 1,
-                 sample_rate: int = 24000, shift_ratio: float = 0.5, cache_utterances: int = 32) -> None:
+                 sample_rate: int = 24000, shift_ratio: float = 0.5, cache_mb: float = 2048.0) -> None:
         if not utts:
             raise ValueError("no utterances to train on (every entry was skipped or the source is empty)")
         if len(utts) < world:
             raise ValueError(f"{len(utts)} utterance(s) cannot be shared by {world} ranks")
         self._args = dict(segment=segment, pairs=pairs, buffer_size=buffer_size, seed=seed,
                           sample_rate=sample_rate, shift_ratio=shift_ratio,
-                          cache_utterances=cache_utterances)
+                          cache_mb=cache_mb)
         self.utts = list(utts)
         self.segment = int(segment)
         self.pairs = pairs or pairs_from(None)
@@ -373,7 +382,8 @@ class ChunkStream:
         self.skipped: Counter = Counter()  # uid -> times it could not be loaded
         self._bad: set[int] = set()
         self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._cache_size = cache_utterances
+        self._cache_budget = int(cache_mb * 2**20)  # bytes
+        self._cache_bytes = 0
         self.epoch, self.cursor = 0, 0
         self.buffer: list[tuple[int, int, int]] = []   # (utterance index, epoch, start sample)
         self.rng = np.random.default_rng([self.seed, self.rank, 7])
@@ -382,7 +392,8 @@ class ChunkStream:
     def shard(self, k: int, n: int) -> "ChunkStream":
         """A fresh stream over the ``k``-th of ``n`` parts of this rank's utterances (rank
         ``rank * n + k`` of ``world * n``), for data worker ``k`` (:class:`WorkerPrefetcher`)."""
-        return ChunkStream(self.utts, rank=self.rank * n + k, world=self.world * n, **self._args)
+        args = dict(self._args, cache_mb=self._args["cache_mb"] / n)
+        return ChunkStream(self.utts, rank=self.rank * n + k, world=self.world * n, **args)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -464,8 +475,9 @@ class ChunkStream:
             return None
         pair = self.pairs(speech, self._utt_rng(index, epoch, 1))
         self._cache[key] = pair
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cache_bytes += _pair_bytes(pair)
+        while self._cache_bytes > self._cache_budget and len(self._cache) > 1:  # keep the newest
+            self._cache_bytes -= _pair_bytes(self._cache.popitem(last=False)[1])
         return pair
 
     def _cut(self, audio: np.ndarray, start: int) -> np.ndarray:
