@@ -105,13 +105,15 @@ def test_init_from_resets_the_other_machines_settings(tmp_path):
     from lrac import Codec
     from lrac.cli.train import main
 
-    elsewhere = _cfg("lrac-t1", ("train.num_workers=6", "train.threads=8", "data.cache_dir=/gpu/cache"))
+    elsewhere = _cfg("lrac-t1", ("train.num_workers=6", "train.threads=8", "data.cache_dir=/gpu/cache",
+                                 "data.augment_cache_mb=16000"))
     Codec(elsewhere).save(tmp_path / "m.pt")
     args = ["--track", "1", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
             "--init-from", str(tmp_path / "m.pt"), "--print-config"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     cfg = yaml.safe_load(result.output)
     assert (cfg["train"]["num_workers"], cfg["train"]["threads"], cfg["data"]["cache_dir"]) == (0, 0, "")
+    assert cfg["data"]["augment_cache_mb"] == 2048.0
     assert cfg["train"]["segment_samples"] == elsewhere.train.segment_samples  # the recipe carries over
     result = CliRunner().invoke(main, args + ["--set", "train.num_workers=2"], catch_exceptions=False)
     assert yaml.safe_load(result.output)["train"]["num_workers"] == 2

@@ -20,7 +20,8 @@ import click
 from .common import build_config, config_options, user_errors
 
 # Settings of the machine a run was on, which ``--init-from`` resets to their defaults (``--set`` them).
-MACHINE_SETTINGS = (("train", "num_workers"), ("train", "threads"), ("data", "cache_dir"))
+MACHINE_SETTINGS = (("train", "num_workers"), ("train", "threads"), ("data", "cache_dir"),
+                    ("data", "augment_cache_mb"))
 
 
 def _echo(message: str) -> None:
