@@ -350,8 +350,8 @@ class ChunkStream:
     the epoch, the cursor, the references and the draw generator. Rebuilding is the costly part
     (decoding and, for Track 2, noise and reverb on the whole utterance), so augmented utterances
     are kept in a least-recently-used cache of ``cache_mb``: with 32 utterances kept, a Track 2
-    stream made 104 chunks/s on one thread, with its whole share kept about 1000 (docs/results.md,
-    session 10). The cache changes the speed only, never the chunks.
+    stream made 104 chunks/s on one thread; with its whole share kept, 711 over two epochs from a
+    cold cache (docs/results.md, session 10). The cache changes the speed only, never the chunks.
 
     Args:
         utts: the utterances (``num_samples`` at ``sample_rate`` when known, else read from the header).
