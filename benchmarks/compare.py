@@ -35,7 +35,7 @@ import torch
 from scipy.stats import wilcoxon
 
 from lrac import Codec
-from lrac.audio import load_audio, read_scp
+from lrac.audio import AudioError, load_audio, read_scp
 from lrac.cli.common import load_codec
 from lrac.eval.metrics import estoi, mel_distance, pesq_wb
 
@@ -127,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    clips = read_scp(args.list)[: args.max or None]
-    targets = dict(read_scp(args.targets)) if args.targets else None
+    try:
+        clips = read_scp(args.list)[: args.max or None]
+        targets = dict(read_scp(args.targets)) if args.targets else None
+    except AudioError as exc:  # a missing or malformed list: one line, exit 2
+        parser.error(str(exc))
     missing = [c for c, _ in clips if targets is not None and c not in targets]
     if missing:
         parser.error(f"--targets {args.targets} has no entry for {len(missing)} clips, e.g. {missing[0]}")
