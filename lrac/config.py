@@ -167,6 +167,10 @@ class TrainConfig:
     # y and y_hat; HiFi-GAN's 0.37 s segments), the mel loss still the whole chunk: about 2x faster
     disc_segment_samples: int = 0
     warmup_steps: int = 0
+    # > 0: the first N steps from warmup_steps train the discriminator alone (the generator frozen):
+    # a GAN phase started from a reconstruction-only run first learns to tell real from coded
+    # speech, so the generator does not follow an untrained critic (docs/results.md, session 11)
+    disc_only_steps: int = 0
     bitrate_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
     seed: int = 777
     valid_every_steps: int = 10_000

@@ -145,6 +145,31 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path):
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 1
 
 
+def test_disc_only_steps_freeze_the_generator_then_end(tmp_path):
+    utts = _utterances(tmp_path, 1)
+    trainer = _trainer(_cfg("lrac-t1", warmup_steps=1, disc_only_steps=2), tmp_path / "run", utts, buffer=1)
+    x, y = trainer.stream.next_batch(2)
+    assert "d_loss" not in trainer.train_step(x, y)   # step 0: warmup, no discriminator
+    trainer._after_step()
+    g_before = [p.detach().clone() for p in trainer.g_params]
+    for _ in range(2):                                  # steps 1 and 2: D alone
+        d_before = [p.detach().clone() for p in trainer.d_params]
+        losses = trainer.train_step(x, y)
+        trainer._after_step()
+        assert "d_loss" in losses and "g_loss" not in losses
+        assert not all(torch.equal(p, q) for p, q in zip(d_before, trainer.d_params))
+        assert all(torch.equal(p, q) for p, q in zip(g_before, trainer.g_params))
+    assert trainer.generator.training
+    losses = trainer.train_step(x, y)                    # step 3: the full GAN step
+    assert "adv" in losses and "d_loss" in losses
+    assert not all(torch.equal(p, q) for p, q in zip(g_before, trainer.g_params))
+    # and through fit(), which logs the steps of both kinds
+    run = _trainer(_cfg("lrac-t1", warmup_steps=0, disc_only_steps=1, log_every_steps=1), tmp_path / "fit",
+                   utts, buffer=1)
+    run.fit(2)
+    assert run.step == 2 and (tmp_path / "fit" / "last.pt").is_file()
+
+
 def test_log_stft_loss_joins_the_generator_loss(tmp_path):
     utts = _utterances(tmp_path, 1)
     plain = _trainer(_cfg("lrac-t1", warmup_steps=100), tmp_path / "a", utts, buffer=1)

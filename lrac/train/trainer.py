@@ -15,8 +15,9 @@ only into D's parameters. The result is the same computation as ESPnet's four di
 forwards and two full backward passes, at about 60 % of the discriminator cost.
 
 Cheaper modes for CPUs: ``train.warmup_steps`` (reconstruction only, no discriminator, for the
-first N steps), fewer ``train.disc_n_ffts`` scales, and ``train.disc_every`` (update D every k steps;
-the generator still gets adversarial and feature-matching losses from the current D each step).
+first N steps; then ``train.disc_only_steps`` of the discriminator alone, the generator frozen),
+fewer ``train.disc_n_ffts`` scales, and ``train.disc_every`` (update D every k steps; the generator
+still gets adversarial and feature-matching losses from the current D each step).
 
 Checkpoints: ``OUT/last.pt`` holds the codec (loadable with :meth:`lrac.Codec.load`) plus everything
 needed to continue exactly (discriminator, optimisers, schedulers, step, data position and RNG
@@ -262,6 +263,8 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """One iteration on input ``x`` and target ``y`` (``[B, 1, T]``); returns the losses."""
         tc = self.tc
+        if tc.warmup_steps <= self.step < tc.warmup_steps + tc.disc_only_steps:
+            return self._disc_only_step(x, y)
         n_q = self.stages_at(self.step)
         y_hat, commit = self.g_model(x, n_q)
         y_hat = y_hat[..., :y.shape[-1]]
@@ -300,21 +303,42 @@ class Trainer:
             self._skip("generator gradients")
 
         if update_disc:
-            real_loss, fake_loss = discriminator_adversarial_loss(real, fake)
-            d_loss = real_loss + fake_loss
-            out.update(d_loss=d_loss.item(), d_real=real_loss.item(), d_fake=fake_loss.item())
-            if self._finite_everywhere(d_loss):
-                self.opt_d.zero_grad(set_to_none=True)
-                # Only into D: equivalent to using y_hat.detach() (the generator was updated already).
-                d_loss.backward(inputs=self.d_params)
-                _average_gradients(self.d_params, self.dist.world)
-                if self._clip_and_check(self.d_params):
-                    self.opt_d.step()
-                else:
-                    self._skip("discriminator gradients")
-            else:
-                self._skip("discriminator loss")
+            self._update_disc(real, fake, out)
         return out
+
+    def _disc_only_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """A ``train.disc_only_steps`` iteration: the frozen generator codes ``x``, D learns."""
+        n_q = self.stages_at(self.step)
+        self.generator.eval()  # no codebook statistics move either
+        try:
+            with torch.no_grad():
+                y_hat = self.g_model(x, n_q)[0][..., :y.shape[-1]]
+                out = {"n_q": float(n_q), "mel": self.mel_loss(y_hat, y).item()}
+        finally:
+            self.generator.train()
+        fake_wav, real_wav = random_crop(y_hat, y, self.tc.disc_segment_samples)
+        with parametrize.cached():
+            fake, real = self.disc(fake_wav), self.disc(real_wav)
+        self._update_disc(real, fake, out)
+        return out
+
+    def _update_disc(self, real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]],
+                     out: dict[str, float]) -> None:
+        """Hinge-loss step of D on its outputs for ``real`` and ``fake`` audio; losses into ``out``."""
+        real_loss, fake_loss = discriminator_adversarial_loss(real, fake)
+        d_loss = real_loss + fake_loss
+        out.update(d_loss=d_loss.item(), d_real=real_loss.item(), d_fake=fake_loss.item())
+        if not self._finite_everywhere(d_loss):
+            self._skip("discriminator loss")
+            return
+        self.opt_d.zero_grad(set_to_none=True)
+        # Only into D: equivalent to using y_hat.detach() (the generator was updated already).
+        d_loss.backward(inputs=self.d_params)
+        _average_gradients(self.d_params, self.dist.world)
+        if self._clip_and_check(self.d_params):
+            self.opt_d.step()
+        else:
+            self._skip("discriminator gradients")
 
     def _after_step(self) -> None:
         self.step += 1
@@ -534,7 +558,8 @@ class Trainer:
                 count += 1
                 speed = audio_s / max(time.perf_counter() - t0, 1e-9)
                 bar.update(1)
-                bar.set_postfix_str(f"mel {losses['mel']:.3f} g {losses['g_loss']:.2f} "
+                bar.set_postfix_str(f"mel {losses['mel']:.3f} "
+                                    + (f"g {losses['g_loss']:.2f} " if "g_loss" in losses else "")
                                     + (f"d {losses['d_loss']:.3f} " if "d_loss" in losses else "")
                                     + f"{speed:.2f} audio-s/s")
                 if self.step % tc.log_every_steps == 0 or self.step == max_steps:
