@@ -146,6 +146,7 @@ class TrainConfig:
     max_steps: int = 11_500_000
     max_minutes: float = 0.0   # > 0: stop (with a checkpoint) after this much wall-clock time
     lr: float = 3e-4
+    disc_lr: float = 0.0       # > 0: the discriminator's own learning rate (0: train.lr, as the baseline)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-9
     lr_gamma: float = 0.998

@@ -46,6 +46,13 @@ def test_a_continued_run_can_restart_its_learning_rate_schedule(tmp_path):
     assert later.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3)
     later.fit(5)  # two steps after step 3
     assert later.opt_g.param_groups[0]["lr"] == pytest.approx(5e-4)
+    # a discriminator with its own learning rate decays alike
+    own = _trainer(cfg.override(["train.disc_lr=4e-3"]), tmp_path / "c", utts)
+    own.load_weights(tmp_path / "gd.pt")
+    assert own.opt_d.param_groups[0]["lr"] == pytest.approx(4e-3)
+    assert own.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3)
+    own.fit(5)
+    assert own.opt_d.param_groups[0]["lr"] == pytest.approx(2e-3)
 
 
 def test_init_from_refuses_another_model(tmp_path):

@@ -196,8 +196,8 @@ class Trainer:
                           else None)
         self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
-        self.opt_g = self._optimizer(self.g_params)
-        self.opt_d = self._optimizer(self.d_params)
+        self.opt_g = self._optimizer(self.g_params, self.tc.lr)
+        self.opt_d = self._optimizer(self.d_params, self.tc.disc_lr or self.tc.lr)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, self.tc.lr_gamma)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, self.tc.lr_gamma)
         self.g_model: nn.Module = self.generator
@@ -224,8 +224,8 @@ class Trainer:
         self._tb = None
         self._jsonl = None
 
-    def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.RAdam(params, lr=self.tc.lr, betas=tuple(self.tc.betas), eps=self.tc.adam_eps,
+    def _optimizer(self, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        return torch.optim.RAdam(params, lr=lr, betas=tuple(self.tc.betas), eps=self.tc.adam_eps,
                                  weight_decay=0.0)
 
     # -- one iteration ----------------------------------------------------------------------
