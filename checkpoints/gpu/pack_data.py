@@ -32,21 +32,24 @@ def pack(item: tuple[str, str, str, float, int]) -> str:
     rel = os.path.relpath(src, ROOT)
     dst = DEST + (rel if how == "copy" else os.path.splitext(rel)[0] + ".opus")
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    if os.path.exists(dst):
-        return f"{utt} {dst}\n"
-    if how == "copy":
-        shutil.copyfile(src, dst)
-        return f"{utt} {dst}\n"
+    if not os.path.exists(dst):
+        if how == "copy":
+            shutil.copyfile(src, dst)
+        else:
+            write_opus(src, dst, crop_s if how == "crop" else 0.0, seed)
+    return f"{utt} {dst}\n"
+
+
+def write_opus(src: str, dst: str, crop_s: float, seed: int) -> None:
+    """``src`` as Ogg Opus at ``dst``; with ``crop_s`` > 0 only a random excerpt that long."""
     x, sr = sf.read(src, dtype="float32")
-    if how == "crop":  # a random excerpt of crop_s seconds
-        n = int(crop_s * sr)
-        if len(x) > n:
-            start = int(np.random.default_rng(seed).integers(0, len(x) - n))
-            x = x[start:start + n]
+    n = int(crop_s * sr)
+    if 0 < n < len(x):
+        start = int(np.random.default_rng(seed).integers(0, len(x) - n))
+        x = x[start:start + n]
     if sr not in OPUS_RATES:  # Opus takes only these rates
         x, sr = resample(x.T, sr, 24000).T, 24000
     sf.write(dst, x, sr, format="OGG", subtype="OPUS", compression_level=0.93)
-    return f"{utt} {dst}\n"
 
 
 def split_entries(name: str) -> list[tuple[str, str]]:
