@@ -186,6 +186,12 @@ def test_negative_data_workers_are_refused(tmp_path):
         _trainer(_cfg(num_workers=-1), tmp_path / "a", _utterances(tmp_path, 1))
 
 
+@pytest.mark.parametrize("key", ["disc_only_steps", "disc_lr"])
+def test_negative_discriminator_settings_are_refused(tmp_path, key):
+    with pytest.raises(ValueError, match=f"train.{key} must be >= 0"):
+        _trainer(_cfg(**{key: -1}), tmp_path / "a", _utterances(tmp_path, 1))
+
+
 def test_random_level_scales_input_and_target_alike():
     from lrac.train.trainer import random_level
     x, y = torch.ones(64, 1, 10), 2 * torch.ones(64, 1, 10)

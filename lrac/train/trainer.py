@@ -171,6 +171,9 @@ class Trainer:
             raise ValueError(f"train.num_workers must be >= 0, got {self.tc.num_workers}")
         if self.tc.disc_every < 1:
             raise ValueError(f"train.disc_every must be >= 1, got {self.tc.disc_every}")
+        for key in ("disc_only_steps", "disc_lr"):
+            if getattr(self.tc, key) < 0:
+                raise ValueError(f"train.{key} must be >= 0, got {getattr(self.tc, key)}")
         segment = self.tc.disc_segment_samples
         if segment and not max(self.tc.disc_n_ffts) <= segment:
             raise ValueError(f"train.disc_segment_samples ({segment}) must be 0 (whole chunks) or at least "
