@@ -100,6 +100,11 @@ class FrameConfig:
     # stays below voicing_hold (the onset still needs a dip below 0.2)
     voicing_floor_db: float = -50.0
     voicing_hold: float = 0.0
+    # > 0: a second YIN on the newest voicing_onset_ms of each frame also voices a frame whose dip
+    # there is below voicing_onset_dip. A causal 13.3 ms window sees a voice only once a period and
+    # the window lie inside it; the short one finds onsets about a frame sooner (docs/frame_family.md)
+    voicing_onset_ms: float = 0.0
+    voicing_onset_dip: float = 0.3
 
 
 @dataclass

@@ -123,7 +123,8 @@ def test_load_errors(tmp_path):
     Codec("lrac-t1").save(tmp_path / "t1.pt")
     state = torch.load(tmp_path / "t1.pt", weights_only=False)
     # pitch-path weights under a config without the pitch path
-    state["config"]["model"]["frame"].update(harmonic=False, pitch_fine_bits=0, harmonic_phase=False, voicing_hold=0.0)
+    state["config"]["model"]["frame"].update(harmonic=False, pitch_fine_bits=0, harmonic_phase=False, voicing_hold=0.0,
+                                            voicing_onset_ms=0.0)
     torch.save(state, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="weights do not fit"):
         Codec.load(tmp_path / "mismatch.pt")

@@ -25,7 +25,7 @@ PRESETS = ["lrac-t1", "lrac-t2"]
 LIMITS = {"lrac-t1": (700.0, 300.0, 30.0), "lrac-t2": (2600.0, 600.0, 50.0)}
 # the plain iSTFT head: no pitch path, so none of its parts
 PLAIN_HEAD = ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0", "model.frame.harmonic_phase=false",
-              "model.frame.voicing_hold=0"]
+              "model.frame.voicing_hold=0", "model.frame.voicing_onset_ms=0"]
 
 
 def _config(preset: str):
@@ -243,7 +243,7 @@ def test_bad_frame_config_is_refused() -> None:
     with pytest.raises(ConfigError):
         load_config("lrac-t1", ["model.frame.window=hann"])
     with pytest.raises(ValueError, match="harmonic_phase needs the pitch path"):
-        Codec(load_config("lrac-t1", PLAIN_HEAD[:2] + ["model.frame.voicing_hold=0", "model.frame.harmonic_phase=true"]))
+        Codec(load_config("lrac-t1", PLAIN_HEAD[:2] + PLAIN_HEAD[3:] + ["model.frame.harmonic_phase=true"]))
     with pytest.raises(ValueError, match="voicing_hold"):
         Codec(load_config("lrac-t1", ["model.frame.voicing_hold=0.1"]))
     with pytest.raises(ValueError, match="voicing_hold"):

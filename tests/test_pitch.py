@@ -117,6 +117,53 @@ def test_tracker_with_hold_streams_like_one_pass() -> None:
         assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
 
 
+def _onset_tone(silence_s: float, tone_s: float) -> tuple[torch.Tensor, int]:
+    """Silence, then a 200 Hz tone: ``([1, 1, T], the onset frame)`` (the first frame that ends
+    inside the tone)."""
+    lead = int(silence_s * SR)
+    wav = torch.cat([torch.zeros(1, 1, lead), _gliding_tone(torch.full((int(tone_s * SR),), 200.0))], -1)
+    return wav, lead // HOP
+
+
+def test_onset_window_voices_an_onset_sooner() -> None:
+    wav, onset = _onset_tone(0.2, 0.3)
+    _, _, plain = PitchTracker(SR, HOP, floor_db=-70.0, hold_threshold=0.35)(wav)
+    f0, _, early = PitchTracker(SR, HOP, floor_db=-70.0, hold_threshold=0.35, onset_width=160)(wav)
+    first_plain = int(plain[0].int().argmax())
+    first_early = int(early[0].int().argmax())
+    assert not early[0, :onset].any()                           # nothing voiced in the silence
+    assert onset <= first_early < first_plain                   # the short window hears it sooner
+    assert _cents(f0[0, first_early:first_plain], torch.tensor(200.0)).max() < 30
+    assert (early | ~plain).all()                               # it only adds voiced frames
+    # noise gives the short window no more to voice than the long one
+    gen = torch.Generator().manual_seed(3)
+    _, _, noise = PitchTracker(SR, HOP, hold_threshold=0.35, onset_width=160)(
+        0.1 * torch.randn(1, 1, SR, generator=gen))
+    assert noise.float().mean() < 0.05
+
+
+def test_tracker_with_onset_window_streams_like_one_pass() -> None:
+    wav = torch.cat([_onset_tone(0.1, 0.3)[0], 0.05 * torch.randn(1, 1, 4000), _breathy_tone(0.4, 2)], -1)
+    tracker = PitchTracker(SR, HOP, floor_db=-70.0, hold_threshold=0.35, onset_width=160)
+    whole = tracker(wav)
+    session = StreamSession(tracker, batch_size=1)
+    cuts = (0, 100, 100, 2500, 7000, 9700, wav.shape[-1])
+    parts = [session(wav[..., a:b]) for a, b in zip(cuts, cuts[1:])]
+    for i in range(3):
+        assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
+
+
+@pytest.mark.parametrize("setting", ["model.frame.voicing_onset_ms=14", "model.frame.voicing_onset_dip=0",
+                                     "model.frame.harmonic=false"])
+def test_onset_window_settings_are_checked(setting: str) -> None:
+    cfg = load_config("lrac-t1").override(["model.frame.voicing_onset_ms=6.67", setting])
+    if setting.endswith("harmonic=false"):
+        cfg = cfg.override(["model.frame.harmonic_phase=false", "model.frame.voicing_hold=0",
+                            "model.frame.pitch_fine_bits=0"])
+    with pytest.raises(ValueError, match="voicing_onset"):
+        Codec(cfg)
+
+
 # -- the pitch code ---------------------------------------------------------------------------------
 
 def test_pitch_code_round_trip_within_half_a_step() -> None:

@@ -232,7 +232,9 @@ class FrameEncoder(nn.Module):
         super().__init__()
         bins = cfg.n_fft // 2 + 1
         self.stft = CausalSTFT(cfg.n_fft, cfg.hop)
-        self.pitch = (PitchTracker(sample_rate, cfg.hop, cfg.voicing_floor_db, cfg.voicing_hold or None)
+        onset_width = round(cfg.voicing_onset_ms * sample_rate / 1000)
+        self.pitch = (PitchTracker(sample_rate, cfg.hop, cfg.voicing_floor_db, cfg.voicing_hold or None,
+                                   onset_width, cfg.voicing_onset_dip)
                       if cfg.harmonic else None)
         self.pitch_packer = (PitchPacker(cfg.pitch_bits, cfg.pitch_every_frames, cfg.pitch_fine_bits)
                              if cfg.harmonic else None)
@@ -324,6 +326,11 @@ def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
     if f.voicing_hold and not (f.harmonic and YIN_THRESHOLD <= f.voicing_hold < 1):
         raise ValueError(f"model.frame.voicing_hold ({f.voicing_hold}) needs the pitch path "
                          f"(model.frame.harmonic) and must be 0 (off) or in [{YIN_THRESHOLD}, 1)")
+    if f.voicing_onset_ms and not (f.harmonic and 0 < f.voicing_onset_ms < 1000 / 75
+                                   and 0 < f.voicing_onset_dip < 1):
+        raise ValueError(f"model.frame.voicing_onset_ms ({f.voicing_onset_ms}) needs the pitch path "
+                         "(model.frame.harmonic) and must be 0 (off) or below the tracker's 13.3 ms, "
+                         f"with model.frame.voicing_onset_dip ({f.voicing_onset_dip}) in (0, 1)")
     if f.pitch_fine_bits and (not f.harmonic or f.pitch_fine_bits < 2):
         raise ValueError(f"model.frame.pitch_fine_bits ({f.pitch_fine_bits}) needs the pitch path "
                          "(model.frame.harmonic) and at least 2 bits")

@@ -113,14 +113,23 @@ class PitchTracker(StreamingModule):
     while the frames have a dip below ``hold_threshold``, and those frames take the pitch of that
     dip. On a window this short the dip of a voiced frame often lies between 0.2 and 0.4
     (docs/frame_family.md, "Voicing").
+
+    With ``onset_width`` (samples) a second YIN compares only the newest ``onset_width`` samples: a
+    frame whose dip there is below ``onset_dip`` is voiced too, with that window's pitch, and starts
+    a run the hold can continue. A causal window sees a voice only once one period and the window
+    both lie inside it, so a shorter one finds an onset sooner (about a frame; docs/frame_family.md).
+    The returned ``dip`` stays the long window's (an encoder feature).
     """
 
     def __init__(self, sample_rate: int, hop: int, floor_db: float = VOICING_FLOOR_DB,
-                 hold_threshold: float | None = None) -> None:
+                 hold_threshold: float | None = None, onset_width: int = 0, onset_dip: float = 0.3) -> None:
         super().__init__()
         self.sample_rate, self.hop = sample_rate, hop
         self.floor_db, self.hold_threshold = floor_db, hold_threshold
         self.width = sample_rate // 75
+        if not 0 <= onset_width < self.width:
+            raise ValueError(f"onset_width {onset_width} must be 0 (off) or below the window, {self.width}")
+        self.onset_width, self.onset_dip = onset_width, onset_dip
         self.span = self.width + yin_lags(sample_rate)[1]
 
     def init_state(self, batch_size: int) -> State:
@@ -134,7 +143,8 @@ class PitchTracker(StreamingModule):
             empty = wav.new_zeros(wav.shape[0], 0)
             return empty, empty, empty.bool()
         # reversed frames: YIN's compared span is then the newest samples
-        cmnd, power_db = yin_cmnd(frames.flip(-1), self.sample_rate, self.width)
+        newest_first = frames.flip(-1)
+        cmnd, power_db = yin_cmnd(newest_first, self.sample_rate, self.width)
         loud = power_db > self.floor_db
 
         def periodic(f0: torch.Tensor, has_dip: torch.Tensor) -> torch.Tensor:
@@ -142,14 +152,24 @@ class PitchTracker(StreamingModule):
 
         f0, dip, has_dip = yin_pick(cmnd, self.sample_rate)
         voiced = periodic(f0, has_dip)
+        onset = torch.zeros_like(voiced)
+        if self.onset_width:
+            short = newest_first[..., : self.onset_width + self.span - self.width]
+            f0_short, dip_short, _ = yin_pick(yin_cmnd(short, self.sample_rate, self.onset_width)[0],
+                                              self.sample_rate)
+            onset = periodic(f0_short, dip_short < self.onset_dip) & ~voiced
+            f0 = torch.where(onset, f0_short, f0)
         if self.hold_threshold is not None:
             f0_hold, dip_hold, has_hold = yin_pick(cmnd, self.sample_rate, self.hold_threshold)
-            held = hold_voicing(voiced, periodic(f0_hold, has_hold), None if state is None else state.voiced)
-            held = held & ~voiced
-            f0, dip, voiced = torch.where(held, f0_hold, f0), torch.where(held, dip_hold, dip), voiced | held
+            loose = periodic(f0_hold, has_hold)
+            held = hold_voicing(voiced | onset, loose, None if state is None else state.voiced) & ~voiced
+            # the long window's pitch where it has one: more precise than the short window's
+            take_hold = held & loose
+            f0, dip = torch.where(take_hold, f0_hold, f0), torch.where(take_hold, dip_hold, dip)
+            voiced = voiced | held
             if state is not None:
                 state.voiced = voiced[:, -1]
-        return f0.clamp(F0_MIN_HZ, F0_MAX_HZ), dip, voiced
+        return f0.clamp(F0_MIN_HZ, F0_MAX_HZ), dip, voiced | onset
 
     def extra_macs(self, inputs: tuple, output: tuple) -> int:
         n_fft = 1 << (self.span - 1).bit_length()
@@ -159,6 +179,11 @@ class PitchTracker(StreamingModule):
         picks = 2 if self.hold_threshold is not None else 1
         per_frame = (3 * math.ceil(2.5 * n_fft * math.log2(n_fft)) + 3 * bins
                      + (4 + 4 * picks) * self.span // 2)
+        if self.onset_width:  # the short window's own YIN: three FFTs, cross-spectrum, one pick
+            short_span = self.onset_width + self.span - self.width
+            n_short = 1 << (short_span - 1).bit_length()
+            per_frame += (3 * math.ceil(2.5 * n_short * math.log2(n_short)) + 3 * (n_short // 2 + 1)
+                          + 8 * short_span // 2)
         return output[0].shape[-1] * per_frame
 
 

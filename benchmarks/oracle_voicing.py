@@ -1,0 +1,105 @@
+"""Research probe (not part of the package): how much a better pitch tracker could give a trained
+model, with no retraining. The encoder's causal YIN is replaced, frame by frame, by Praat's
+autocorrelation pitch (an offline tracker that looks ahead and smooths with a Viterbi path), and
+each clip is coded both ways and scored (docs/results.md, session 12). Needs praat-parselmouth
+(`pip install praat-parselmouth`; not a dependency of lrac).
+
+    python benchmarks/oracle_voicing.py t1 --list exp/lists/valid77.scp --mode voicing
+
+Modes: ``voicing`` Praat's voicing and pitch; ``add`` only the frames Praat voices and the tracker
+does not; ``onset`` those among them in the first 3 frames of a Praat voiced run; ``pitch`` Praat's
+pitch where both call the frame voiced. Praat's frame is taken 6.7 ms before the end of ours (the
+middle of the tracker's 13.3 ms window).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from scipy.stats import wilcoxon
+
+from lrac.audio import load_audio, read_scp
+from lrac.cli.common import load_codec
+from lrac.eval.metrics import estoi, mel_distance, pesq_wb
+
+MODES = ("voicing", "add", "onset", "pitch")
+
+
+def praat_pitch(x: np.ndarray, rate: int, hop: int, n_frames: int) -> np.ndarray:
+    """Praat's pitch ``[n_frames]`` in Hz at the tracker's frame instants, NaN where unvoiced."""
+    import parselmouth
+    track = parselmouth.Sound(x.astype(np.float64), sampling_frequency=rate).to_pitch_ac(
+        time_step=0.005, pitch_floor=50, pitch_ceiling=500)
+    return np.array([track.get_value_at_time((f + 1) * hop / rate - 0.0067) for f in range(n_frames)])
+
+
+def run_length(voiced: torch.Tensor) -> torch.Tensor:
+    """``[B, F]`` bool -> each voiced frame's position in its run (1, 2, ...), 0 when unvoiced."""
+    out = torch.zeros_like(voiced, dtype=torch.long)
+    for f in range(voiced.shape[-1]):
+        out[:, f] = torch.where(voiced[:, f], (out[:, f - 1] if f else 0) + 1, 0)
+    return out
+
+
+def oracle(mode: str, f0: torch.Tensor, v: torch.Tensor, ref_hz: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tracker's ``(f0, voiced)`` ``[1, F]`` with Praat's put in as ``mode`` says."""
+    ref = torch.from_numpy(ref_hz[: f0.shape[-1]])[None].to(f0)
+    ref_v = ~torch.isnan(ref)
+    if mode == "voicing":
+        return torch.where(ref_v, ref, f0), ref_v
+    if mode == "pitch":
+        return torch.where(ref_v & v, ref, f0), v
+    add = ref_v & ~v
+    if mode == "onset":
+        add &= run_length(ref_v) <= 3
+    return torch.where(add, ref, f0), v | add
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", help="model file, checkpoint or pretrained name")
+    ap.add_argument("--list", required=True, help="Kaldi-style <id> <path> list")
+    ap.add_argument("--mode", choices=MODES, default="voicing")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    codec = load_codec(args.model)
+    tracker = codec.generator.encoder.net.pitch
+    own_forward, praat = tracker.forward, {}
+
+    def forward(wav: torch.Tensor):
+        f0, dip, v = own_forward(wav)
+        if "hz" not in praat:
+            return f0, dip, v
+        f0, v = oracle(args.mode, f0, v, praat["hz"])
+        return f0, dip, v
+
+    tracker.forward = forward
+    rate, hop = codec.sample_rate, codec.generator.encoder.hop_length
+    scores = {False: [], True: []}
+    clips = read_scp(args.list)
+    for i, (_, path) in enumerate(clips):
+        x = load_audio(path, rate, warn_stereo=False)[0]
+        hz = praat_pitch(x, rate, hop, len(x) // hop + 1)
+        for use in (False, True):
+            praat.clear()
+            if use:
+                praat["hz"] = hz
+            row = []
+            for bitrate in (1000, 6000):
+                y = codec.decode(codec.encode(x, bitrate))[0, 0].double().numpy()[: len(x)]
+                row += [pesq_wb(x, y, rate), estoi(x, y, rate), mel_distance(x, y, rate)]
+            scores[use].append(row)
+        print(f"\r{i + 1}/{len(clips)}", end="", flush=True)
+    own, with_praat = np.array(scores[False]), np.array(scores[True])
+    print(f"\n{len(clips)} clips of {args.list}, mode {args.mode}: the tracker -> with Praat (mean difference, Wilcoxon p)")
+    names = [f"{k} kbps {m}" for k in (1, 6) for m in ("PESQ-WB", "ESTOI", "mel dB")]
+    for j, name in enumerate(names):
+        d = with_praat[:, j] - own[:, j]
+        print(f"| {name} | {own[:, j].mean():.3f} | {with_praat[:, j].mean():.3f} ({d.mean():+.3f}, "
+              f"p={wilcoxon(d).pvalue:.2g}) |")
+
+
+if __name__ == "__main__":
+    main()
