@@ -106,17 +106,6 @@ def test_voicing_floor_is_a_level_not_a_voice() -> None:
     assert PitchTracker(SR, HOP, floor_db=-70.0)(quiet)[2][0, 4:].all()
 
 
-def test_tracker_with_hold_streams_like_one_pass() -> None:
-    wav = torch.cat([_breathy_tone(0.4, 1), 0.05 * torch.randn(1, 1, 4000), _breathy_tone(0.4, 2)], -1)
-    tracker = PitchTracker(SR, HOP, floor_db=-70.0, hold_threshold=0.35)
-    whole = tracker(wav)
-    session = StreamSession(tracker, batch_size=1)
-    cuts = (0, 100, 100, 2500, 7000, 9700, wav.shape[-1])
-    parts = [session(wav[..., a:b]) for a, b in zip(cuts, cuts[1:])]
-    for i in range(3):
-        assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
-
-
 def _onset_tone(silence_s: float, tone_s: float) -> tuple[torch.Tensor, int]:
     """Silence, then a 200 Hz tone: ``([1, 1, T], the onset frame)`` (the first frame that ends
     inside the tone)."""
@@ -142,12 +131,15 @@ def test_onset_window_voices_an_onset_sooner() -> None:
     assert noise.float().mean() < 0.05
 
 
-def test_tracker_with_onset_window_streams_like_one_pass() -> None:
-    wav = torch.cat([_onset_tone(0.1, 0.3)[0], 0.05 * torch.randn(1, 1, 4000), _breathy_tone(0.4, 2)], -1)
-    tracker = PitchTracker(SR, HOP, floor_db=-70.0, hold_threshold=0.35, onset_width=160)
+@pytest.mark.parametrize("onset_width", [0, 160])
+def test_tracker_with_hold_and_onset_window_streams_like_one_pass(onset_width: int) -> None:
+    """The hold's state (the last decision) and the onset window (no state of its own) stream."""
+    wav = torch.cat([_onset_tone(0.1, 0.3)[0], _breathy_tone(0.4, 1), 0.05 * torch.randn(1, 1, 4000),
+                     _breathy_tone(0.4, 2)], -1)
+    tracker = PitchTracker(SR, HOP, floor_db=-70.0, hold_threshold=0.35, onset_width=onset_width)
     whole = tracker(wav)
     session = StreamSession(tracker, batch_size=1)
-    cuts = (0, 100, 100, 2500, 7000, 9700, wav.shape[-1])
+    cuts = (0, 100, 100, 2500, 7000, 9700, 16000, wav.shape[-1])
     parts = [session(wav[..., a:b]) for a, b in zip(cuts, cuts[1:])]
     for i in range(3):
         assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
