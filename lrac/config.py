@@ -92,6 +92,10 @@ class FrameConfig:
     # > 0: each frame's own pitch against that code, in this many bits of the second token (6 kbps
     # and up; 16-cent steps): every frame's pitch instead of every other frame's
     pitch_fine_bits: int = 0
+    # true (needs pitch_fine_bits): a voiced frame in a group coded unvoiced (its first frame was)
+    # sends its pitch class in its refinement bits, unused there, and is voiced at once instead of
+    # waiting for the next group's code (docs/frame_family.md, "Voicing"); 1 kbps does not carry it
+    pitch_late_onsets: bool = False
     # the pitch path's pulse train has all harmonics in cosine phase; true: the decoder head also
     # gives a phase per bin for the harmonic part (the phase response of the glottis and vocal tract)
     harmonic_phase: bool = False

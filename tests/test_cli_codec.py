@@ -131,7 +131,7 @@ def test_decode_bad_bitstreams(tmp_path, wav, model):
     Codec("lrac-t1").save(old)
     state = torch.load(old, weights_only=False)
     state["config"]["model"]["frame"].update(harmonic=False, pitch_fine_bits=0, harmonic_phase=False, voicing_hold=0.0,
-                                            voicing_onset_ms=0.0)
+                                            voicing_onset_ms=0.0, pitch_late_onsets=False)
     torch.save(state, old)
     code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "o.wav"), "--model", str(old)])
     assert code == 2 and "weights do not fit" in out and len(out.strip().splitlines()) == 1

@@ -124,7 +124,7 @@ def test_load_errors(tmp_path):
     state = torch.load(tmp_path / "t1.pt", weights_only=False)
     # pitch-path weights under a config without the pitch path
     state["config"]["model"]["frame"].update(harmonic=False, pitch_fine_bits=0, harmonic_phase=False, voicing_hold=0.0,
-                                            voicing_onset_ms=0.0)
+                                            voicing_onset_ms=0.0, pitch_late_onsets=False)
     torch.save(state, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="weights do not fit"):
         Codec.load(tmp_path / "mismatch.pt")

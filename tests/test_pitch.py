@@ -13,7 +13,7 @@ from lrac.codec import Codec
 from lrac.config import Config, load_config
 from lrac.models.frame import CausalSTFT, sqrt_hann
 from lrac.models.pitch import (HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker, code_to_f0,
-                               hold_voicing, pitch_to_code)
+                               hold_voicing, late_code_to_f0, pitch_to_code, pitch_to_late_code)
 from lrac.models.streaming import StreamSession
 from lrac.quant.rvq import fsq_levels_less
 
@@ -151,7 +151,7 @@ def test_onset_window_settings_are_checked(setting: str) -> None:
     cfg = load_config("lrac-t1").override(["model.frame.voicing_onset_ms=6.67", setting])
     if setting.endswith("harmonic=false"):
         cfg = cfg.override(["model.frame.harmonic_phase=false", "model.frame.voicing_hold=0",
-                            "model.frame.pitch_fine_bits=0"])
+                            "model.frame.pitch_fine_bits=0", "model.frame.pitch_late_onsets=false"])
     with pytest.raises(ValueError, match="voicing_onset"):
         Codec(cfg)
 
@@ -190,10 +190,12 @@ def test_packed_pitch_unpacks_to_each_groups_first_frame() -> None:
                 assert f0_out[b, k] == f0_out[b, last]
 
 
-@pytest.mark.parametrize("fine_bits", [0, 4], ids=["code", "code+refinement"])
-def test_pitch_code_streams_like_one_pass(fine_bits: int) -> None:
+@pytest.mark.parametrize("fine_bits,late", [(0, False), (4, False), (4, True)],
+                         ids=["code", "code+refinement", "code+refinement+late-onsets"])
+def test_pitch_code_streams_like_one_pass(fine_bits: int, late: bool) -> None:
     f0, voiced = _random_pitch(40, seed=2)
-    packer, unpacker = PitchPacker(6, 2, fine_bits), PitchUnpacker(6, 2, delay=1, fine_bits=fine_bits)
+    packer = PitchPacker(6, 2, fine_bits, late_onsets=late)
+    unpacker = PitchUnpacker(6, 2, delay=1, fine_bits=fine_bits, late_onsets=late)
     symbols = packer(f0, voiced)
     whole = unpacker(symbols)
     cuts = ((0, 1), (1, 4), (4, 4), (4, 17), (17, 40))
@@ -222,6 +224,31 @@ def test_refinement_gives_every_frame_its_own_pitch() -> None:
     assert torch.equal(PitchUnpacker(6, 2, delay=1, fine_bits=4)(symbols[:, :1])[0], coarse)
 
 
+def test_late_code_classes_cover_the_range_around_the_middle_value() -> None:
+    f0 = torch.logspace(math.log10(50), math.log10(500), 400)
+    code = pitch_to_late_code(f0, 4)
+    assert code.min() == 0 and code.max() == 15 and not (code == 8).any()      # 8: no onset
+    assert _cents(late_code_to_f0(code, 4), f0).max() <= 133                  # 15 classes of 266 cents
+
+
+def test_late_onsets_voice_a_groups_second_frame_at_once() -> None:
+    """A group whose first frame is unvoiced is coded unvoiced; its voiced second frame (an onset
+    found a frame late) waits for the next group unless its refinement bits carry it."""
+    f0 = torch.tensor([[110.0, 180.0, 185.0, 190.0, 100.0, 260.0, 250.0, 240.0]])
+    voiced = torch.tensor([[False, True, True, True, False, True, False, False]])
+    plain = PitchUnpacker(6, 2, delay=1, fine_bits=4)(PitchPacker(6, 2, 4)(f0, voiced))
+    symbols = PitchPacker(6, 2, 4, late_onsets=True)(f0, voiced)
+    unpacker = PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True)
+    f0_out, voicing = unpacker(symbols)
+    assert plain[1].tolist() == [[0, 0, 1, 1, 0, 0, 0, 0]]
+    assert voicing.tolist() == [[0, 1, 1, 1, 0, 1, 0, 0]]
+    assert _cents(f0_out[0, [1, 5]], f0[0, [1, 5]]).max() <= 133
+    assert torch.equal(f0_out[0, 2:4], plain[0][0, 2:4])          # voiced groups as before
+    assert f0_out[0, 6] == f0_out[0, 5]                           # the onset's pitch carries on
+    # one token (1 kbps) has no refinement row: no late onsets, the same as without them
+    assert torch.equal(unpacker(symbols[:, :1])[1], PitchUnpacker(6, 2, delay=1, fine_bits=4)(symbols[:, :1])[1])
+
+
 def test_unpacker_needs_the_lookahead_the_code_takes() -> None:
     with pytest.raises(ValueError, match="look-ahead"):
         PitchUnpacker(6, 2, delay=0)
@@ -229,7 +256,8 @@ def test_unpacker_needs_the_lookahead_the_code_takes() -> None:
 
 @pytest.mark.parametrize("override", ["model.frame.pitch_bits=5", "model.frame.pitch_bits=1",
                                       "model.frame.decoder_lookahead_frames=0",
-                                      "model.frame.pitch_fine_bits=1", "model.frame.pitch_fine_bits=10"])
+                                      "model.frame.pitch_fine_bits=1", "model.frame.pitch_fine_bits=10",
+                                      "model.frame.pitch_fine_bits=0"])
 def test_pitch_code_settings_that_cannot_work_are_refused(override: str) -> None:
     with pytest.raises(ValueError, match="pitch_bits|look-ahead|pitch_fine_bits|side bits"):
         Codec(load_config("lrac-t1", [override]))
@@ -291,7 +319,8 @@ def test_source_streams_with_a_continuous_phase() -> None:
 
 def _pitch_codec(seed: int = 0) -> Codec:
     torch.manual_seed(seed)
-    return Codec(load_config("lrac-t1", ["model.frame.harmonic=true", "model.frame.pitch_fine_bits=0"]))
+    return Codec(load_config("lrac-t1", ["model.frame.harmonic=true", "model.frame.pitch_fine_bits=0",
+                                         "model.frame.pitch_late_onsets=false"]))
 
 
 def test_decoder_mixes_the_source_on_voiced_frames_only() -> None:

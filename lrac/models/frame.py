@@ -236,8 +236,8 @@ class FrameEncoder(nn.Module):
         self.pitch = (PitchTracker(sample_rate, cfg.hop, cfg.voicing_floor_db, cfg.voicing_hold or None,
                                    onset_width, cfg.voicing_onset_dip)
                       if cfg.harmonic else None)
-        self.pitch_packer = (PitchPacker(cfg.pitch_bits, cfg.pitch_every_frames, cfg.pitch_fine_bits)
-                             if cfg.harmonic else None)
+        self.pitch_packer = (PitchPacker(cfg.pitch_bits, cfg.pitch_every_frames, cfg.pitch_fine_bits,
+                                         cfg.pitch_late_onsets) if cfg.harmonic else None)
         self.side_bits = self.pitch_packer.side_bits if cfg.harmonic else ()
         # streaming: the code waits for the backbone's look-ahead frames, so both stay aligned
         self.side_delay = FrameDelay(cfg.encoder_lookahead_frames) if cfg.harmonic else None
@@ -285,7 +285,8 @@ class FrameDecoder(nn.Module):
         if cfg.harmonic:
             # the unpacker holds back as many frames as the backbone, so their outputs stay aligned
             self.pitch_unpacker = PitchUnpacker(cfg.pitch_bits, cfg.pitch_every_frames,
-                                                cfg.decoder_lookahead_frames, cfg.pitch_fine_bits)
+                                                cfg.decoder_lookahead_frames, cfg.pitch_fine_bits,
+                                                cfg.pitch_late_onsets)
             self.source = HarmonicSource(sample_rate, cfg.hop, sqrt_hann(cfg.n_fft))
             self.source_stft = CausalSTFT(cfg.n_fft, cfg.hop)
             with torch.no_grad():  # voiced frames start with a harmonic share of sigmoid(1) = 0.73
@@ -326,6 +327,9 @@ def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
     if f.voicing_hold and not (f.harmonic and YIN_THRESHOLD <= f.voicing_hold < 1):
         raise ValueError(f"model.frame.voicing_hold ({f.voicing_hold}) needs the pitch path "
                          f"(model.frame.harmonic) and must be 0 (off) or in [{YIN_THRESHOLD}, 1)")
+    if f.pitch_late_onsets and not (f.harmonic and f.pitch_fine_bits):
+        raise ValueError("model.frame.pitch_late_onsets needs the pitch path (model.frame.harmonic) and its "
+                         "refinement (model.frame.pitch_fine_bits), whose bits carry them")
     if f.voicing_onset_ms and not (f.harmonic and 0 < f.voicing_onset_ms < 1000 / 75
                                    and 0 < f.voicing_onset_dip < 1):
         raise ValueError(f"model.frame.voicing_onset_ms ({f.voicing_onset_ms}) needs the pitch path "

@@ -217,6 +217,23 @@ def fine_code_to_ratio(code: torch.Tensor, bits: int) -> torch.Tensor:
     return 2.0 ** ((code - (1 << (bits - 1))).double() * (FINE_STEP_CENTS / 1200))
 
 
+def pitch_to_late_code(f0_hz: torch.Tensor, bits: int) -> torch.Tensor:
+    """A late onset's pitch as a refinement symbol (int64, ``[...]``): ``2 ** bits - 1`` classes
+    uniform in log-frequency over ``[F0_MIN_HZ, F0_MAX_HZ]``, numbered around the middle value
+    (which keeps its meaning, no onset). 15 classes: 266 cents each."""
+    classes, mid = (1 << bits) - 1, 1 << (bits - 1)
+    position = torch.log(f0_hz.double().clamp(F0_MIN_HZ, F0_MAX_HZ) / F0_MIN_HZ) / math.log(F0_MAX_HZ / F0_MIN_HZ)
+    k = torch.floor(position * classes).clamp(0, classes - 1).long()
+    return k + (k >= mid).long()
+
+
+def late_code_to_f0(code: torch.Tensor, bits: int) -> torch.Tensor:
+    """Hz (float64) at the middle of a late onset's class (the inverse of :func:`pitch_to_late_code`)."""
+    classes, mid = (1 << bits) - 1, 1 << (bits - 1)
+    k = code - (code > mid).long()
+    return F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** ((k.double() + 0.5) / classes)
+
+
 class PitchPacker(StreamingModule):
     """Encoder side: pitch per frame ``[B, F]`` -> side symbols ``[B, S, F]``, one row per token that
     carries pitch bits (:attr:`side_bits` gives their widths).
@@ -227,11 +244,18 @@ class PitchPacker(StreamingModule):
     complete ``every - 1`` frames after it was measured, which the decoder's look-ahead covers.
     Row 1, with ``fine_bits``: each frame's own pitch against the group's code
     (:func:`pitch_to_fine_code`), in the second token, so only bitrates of two stages or more carry it.
+
+    With ``late_onsets`` (and ``fine_bits``), a voiced frame in a group whose code says unvoiced (its
+    first frame was) sends its pitch class in row 1 instead (:func:`pitch_to_late_code`): the code
+    holds the first frame's voicing for the whole group, so an onset on a later frame would wait for
+    the next group. Row 1 is otherwise unused there, so the bitrate stays.
     """
 
-    def __init__(self, bits: int, every: int, fine_bits: int = 0) -> None:
+    def __init__(self, bits: int, every: int, fine_bits: int = 0, late_onsets: bool = False) -> None:
         super().__init__()
-        self.levels, self.every, self.fine_bits = 1 << bits, every, fine_bits
+        if late_onsets and not fine_bits:
+            raise ValueError("late onsets are sent in the pitch refinement: they need fine_bits")
+        self.levels, self.every, self.fine_bits, self.late_onsets = 1 << bits, every, fine_bits, late_onsets
         self.side_bits = (bits // every,) + ((fine_bits,) if fine_bits else ())
 
     def init_state(self, batch_size: int) -> State:
@@ -255,11 +279,14 @@ class PitchPacker(StreamingModule):
         if not self.fine_bits:
             return coarse[:, None]
         fine = pitch_to_fine_code(f0_hz, code_to_f0(code, self.levels), voiced & (code > 0), self.fine_bits)
+        if self.late_onsets:
+            fine = torch.where(voiced & (code == 0), pitch_to_late_code(f0_hz, self.fine_bits), fine)
         return torch.stack([coarse, fine], 1)
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
-        # log, scale, round, select, shift and mask per frame; the refinement: exp, log, scale, round
-        return output.shape[-1] * (8 + 8 * bool(self.fine_bits))
+        # log, scale, round, select, shift and mask per frame; the refinement: exp, log, scale, round;
+        # a late onset's class: log, scale, floor, select
+        return output.shape[-1] * (8 + 8 * bool(self.fine_bits) + 4 * self.late_onsets)
 
 
 class PitchUnpacker(StreamingModule):
@@ -272,13 +299,15 @@ class PitchUnpacker(StreamingModule):
     the backbone; the flush completes a last partial group with zero symbols, as one pass does.
     """
 
-    def __init__(self, bits: int, every: int, delay: int, fine_bits: int = 0) -> None:
+    def __init__(self, bits: int, every: int, delay: int, fine_bits: int = 0, late_onsets: bool = False) -> None:
         super().__init__()
         if delay < every - 1:
             raise ValueError(f"a pitch code spread over {every} frames needs a decoder look-ahead of at "
                              f"least {every - 1} frame(s), have {delay}")
+        if late_onsets and not fine_bits:
+            raise ValueError("late onsets are sent in the pitch refinement: they need fine_bits")
         self.levels, self.every, self.delay = 1 << bits, every, delay
-        self.side_bits, self.fine_bits = bits // every, fine_bits
+        self.side_bits, self.fine_bits, self.late_onsets = bits // every, fine_bits, late_onsets
 
     def init_state(self, batch_size: int) -> State:
         rows = 2 if self.fine_bits else 1
@@ -310,6 +339,9 @@ class PitchUnpacker(StreamingModule):
         f0 = code_to_f0(code, self.levels)
         if self.fine_bits:
             f0 = f0 * fine_code_to_ratio(fine[:, 0], self.fine_bits)
+        if self.late_onsets:   # (a bitrate without row 1 has only the middle value there: no onset)
+            late = ~voiced & (fine[:, 0] != 1 << (self.fine_bits - 1))
+            f0, voiced = torch.where(late, late_code_to_f0(fine[:, 0], self.fine_bits), f0), voiced | late
         f0 = torch.where(voiced, f0, torch.nan)
         # carry the last voiced pitch through unvoiced frames
         f0 = torch.cat([last_f0, f0], -1)
@@ -320,8 +352,9 @@ class PitchUnpacker(StreamingModule):
         return f0[:, 1:].float(), voiced.float()
 
     def extra_macs(self, inputs: tuple, output: tuple) -> int:
-        # combine symbols, exp of the level, select per frame; the refinement: offset, exp, product
-        return output[0].shape[-1] * (8 + 4 * bool(self.fine_bits))
+        # combine symbols, exp of the level, select per frame; the refinement: offset, exp, product;
+        # a late onset: compare, exp, two selects
+        return output[0].shape[-1] * (8 + 4 * bool(self.fine_bits) + 4 * self.late_onsets)
 
 
 class HarmonicSource(StreamingModule):
