@@ -108,7 +108,7 @@ class FrameConfig:
     # there is below voicing_onset_dip. A causal 13.3 ms window sees a voice only once a period and
     # the window lie inside it; the short one finds onsets about a frame sooner (docs/frame_family.md)
     voicing_onset_ms: float = 0.0
-    voicing_onset_dip: float = 0.3
+    voicing_onset_dip: float = 0.4
 
 
 @dataclass

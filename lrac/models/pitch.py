@@ -122,7 +122,7 @@ class PitchTracker(StreamingModule):
     """
 
     def __init__(self, sample_rate: int, hop: int, floor_db: float = VOICING_FLOOR_DB,
-                 hold_threshold: float | None = None, onset_width: int = 0, onset_dip: float = 0.3) -> None:
+                 hold_threshold: float | None = None, onset_width: int = 0, onset_dip: float = 0.4) -> None:
         super().__init__()
         self.sample_rate, self.hop = sample_rate, hop
         self.floor_db, self.hold_threshold = floor_db, hold_threshold
