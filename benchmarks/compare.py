@@ -46,14 +46,7 @@ def load_model(spec: str) -> Codec:
     """``path-or-name[@key=value...]`` -> a codec; the settings must not change any weight."""
     source, *settings = spec.split("@")
     codec = load_codec(source)
-    if not settings:
-        return codec
-    config = codec.config.override(settings)
-    changed = Codec(config)
-    if codec.weight_norm_folded:
-        changed.fold_weight_norm()
-    changed.generator.load_state_dict(codec.generator.state_dict())
-    return changed.set_exact(codec.encode_dtype == torch.float64)
+    return codec.with_settings(settings) if settings else codec
 
 
 def code(codec: Codec, clean: np.ndarray, bitrate_bps: int, gain_db: float) -> np.ndarray:

@@ -21,9 +21,7 @@ from lrac.codec import Codec
 def ship(checkpoint: str, dest: str, note: str, settings: list[str]) -> None:
     codec = Codec.load(checkpoint, inference=False)
     if settings:
-        changed = Codec(codec.config.override(settings))
-        changed.generator.load_state_dict(codec.generator.state_dict())
-        codec = changed
+        codec = codec.with_settings(settings)
     codec.note = note
     codec.save(dest, half=True)
     print(f"{dest}: model id {codec.model_id.hex()}")

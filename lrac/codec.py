@@ -261,6 +261,16 @@ class Codec:
             raise FileNotFoundError(f"no pretrained model {name!r} (installed: {have})")
         return cls.load(path)
 
+    def with_settings(self, settings: list[str]) -> "Codec":
+        """A new codec with these weights under config ``settings`` that change no weight (the pitch
+        tracker's voicing keys, for example: ``["model.frame.voicing_onset_ms=6.67"]``), folded and
+        exact as this one. A setting that changes a weight's shape fails to load."""
+        changed = Codec(self.config.override(settings))
+        if self.weight_norm_folded:
+            changed.fold_weight_norm()
+        changed.generator.load_state_dict(self.generator.state_dict())
+        return changed.set_exact(self.encode_dtype == torch.float64)
+
     def fold_weight_norm(self) -> "Codec":
         """Fold weight norm into plain weights for inference (irreversible, same outputs)."""
         fold_weight_norm(self.generator)

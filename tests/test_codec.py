@@ -110,6 +110,19 @@ def test_different_weights_different_identity():
     assert Codec("baseline-t1").model_id != Codec("baseline-t1").model_id
 
 
+def test_with_settings_keeps_the_weights_under_a_new_config():
+    torch.manual_seed(0)
+    codec = Codec("lrac-t1").fold_weight_norm().set_exact(False)
+    changed = codec.with_settings(["model.frame.voicing_onset_ms=0", "model.frame.pitch_late_onsets=false"])
+    assert changed.config.model.frame.voicing_onset_ms == 0 and not changed.config.model.frame.pitch_late_onsets
+    assert codec.config.model.frame.voicing_onset_ms > 0                      # the original is untouched
+    assert changed.weight_norm_folded and changed.encode_dtype == torch.float32
+    for (name, a), b in zip(codec.generator.state_dict().items(), changed.generator.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(RuntimeError):                                         # a weight changes shape
+        codec.with_settings(["model.frame.harmonic_phase=false"])
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         Codec.load(tmp_path / "missing.pt")
