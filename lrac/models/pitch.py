@@ -131,6 +131,7 @@ class PitchTracker(StreamingModule):
             raise ValueError(f"onset_width {onset_width} must be 0 (off) or below the window, {self.width}")
         self.onset_width, self.onset_dip = onset_width, onset_dip
         self.span = self.width + yin_lags(sample_rate)[1]
+        self.onset_span = onset_width + yin_lags(sample_rate)[1]   # the newest part of each frame
 
     def init_state(self, batch_size: int) -> State:
         return State(buffer=torch.zeros(batch_size, 1, self.span - self.hop),
@@ -154,7 +155,7 @@ class PitchTracker(StreamingModule):
         voiced = periodic(f0, has_dip)
         onset = torch.zeros_like(voiced)
         if self.onset_width:
-            short = newest_first[..., : self.onset_width + self.span - self.width]
+            short = newest_first[..., : self.onset_span]
             f0_short, dip_short, _ = yin_pick(yin_cmnd(short, self.sample_rate, self.onset_width)[0],
                                               self.sample_rate)
             onset = periodic(f0_short, dip_short < self.onset_dip) & ~voiced
@@ -180,10 +181,9 @@ class PitchTracker(StreamingModule):
         per_frame = (3 * math.ceil(2.5 * n_fft * math.log2(n_fft)) + 3 * bins
                      + (4 + 4 * picks) * self.span // 2)
         if self.onset_width:  # the short window's own YIN: three FFTs, cross-spectrum, one pick
-            short_span = self.onset_width + self.span - self.width
-            n_short = 1 << (short_span - 1).bit_length()
+            n_short = 1 << (self.onset_span - 1).bit_length()
             per_frame += (3 * math.ceil(2.5 * n_short * math.log2(n_short)) + 3 * (n_short // 2 + 1)
-                          + 8 * short_span // 2)
+                          + 8 * self.onset_span // 2)
         return output[0].shape[-1] * per_frame
 
 
