@@ -21,11 +21,10 @@ import argparse
 
 import numpy as np
 import torch
-from scipy.stats import wilcoxon
 
+from compare import METRICS, code, table   # benchmarks/compare.py: the same scores and table
 from lrac.audio import load_audio, read_scp
 from lrac.cli.common import load_codec
-from lrac.eval.metrics import estoi, mel_distance, pesq_wb
 
 MODES = ("voicing", "add", "onset", "pitch", "late")
 
@@ -104,7 +103,8 @@ def main() -> None:
     if args.mode == "late":
         patch_late_onsets(codec, praat)
     rate, hop = codec.sample_rate, codec.generator.encoder.hop_length
-    scores = {False: [], True: []}
+    bitrates = [1000, 6000]
+    scores = {use: {b: {m: [] for m in METRICS} for b in bitrates} for use in (False, True)}
     clips = read_scp(args.list)
     for i, (_, path) in enumerate(clips):
         x = load_audio(path, rate, warn_stereo=False)[0]
@@ -113,21 +113,14 @@ def main() -> None:
             praat.clear()
             if use:
                 praat["late" if args.mode == "late" else "hz"] = hz
-            row = []
-            for bitrate in (1000, 6000):
-                y = codec.decode(codec.encode(x, bitrate))[0, 0].double().numpy()[: len(x)]
-                row += [pesq_wb(x, y, rate), estoi(x, y, rate), mel_distance(x, y, rate)]
-            scores[use].append(row)
+            for bitrate in bitrates:
+                decoded = code(codec, x, bitrate, 0.0)
+                for name, metric in METRICS.items():
+                    scores[use][bitrate][name].append(metric(x, decoded, rate))
         print(f"\r{i + 1}/{len(clips)}", end="", flush=True)
-    own, with_praat = np.array(scores[False]), np.array(scores[True])
-    print(f"\n{len(clips)} clips of {args.list}, mode {args.mode}: the tracker -> with the oracle "
-          "(mean difference, Wilcoxon p)")
-    names = [f"{k} kbps {m}" for k in (1, 6) for m in ("PESQ-WB", "ESTOI", "mel dB")]
-    for j, name in enumerate(names):
-        d = with_praat[:, j] - own[:, j]
-        print(f"| {name} | {own[:, j].mean():.3f} | {with_praat[:, j].mean():.3f} ({d.mean():+.3f}, "
-              f"p={wilcoxon(d).pvalue:.2g}) |")
-
+    arrays = [{b: {m: np.array(v) for m, v in scores[use][b].items()} for b in bitrates} for use in (False, True)]
+    print(f"\n{len(clips)} clips of {args.list}: the tracker, then with the oracle (mode {args.mode})")
+    print(table(["tracker", f"oracle {args.mode}"], arrays, bitrates))
 
 if __name__ == "__main__":
     main()
