@@ -96,6 +96,9 @@ class FrameConfig:
     # sends its pitch class in its refinement bits, unused there, and is voiced at once instead of
     # waiting for the next group's code (docs/frame_family.md, "Voicing"); 1 kbps does not carry it
     pitch_late_onsets: bool = False
+    # true: the decoder also voices the frame before an onset, at the onset's pitch: the tracker finds
+    # a voice 10-15 ms after it starts, and the decoder's look-ahead frame shows the onset in time
+    pitch_backfill: bool = False
     # the pitch path's pulse train has all harmonics in cosine phase; true: the decoder head also
     # gives a phase per bin for the harmonic part (the phase response of the glottis and vocal tract)
     harmonic_phase: bool = False
@@ -109,6 +112,9 @@ class FrameConfig:
     # the window lie inside it; the short one finds onsets about a frame sooner (docs/frame_family.md)
     voicing_onset_ms: float = 0.0
     voicing_onset_dip: float = 0.4
+    # > 0: every voiced frame takes the period of the first YIN minimum within this much of the
+    # deepest (the long window's), not the first one below 0.2 (fewer octave errors; 0: off)
+    pitch_tolerance: float = 0.0
 
 
 @dataclass

@@ -13,7 +13,7 @@ from lrac.cli.decode import main as decode_main
 from lrac.cli.encode import main as encode_main
 from click.testing import CliRunner
 
-from conftest import speechlike
+from conftest import NO_PITCH_PATH, speechlike
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +130,7 @@ def test_decode_bad_bitstreams(tmp_path, wav, model):
     old = tmp_path / "old.pt"   # weights that do not fit their config (an earlier version's file)
     Codec("lrac-t1").save(old)
     state = torch.load(old, weights_only=False)
-    state["config"]["model"]["frame"].update(harmonic=False, pitch_fine_bits=0, harmonic_phase=False, voicing_hold=0.0,
-                                            voicing_onset_ms=0.0, pitch_late_onsets=False)
+    state["config"]["model"]["frame"].update(NO_PITCH_PATH)
     torch.save(state, old)
     code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "o.wav"), "--model", str(old)])
     assert code == 2 and "weights do not fit" in out and len(out.strip().splitlines()) == 1

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import NO_PITCH_PATH
 
 import lrac
 from lrac.codec import Codec
@@ -136,8 +137,7 @@ def test_load_errors(tmp_path):
     Codec("lrac-t1").save(tmp_path / "t1.pt")
     state = torch.load(tmp_path / "t1.pt", weights_only=False)
     # pitch-path weights under a config without the pitch path
-    state["config"]["model"]["frame"].update(harmonic=False, pitch_fine_bits=0, harmonic_phase=False, voicing_hold=0.0,
-                                            voicing_onset_ms=0.0, pitch_late_onsets=False)
+    state["config"]["model"]["frame"].update(NO_PITCH_PATH)
     torch.save(state, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="weights do not fit"):
         Codec.load(tmp_path / "mismatch.pt")

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import speechlike
+from conftest import NO_PITCH_PATH_SETTINGS, speechlike
 
 from lrac.codec import Codec, Generator
 from lrac.config import ConfigError, load_config
@@ -24,8 +24,7 @@ torch.set_num_threads(1)
 PRESETS = ["lrac-t1", "lrac-t2"]
 LIMITS = {"lrac-t1": (700.0, 300.0, 30.0), "lrac-t2": (2600.0, 600.0, 50.0)}
 # the plain iSTFT head: no pitch path, so none of its parts
-PLAIN_HEAD = ["model.frame.harmonic=false", "model.frame.pitch_fine_bits=0", "model.frame.harmonic_phase=false",
-              "model.frame.voicing_hold=0", "model.frame.voicing_onset_ms=0", "model.frame.pitch_late_onsets=false"]
+PLAIN_HEAD = NO_PITCH_PATH_SETTINGS
 
 
 def _config(preset: str):

@@ -8,12 +8,14 @@ import math
 
 import pytest
 import torch
+from conftest import NO_PITCH_PATH_SETTINGS
 
 from lrac.codec import Codec
 from lrac.config import Config, load_config
 from lrac.models.frame import CausalSTFT, sqrt_hann
 from lrac.models.pitch import (HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker, code_to_f0,
-                               hold_voicing, late_code_to_f0, pitch_to_code, pitch_to_late_code)
+                               hold_voicing, late_code_to_f0, pitch_to_code, pitch_to_late_code,
+                               yin_cmnd, yin_period, yin_pick)
 from lrac.models.streaming import StreamSession
 from lrac.quant.rvq import fsq_levels_less
 
@@ -145,15 +147,60 @@ def test_tracker_with_hold_and_onset_window_streams_like_one_pass(onset_width: i
         assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
 
 
+def _strong_second_harmonic(f0_hz: float, seconds: float = 0.25) -> torch.Tensor:
+    """``[1, 1, T]``: a weak fundamental under a strong second harmonic, whose half period YIN's
+    first dip below 0.2 takes."""
+    t = torch.arange(int(seconds * SR), dtype=torch.float64) / SR
+    phase = 2 * math.pi * f0_hz * t
+    return (0.06 * torch.sin(phase) + 0.3 * torch.sin(2 * phase + 0.5) + 0.05 * torch.sin(3 * phase)).float()[None, None]
+
+
+def test_period_tolerance_takes_the_period_not_its_half() -> None:
+    wav = _strong_second_harmonic(120.0)
+    segs = wav[0, :, -(SR // 75 + 481):].double().flip(-1)[None]     # the tracker's newest window
+    cmnd, _ = yin_cmnd(segs, SR, SR // 75)
+    assert _cents(yin_pick(cmnd, SR)[0], torch.tensor(240.0)) < 30          # the old pick: an octave up
+    assert _cents(yin_period(cmnd, SR, 0.06), torch.tensor(120.0)) < 30
+    plain, tolerant = PitchTracker(SR, HOP, -70.0, 0.35), PitchTracker(SR, HOP, -70.0, 0.35, period_tolerance=0.06)
+    f0_a, dip_a, voiced_a = plain(wav)
+    f0_b, dip_b, voiced_b = tolerant(wav)
+    assert torch.equal(voiced_a, voiced_b) and torch.equal(dip_a, dip_b)    # only the pitch changes
+    inner = voiced_b[0, 4:]
+    assert _cents(f0_b[0, 4:][inner], torch.tensor(120.0)).median() < 15
+    assert _cents(f0_a[0, 4:][inner], torch.tensor(240.0)).median() < 15
+
+
+def test_period_tolerance_streams_like_one_pass() -> None:
+    wav = torch.cat([_strong_second_harmonic(120.0), _gliding_tone(torch.full((SR // 4,), 200.0))], -1)
+    tracker = PitchTracker(SR, HOP, -70.0, 0.35, round(6.67 * SR / 1000), period_tolerance=0.06)
+    whole = tracker(wav)
+    session = StreamSession(tracker, batch_size=1)
+    cuts = (0, 100, 2500, 7000, 9700, wav.shape[-1])
+    parts = [session(wav[..., a:b]) for a, b in zip(cuts, cuts[1:])]
+    for i in range(3):
+        assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
+
+
 @pytest.mark.parametrize("setting", ["model.frame.voicing_onset_ms=14", "model.frame.voicing_onset_dip=0",
                                      "model.frame.harmonic=false"])
 def test_onset_window_settings_are_checked(setting: str) -> None:
     cfg = load_config("lrac-t1").override(["model.frame.voicing_onset_ms=6.67", setting])
-    if setting.endswith("harmonic=false"):
-        cfg = cfg.override(["model.frame.harmonic_phase=false", "model.frame.voicing_hold=0",
-                            "model.frame.pitch_fine_bits=0", "model.frame.pitch_late_onsets=false"])
+    if setting.endswith("harmonic=false"):   # everything else that needs the pitch path off
+        cfg = cfg.override([s for s in NO_PITCH_PATH_SETTINGS if "voicing_onset_ms" not in s])
     with pytest.raises(ValueError, match="voicing_onset"):
         Codec(cfg)
+
+
+@pytest.mark.parametrize("settings,match", [
+    (["model.frame.pitch_tolerance=1.5"], "pitch_tolerance"),
+    (["model.frame.pitch_tolerance=-0.1"], "pitch_tolerance"),
+    (["model.frame.pitch_backfill=true", "model.frame.decoder_lookahead_frames=0",
+      "model.frame.pitch_every_frames=1", "model.frame.pitch_bits=3"], "pitch_backfill"),
+    ([s for s in NO_PITCH_PATH_SETTINGS if "pitch_tolerance" not in s] + ["model.frame.pitch_tolerance=0.06"],
+     "pitch_tolerance")])
+def test_pitch_pick_and_backfill_settings_are_checked(settings: list[str], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Codec(load_config("lrac-t1").override(settings))
 
 
 # -- the pitch code ---------------------------------------------------------------------------------
@@ -247,6 +294,39 @@ def test_late_onsets_voice_a_groups_second_frame_at_once() -> None:
     assert f0_out[0, 6] == f0_out[0, 5]                           # the onset's pitch carries on
     # one token (1 kbps) has no refinement row: no late onsets, the same as without them
     assert torch.equal(unpacker(symbols[:, :1])[1], PitchUnpacker(6, 2, delay=1, fine_bits=4)(symbols[:, :1])[1])
+
+
+def test_backfill_voices_the_frame_before_an_onset() -> None:
+    """The onset at frame 3 (a group's second frame, a late onset) is known in full when frame 2 is
+    emitted; the one at frame 8 (a group's first frame) only by its first 3 bits."""
+    f0 = torch.tensor([[100.0, 100.0, 100.0, 200.0, 210.0, 220.0, 100.0, 100.0, 150.0, 155.0, 160.0, 100.0]])
+    voiced = torch.tensor([[False, False, False, True, True, True, False, False, True, True, True, False]])
+    symbols = PitchPacker(6, 2, 4, late_onsets=True)(f0, voiced)
+    plain_f0, plain = PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True)(symbols)
+    filled_f0, filled = PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True, backfill=True)(symbols)
+    assert plain.tolist() == [[0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1]]     # (frame 11 takes its group's code)
+    assert filled.tolist() == [[0, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1]]
+    assert filled_f0[0, 2] == plain_f0[0, 3]                          # the late onset's class pitch
+    assert _cents(filled_f0[0, 7], f0[0, 8]) <= 257                   # within the group's first 3 bits
+    changed = torch.tensor([2, 7])
+    keep = torch.ones(12, dtype=torch.bool); keep[changed] = False
+    assert torch.equal(filled_f0[0, keep], plain_f0[0, keep])        # nothing else moves
+    # 1 kbps (the code alone): the onset at frame 8 is backfilled the same way
+    assert PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True, backfill=True)(symbols[:, :1])[1][0, 7] == 1
+
+
+@pytest.mark.parametrize("rows", [1, 2], ids=["1kbps", "6kbps"])
+def test_backfill_streams_like_one_pass(rows: int) -> None:
+    f0, voiced = _random_pitch(41, seed=5)
+    symbols = PitchPacker(6, 2, 4, late_onsets=True)(f0, voiced)[:, :rows]
+    unpacker = PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True, backfill=True)
+    whole = unpacker(symbols)
+    assert not torch.equal(whole[1], PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True)(symbols)[1])
+    for cuts in (((0, 1), (1, 4), (4, 4), (4, 17), (17, 41)), tuple((i, i + 1) for i in range(41))):
+        dec = StreamSession(unpacker, batch_size=2)
+        parts = [dec(symbols[..., a:b]) for a, b in cuts] + [dec.flush(symbols[..., :0])]
+        for i in range(2):
+            assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
 
 
 def test_unpacker_needs_the_lookahead_the_code_takes() -> None:

@@ -234,7 +234,7 @@ class FrameEncoder(nn.Module):
         self.stft = CausalSTFT(cfg.n_fft, cfg.hop)
         onset_width = round(cfg.voicing_onset_ms * sample_rate / 1000)
         self.pitch = (PitchTracker(sample_rate, cfg.hop, cfg.voicing_floor_db, cfg.voicing_hold or None,
-                                   onset_width, cfg.voicing_onset_dip)
+                                   onset_width, cfg.voicing_onset_dip, cfg.pitch_tolerance)
                       if cfg.harmonic else None)
         self.pitch_packer = (PitchPacker(cfg.pitch_bits, cfg.pitch_every_frames, cfg.pitch_fine_bits,
                                          cfg.pitch_late_onsets) if cfg.harmonic else None)
@@ -286,7 +286,7 @@ class FrameDecoder(nn.Module):
             # the unpacker holds back as many frames as the backbone, so their outputs stay aligned
             self.pitch_unpacker = PitchUnpacker(cfg.pitch_bits, cfg.pitch_every_frames,
                                                 cfg.decoder_lookahead_frames, cfg.pitch_fine_bits,
-                                                cfg.pitch_late_onsets)
+                                                cfg.pitch_late_onsets, cfg.pitch_backfill)
             self.source = HarmonicSource(sample_rate, cfg.hop, sqrt_hann(cfg.n_fft))
             self.source_stft = CausalSTFT(cfg.n_fft, cfg.hop)
             with torch.no_grad():  # voiced frames start with a harmonic share of sigmoid(1) = 0.73
@@ -335,6 +335,12 @@ def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
         raise ValueError(f"model.frame.voicing_onset_ms ({f.voicing_onset_ms}) needs the pitch path "
                          "(model.frame.harmonic) and must be 0 (off) or below the tracker's 13.3 ms, "
                          f"with model.frame.voicing_onset_dip ({f.voicing_onset_dip}) in (0, 1)")
+    if f.pitch_backfill and not (f.harmonic and f.decoder_lookahead_frames >= 1):
+        raise ValueError("model.frame.pitch_backfill needs the pitch path (model.frame.harmonic) and a "
+                         "decoder look-ahead (model.frame.decoder_lookahead_frames >= 1) to see the onset")
+    if f.pitch_tolerance and not (f.harmonic and 0 < f.pitch_tolerance < 1):
+        raise ValueError(f"model.frame.pitch_tolerance ({f.pitch_tolerance}) needs the pitch path "
+                         "(model.frame.harmonic) and must be 0 (off) or in (0, 1)")
     if f.pitch_fine_bits and (not f.harmonic or f.pitch_fine_bits < 2):
         raise ValueError(f"model.frame.pitch_fine_bits ({f.pitch_fine_bits}) needs the pitch path "
                          "(model.frame.harmonic) and at least 2 bits")
