@@ -242,3 +242,38 @@ def test_level_augmentation_trains_and_refuses_a_bad_range(tmp_path):
     assert run.step == 2
     with pytest.raises(ValueError, match="level_db"):
         _trainer(_cfg(extra=("data.level_db=[10, 0]",)), tmp_path / "b", utts)
+
+
+def test_memory_check_refuses_a_batch_that_does_not_fit(tmp_path):
+    """On the CPU a batch too large for the memory would be killed by the kernel in its first step,
+    without a message: the check names the batch that fits instead, and changes nothing of the run."""
+    trainer = _trainer(_cfg("baseline-t1"), tmp_path / "run", _utterances(tmp_path, 1))   # EMA codebooks
+    state = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+    rng = torch.get_rng_state()
+    per_chunk = trainer.activation_bytes_per_chunk()
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, trainer.generator.state_dict()[k]) for k, v in state.items())
+    # the activations grow with the chunk: twice the chunk, about twice the bytes
+    longer = _trainer(_cfg("baseline-t1", segment_samples=2 * SEGMENT), tmp_path / "run2", _utterances(tmp_path, 1))
+    assert 1.6 < longer.activation_bytes_per_chunk() / per_chunk < 2.4
+    trainer.check_memory(available_bytes=int(10 * per_chunk))            # batch 2 fits
+    with pytest.raises(ValueError, match=r"train.batch_size 2 .* use --batch-size 1 or less"):
+        trainer.check_memory(available_bytes=int(2.5 * per_chunk))
+
+
+def test_train_command_refuses_a_batch_that_does_not_fit(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import lrac.train.trainer as trainer_module
+    from lrac.cli.train import main
+
+    for i in range(2):   # 4 s clips (stage 3 keeps clips of at least 2.9 s)
+        sf.write(tmp_path / f"clip{i}.wav", 0.1 * np.random.default_rng(i).standard_normal(96000).astype(np.float32), 24000)
+    monkeypatch.setattr(trainer_module, "_available_memory_bytes", lambda: 50 * 2**20)   # 50 MiB
+    result = CliRunner().invoke(main, ["--track", "1", "--config", "lrac-t1", "--data", str(tmp_path),
+                                       "--out", str(tmp_path / "run"), "--no-progress", "--batch-size", "8",
+                                       "--set", "train.max_steps=1"])
+    assert result.exit_code == 2
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "--batch-size" in error[0] and "GiB is available" in error[0], result.output
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -175,6 +175,7 @@ def main(track: str, config_name: str | None, overrides: tuple[str, ...], print_
     if device.startswith("cuda") and dist_info.world > 1:
         device = f"cuda:{dist_info.rank % torch.cuda.device_count()}"
     trainer = Trainer(cfg, out, stream, valid, dist_info, device, progress=not no_progress)
+    trainer.check_memory()
     if resume and last.is_file():
         trainer.load_checkpoint(last)
         if dist_info.main:

@@ -27,6 +27,7 @@ mel loss, and ``OUT/best.pt`` the best of them. All writes are atomic.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
@@ -109,6 +110,18 @@ def _average_gradients(params: list[nn.Parameter], world: int) -> None:
 # --------------------------------------------------------------------------------------------
 # the trainer
 # --------------------------------------------------------------------------------------------
+
+
+def _available_memory_bytes() -> int | None:
+    """MemAvailable of ``/proc/meminfo`` in bytes (None where there is none: not Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def random_level(x: torch.Tensor, y: torch.Tensor, level_db: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -529,6 +542,48 @@ class Trainer:
             except ValueError:  # not the main thread
                 pass
         return previous
+
+    # -- memory ------------------------------------------------------------------------------
+
+    def activation_bytes_per_chunk(self) -> int:
+        """Bytes that the forward pass of one training chunk keeps for the backward pass (generator
+        at the highest bitrate, mel loss and both discriminator passes), measured on a copy of the
+        generator so that no codebook statistic or random draw of the run changes."""
+        generator = copy.deepcopy(self.generator).train()
+        x = torch.zeros(1, 1, self.tc.segment_samples, device=self.device)
+        saved: dict[int, int] = {}
+
+        def keep(t: torch.Tensor) -> torch.Tensor:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.random.fork_rng(devices=[]), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            y_hat = generator(x, max(self.stage_choices))[0][..., :x.shape[-1]]
+            self.mel_loss(y_hat, x)
+            self.disc(y_hat), self.disc(x)
+        return sum(saved.values())
+
+    def check_memory(self, available_bytes: int | None = None) -> None:
+        """On the CPU, refuse a batch whose training step would not fit in the memory available
+        (``/proc/meminfo``'s MemAvailable, shared by the processes of this machine): the kernel
+        would kill the process in its first step, without a word. A step's memory grows by 1.5-1.6
+        times the activations the forward pass saves per chunk (measured with 2.6 s chunks: lrac-t1
+        180 MB per chunk, baseline-t1 470 MB); 1.7 leaves a margin."""
+        if self.device.type != "cpu":
+            return
+        available = _available_memory_bytes() if available_bytes is None else available_bytes
+        if available is None:
+            return
+        available //= max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+        per_chunk = 1.7 * self.activation_bytes_per_chunk()
+        if per_chunk * self.batch_per_rank > available:
+            fits = int(0.8 * available // per_chunk)
+            seconds = self.tc.segment_samples / self.cfg.model.sample_rate
+            raise ValueError(
+                f"train.batch_size {self.tc.batch_size} of {seconds:.1f} s chunks needs about "
+                f"{per_chunk * self.batch_per_rank / 2**30:.1f} GiB per process to train on the CPU, and "
+                f"{available / 2**30:.1f} GiB is available: use --batch-size {max(fits, 1) * self.dist.world} "
+                "or less" + ("" if fits else ", and shorter chunks (train.segment_samples)"))
 
     def fit(self, max_steps: int) -> dict[str, Any]:
         """Train until ``step == max_steps``, ``train.max_minutes`` of wall-clock time have passed
