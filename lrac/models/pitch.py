@@ -352,22 +352,14 @@ class PitchUnpacker(StreamingModule):
         return State(pending=torch.zeros(batch_size, 2, 0, dtype=torch.long), emitted=0,
                      last_f0=torch.full((batch_size, 1), START_F0_HZ, dtype=torch.float64))
 
-    def _known_codes(self, symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Symbols ``[B, F]`` starting at a group boundary -> ``(known, complete)`` ``[B, F]``: the
-        code of each frame's group from its symbols up to that frame (int64, the rest zero), and
-        whether those were all of them."""
+    def _known_codes(self, symbols: torch.Tensor) -> torch.Tensor:
+        """Symbols ``[B, F]`` starting at a group boundary -> ``[B, G, every]``: for each frame of
+        each group, the group's code from its symbols up to that frame (the rest zero; a last
+        partial group is completed with zero symbols). The last column is the whole code."""
         b, n = symbols.shape
         groups = F.pad(symbols, (0, (-n) % self.every)).reshape(b, -1, self.every)
         shifts = self.side_bits * torch.arange(self.every - 1, -1, -1, device=symbols.device)
-        known = (groups << shifts).cumsum(-1).reshape(b, -1)[:, :n]
-        complete = (torch.arange(n, device=symbols.device) % self.every == self.every - 1).expand(b, n)
-        return known, complete
-
-    def _codes(self, symbols: torch.Tensor) -> torch.Tensor:
-        """Symbols ``[B, F]`` starting at a group boundary -> the code of each frame ``[B, F]``."""
-        b, n = symbols.shape
-        known = self._known_codes(F.pad(symbols, (0, (-n) % self.every)))[0]
-        return known[:, self.every - 1::self.every].repeat_interleave(self.every, -1)[:, :n]
+        return (groups << shifts).cumsum(-1)
 
     def _pitch(self, code: torch.Tensor, fine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes (int64 or float) and refinement symbols ``[B, F]`` -> ``(f0_hz float64, voiced)``."""
@@ -380,18 +372,20 @@ class PitchUnpacker(StreamingModule):
             f0, voiced = torch.where(late, late_code_to_f0(fine, self.fine_bits), f0), voiced | late
         return f0, voiced
 
-    def _next_frames(self, buf: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(f0_hz, voiced)`` ``[B, end - start]`` of the frames ``start + 1 .. end`` of ``buf`` as
-        known at each (unvoiced past the end of ``buf``); the same whatever the chunking."""
-        known, complete = self._known_codes(buf[:, 0])
-        code, fine = known[:, start + 1:end + 1], buf[:, 1, start + 1:end + 1]
-        complete = complete[:, start + 1:end + 1]
-        unknown = self.side_bits * (self.every - 1 - torch.arange(start + 1, start + 1 + code.shape[-1],
-                                                                    device=buf.device) % self.every)
-        middle = torch.where(code > 0, ((1 << unknown) - 1) / 2, 0.0)       # the unknown low bits
-        mid_fine = torch.full_like(fine, 1 << (self.fine_bits - 1)) if self.fine_bits else fine
-        f0, voiced = self._pitch(code + middle, torch.where(complete, fine, mid_fine))
-        missing = end - start - code.shape[-1]
+    def _next_frames(self, known: torch.Tensor, fine: torch.Tensor, start: int, end: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f0_hz, voiced)`` ``[B, end - start]`` of the frames ``start + 1 .. end`` as known at each,
+        from :meth:`_known_codes` and the refinement row ``fine [B, F]`` (unvoiced past ``F``); the
+        same whatever the chunking: a frame's pitch from its group's symbols up to it, the unknown
+        low bits at their middle, and its refinement only when its group is complete."""
+        n = fine.shape[-1]
+        frames = torch.arange(start + 1, max(min(end + 1, n), start + 1), device=fine.device)
+        code = known.flatten(1)[:, frames]
+        unknown = self.side_bits * (self.every - 1 - frames % self.every)
+        middle = torch.where(code > 0, ((1 << unknown) - 1) / 2, 0.0)
+        complete = unknown == 0
+        f0, voiced = self._pitch(code + middle, torch.where(complete, fine[:, frames], 1 << max(self.fine_bits - 1, 0)))
+        missing = end - start - frames.numel()
         return F.pad(f0, (0, missing), value=START_F0_HZ), F.pad(voiced, (0, missing), value=False)
 
     def forward(self, symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -406,9 +400,11 @@ class PitchUnpacker(StreamingModule):
             start = state.emitted
             end = buf.shape[-1] if state.final else max(buf.shape[-1] - self.delay, start)
             last_f0 = state.last_f0
-        f0, voiced = self._pitch(self._codes(buf[:, 0])[:, start:end], buf[:, 1, start:end])
+        known = self._known_codes(buf[:, 0])
+        codes = known[..., -1:].expand_as(known).flatten(1)          # each frame's group code
+        f0, voiced = self._pitch(codes[:, start:end], buf[:, 1, start:end])
         if self.backfill:
-            next_f0, next_voiced = self._next_frames(buf, start, end)
+            next_f0, next_voiced = self._next_frames(known, buf[:, 1], start, end)
             onset = ~voiced & next_voiced
             f0, voiced = torch.where(onset, next_f0, f0), voiced | onset
         if state is not None:
