@@ -14,8 +14,8 @@ from lrac.codec import Codec
 from lrac.config import Config, load_config
 from lrac.models.frame import CausalSTFT, sqrt_hann
 from lrac.models.pitch import (HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker, code_to_f0,
-                               hold_voicing, late_code_to_f0, pitch_to_code, pitch_to_late_code,
-                               yin_cmnd, yin_period, yin_pick)
+                               YinCurve, hold_voicing, late_code_to_f0, pitch_to_code, pitch_to_late_code,
+                               yin_cmnd)
 from lrac.models.streaming import StreamSession
 from lrac.quant.rvq import fsq_levels_less
 
@@ -159,8 +159,8 @@ def test_period_tolerance_takes_the_period_not_its_half() -> None:
     wav = _strong_second_harmonic(120.0)
     segs = wav[0, :, -(SR // 75 + 481):].double().flip(-1)[None]     # the tracker's newest window
     cmnd, _ = yin_cmnd(segs, SR, SR // 75)
-    assert _cents(yin_pick(cmnd, SR)[0], torch.tensor(240.0)) < 30          # the old pick: an octave up
-    assert _cents(yin_period(cmnd, SR, 0.06), torch.tensor(120.0)) < 30
+    assert _cents(YinCurve(cmnd, SR).pick()[0], torch.tensor(240.0)) < 30     # the old pick: an octave up
+    assert _cents(YinCurve(cmnd, SR).period(0.06), torch.tensor(120.0)) < 30
     plain, tolerant = PitchTracker(SR, HOP, -70.0, 0.35), PitchTracker(SR, HOP, -70.0, 0.35, period_tolerance=0.06)
     f0_a, dip_a, voiced_a = plain(wav)
     f0_b, dip_b, voiced_b = tolerant(wav)

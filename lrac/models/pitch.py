@@ -59,53 +59,48 @@ def yin_cmnd(segs: torch.Tensor, sample_rate: int, width: int, f0_min: float = F
     return cmnd, power_db
 
 
-def _local_minima(cmnd: torch.Tensor, sample_rate: int, f0_min: float, f0_max: float
-                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``(cmnd at tau = 1..lag_max - 1, which of those are local minima in the pitch range, lag_max)``."""
-    lag_min, lag_max = yin_lags(sample_rate, f0_min, f0_max)
-    inner = cmnd[..., 1:-1]
-    is_min = (inner <= cmnd[..., :-2]) & (inner <= cmnd[..., 2:])
-    is_min[..., : lag_min - 1] = False
-    return inner, is_min, lag_max
+class YinCurve:
+    """A YIN curve (:func:`yin_cmnd`, ``[B, F, lag_max + 1]``) with its local minima in the pitch
+    range found once, for the picks the tracker makes on it (up to three on the long window)."""
 
+    def __init__(self, cmnd: torch.Tensor, sample_rate: int, f0_min: float = F0_MIN_HZ,
+                 f0_max: float = F0_MAX_HZ) -> None:
+        self.cmnd, self.sample_rate = cmnd, sample_rate
+        lag_min, self.lag_max = yin_lags(sample_rate, f0_min, f0_max)
+        self.inner = cmnd[..., 1:-1]                                               # tau = 1..lag_max-1
+        self.is_min = (self.inner <= cmnd[..., :-2]) & (self.inner <= cmnd[..., 2:])
+        self.is_min[..., : lag_min - 1] = False
+        masked = self.inner.masked_fill(~self.is_min, math.inf)
+        self.deepest_lag = masked.argmin(-1) + 1
+        self.deepest = masked.gather(-1, self.deepest_lag[..., None] - 1)
 
-def _parabola(cmnd: torch.Tensor, tau: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(f0_hz, cmnd at tau)`` ``[B, F]`` with the lag ``tau`` refined by a parabola through its neighbours."""
-    y0, y1, y2 = (cmnd.gather(-1, (tau + o)[..., None])[..., 0] for o in (-1, 0, 1))
-    denom = y0 - 2 * y1 + y2
-    shift = torch.where(denom.abs() > 1e-12, 0.5 * (y0 - y2) / denom, torch.zeros_like(denom))
-    return sample_rate / (tau + shift.clamp(-1, 1)), y1
+    def pick(self, threshold: float = YIN_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """YIN's period: the first local minimum below ``threshold`` (else the deepest one), refined
+        by a parabola. Returns per frame ``[B, F]``: ``f0_hz``, ``dip`` (the curve there: near 0
+        periodic, near 1 noise) and ``has_dip`` (a minimum below ``threshold`` exists)."""
+        dips = self.is_min & (self.inner < threshold)
+        has_dip = dips.any(-1)
+        tau = torch.where(has_dip, dips.int().argmax(-1) + 1, self.deepest_lag)
+        f0, dip = self._parabola(tau)
+        return f0, dip.clamp(0, 1), has_dip
 
+    def period(self, tolerance: float) -> torch.Tensor:
+        """The pitch ``[B, F]`` in Hz at the first local minimum within ``tolerance`` of the deepest
+        one. YIN's first dip below an absolute threshold takes half the period whenever that dip
+        clears the threshold, even when the true period's is far deeper; the deepest minimum alone
+        takes two periods as often. Measured against Praat on the validation clips, a tolerance of
+        0.06 cuts the gross pitch errors of the frames the tracker voices from 8.3 % to 6.0 %
+        (docs/frame_family.md, "Voicing")."""
+        near = self.is_min & (self.inner <= self.deepest + tolerance)
+        return self._parabola(near.int().argmax(-1) + 1)[0]
 
-def yin_pick(cmnd: torch.Tensor, sample_rate: int, threshold: float = YIN_THRESHOLD,
-             f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX_HZ
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The period from :func:`yin_cmnd`: the first local minimum below ``threshold`` (else the
-    deepest one), refined by a parabola. Returns per frame ``[B, F]``: ``f0_hz``, ``dip`` (the cmnd
-    there: near 0 periodic, near 1 noise) and ``has_dip`` (a minimum below ``threshold`` exists)."""
-    inner, is_min, lag_max = _local_minima(cmnd, sample_rate, f0_min, f0_max)
-    dips = is_min & (inner < threshold)
-    has_dip = dips.any(-1)
-    first_dip = dips.int().argmax(-1) + 1
-    best = inner.masked_fill(~is_min, math.inf).argmin(-1) + 1
-    tau = torch.where(has_dip, first_dip, best).clamp(1, lag_max - 1)
-    f0, y1 = _parabola(cmnd, tau, sample_rate)
-    return f0, y1.clamp(0, 1), has_dip
-
-
-def yin_period(cmnd: torch.Tensor, sample_rate: int, tolerance: float,
-               f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX_HZ) -> torch.Tensor:
-    """The pitch ``[B, F]`` in Hz at the first local minimum of :func:`yin_cmnd` within
-    ``tolerance`` of the deepest one (refined by a parabola). YIN's first dip below an absolute
-    threshold takes half the period whenever that dip clears the threshold, even when the true
-    period's is far deeper; the deepest minimum alone takes two periods as often. Measured against
-    Praat on the validation clips, a tolerance of 0.06 cuts the gross pitch errors of the frames the
-    tracker voices from 8.3 % to 6.0 % (docs/frame_family.md, "Voicing")."""
-    inner, is_min, lag_max = _local_minima(cmnd, sample_rate, f0_min, f0_max)
-    deepest = inner.masked_fill(~is_min, math.inf).amin(-1, keepdim=True)
-    near = is_min & (inner <= deepest + tolerance)
-    tau = (near.int().argmax(-1) + 1).clamp(1, lag_max - 1)
-    return _parabola(cmnd, tau, sample_rate)[0]
+    def _parabola(self, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f0_hz, curve at tau)`` ``[B, F]``, the lag ``tau`` refined by a parabola through its neighbours."""
+        tau = tau.clamp(1, self.lag_max - 1)
+        y0, y1, y2 = (self.cmnd.gather(-1, (tau + o)[..., None])[..., 0] for o in (-1, 0, 1))
+        denom = y0 - 2 * y1 + y2
+        shift = torch.where(denom.abs() > 1e-12, 0.5 * (y0 - y2) / denom, torch.zeros_like(denom))
+        return self.sample_rate / (tau + shift.clamp(-1, 1)), y1
 
 
 def hold_voicing(strict: torch.Tensor, loose: torch.Tensor, prev_voiced: torch.Tensor | None = None
@@ -179,17 +174,18 @@ class PitchTracker(StreamingModule):
         def periodic(f0: torch.Tensor, has_dip: torch.Tensor) -> torch.Tensor:
             return has_dip & loud & (f0 >= F0_MIN_HZ) & (f0 <= F0_MAX_HZ)
 
-        f0, dip, has_dip = yin_pick(cmnd, self.sample_rate)
+        curve = YinCurve(cmnd, self.sample_rate)
+        f0, dip, has_dip = curve.pick()
         voiced = periodic(f0, has_dip)
         onset = torch.zeros_like(voiced)
         if self.onset_width:
             short = newest_first[..., : self.onset_span]
-            f0_short, dip_short, _ = yin_pick(yin_cmnd(short, self.sample_rate, self.onset_width)[0],
-                                              self.sample_rate)
+            f0_short, dip_short, _ = YinCurve(yin_cmnd(short, self.sample_rate, self.onset_width)[0],
+                                              self.sample_rate).pick()
             onset = periodic(f0_short, dip_short < self.onset_dip) & ~voiced
             f0 = torch.where(onset, f0_short, f0)
         if self.hold_threshold is not None:
-            f0_hold, dip_hold, has_hold = yin_pick(cmnd, self.sample_rate, self.hold_threshold)
+            f0_hold, dip_hold, has_hold = curve.pick(self.hold_threshold)
             loose = periodic(f0_hold, has_hold)
             held = hold_voicing(voiced | onset, loose, None if state is None else state.voiced) & ~voiced
             # the long window's pitch where it has one: more precise than the short window's
@@ -200,7 +196,7 @@ class PitchTracker(StreamingModule):
                 state.voiced = voiced[:, -1]
         voiced = voiced | onset
         if self.period_tolerance:   # the voicing stays; every voiced frame takes the long window's period
-            f0 = torch.where(voiced, yin_period(cmnd, self.sample_rate, self.period_tolerance), f0)
+            f0 = torch.where(voiced, curve.period(self.period_tolerance), f0)
         return f0.clamp(F0_MIN_HZ, F0_MAX_HZ), dip, voiced
 
     def extra_macs(self, inputs: tuple, output: tuple) -> int:
