@@ -343,6 +343,8 @@ class PitchUnpacker(StreamingModule):
         self.levels, self.every, self.delay = 1 << bits, every, delay
         self.side_bits, self.fine_bits, self.late_onsets = bits // every, fine_bits, late_onsets
         self.backfill = backfill
+        # the refinement symbol that changes nothing: what stands in where row 1 is absent or unknown
+        self.no_refinement = 1 << max(fine_bits - 1, 0)
 
     def init_state(self, batch_size: int) -> State:
         return State(pending=torch.zeros(batch_size, 2, 0, dtype=torch.long), emitted=0,
@@ -364,7 +366,7 @@ class PitchUnpacker(StreamingModule):
         if self.fine_bits:
             f0 = f0 * fine_code_to_ratio(fine, self.fine_bits)
         if self.late_onsets:   # (a bitrate without row 1 has only the middle value there: no onset)
-            late = ~voiced & (fine != 1 << (self.fine_bits - 1))
+            late = ~voiced & (fine != self.no_refinement)
             f0, voiced = torch.where(late, late_code_to_f0(fine, self.fine_bits), f0), voiced | late
         return f0, voiced
 
@@ -380,7 +382,7 @@ class PitchUnpacker(StreamingModule):
         unknown = self.side_bits * (self.every - 1 - frames % self.every)
         middle = torch.where(code > 0, ((1 << unknown) - 1) / 2, 0.0)
         complete = unknown == 0
-        f0, voiced = self._pitch(code + middle, torch.where(complete, fine[:, frames], 1 << max(self.fine_bits - 1, 0)))
+        f0, voiced = self._pitch(code + middle, torch.where(complete, fine[:, frames], self.no_refinement))
         missing = end - start - frames.numel()
         return F.pad(f0, (0, missing), value=START_F0_HZ), F.pad(voiced, (0, missing), value=False)
 
@@ -388,7 +390,7 @@ class PitchUnpacker(StreamingModule):
         state = self.stream_state
         symbols = symbols.long()
         if symbols.shape[1] == 1:   # no refinement (model or bitrate): no change, and no late onset
-            symbols = torch.cat([symbols, torch.full_like(symbols, 1 << max(self.fine_bits - 1, 0))], 1)
+            symbols = torch.cat([symbols, torch.full_like(symbols, self.no_refinement)], 1)
         if state is None:
             buf, start, end, last_f0 = symbols, 0, symbols.shape[-1], None
         else:
