@@ -13,7 +13,9 @@ lrac rows come from ``--model`` (a model file or pretrained name; repeatable), c
     python benchmarks/anchors.py --out runs/anchors --n 12 --model exp/model.pt --jobs 2
 
 Writes ``OUT/anchors.md`` (the table) and ``OUT/anchors.json`` (mean and 95% CI of every metric),
-plus each codec's decoded audio and per-utterance reports under ``OUT/<codec>/``.
+plus each codec's decoded audio and per-utterance reports under ``OUT/<codec>/``. A second table
+gives PESQ-WB and ESTOI by corpus (the source file's folder): a mean over a split hides that a codec
+can lead on one kind of speech and lag on another (the shared test split is half acted clips).
 ``--rescore`` scores the decoded audio already in ``OUT`` again (after a change to the scoring),
 keeping the bitrates and speeds of ``OUT/anchors.json``.
 Real bitrates count the codec's frames only: Ogg pages and header packets are left out for Opus
@@ -229,7 +231,21 @@ def prepare_references(sources: dict[str, Path], folder: Path, max_seconds: floa
         refs[utt] = folder / f"{utt}.wav"
         write_audio(refs[utt], audio, EVAL_RATE)
     S.write_scp(folder / "reference.scp", {u: p.resolve() for u, p in refs.items()})
+    S.write_scp(folder / "sources.scp", {u: Path(p).resolve() for u, p in sources.items()})
     return refs
+
+
+def corpus_of(sources: dict[str, Path]) -> dict[str, str]:
+    """Utterance id -> its corpus: the name of the folder its source file is in."""
+    return {utt: Path(path).parent.name for utt, path in sources.items()}
+
+
+def by_corpus(result: S.ScoreResult, corpus: dict[str, str]) -> dict[str, dict]:
+    """``{corpus: {metric: mean_ci95}}`` over the scored utterances of each corpus."""
+    groups: dict[str, list[dict]] = {}
+    for row in result.scored:
+        groups.setdefault(corpus.get(row["utt"], "?"), []).append(row)
+    return {name: S.summarize(rows, result.columns) for name, rows in sorted(groups.items())}
 
 
 def run_anchor(anchor: Anchor, refs: dict[str, Path], folder: Path) -> tuple[dict[str, Path], dict]:
@@ -280,9 +296,31 @@ def write_table(rows: list[dict], out: Path, notes: list[str]) -> Path:
               "or header packets; .lrac files include their 32-byte header). RTF: coding wall time "
               "(encode + decode, process start included for command-line tools) / audio duration, "
               "one CPU thread. Every output is delay-compensated before scoring (docs/scoring.md)."]
+    lines += corpus_table(rows)
     path = out / "anchors.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def corpus_table(rows: list[dict]) -> list[str]:
+    """Markdown lines: PESQ-WB / ESTOI of each row by corpus (empty without ``by_corpus``)."""
+    names = sorted({c for r in rows for c in r.get("by_corpus", {})})
+    if not names:
+        return []
+    # clips scored per corpus (every summary has the delay column), the most any codec scored
+    counts = {c: max(r["by_corpus"][c]["delay_ms"]["n"] for r in rows if c in r.get("by_corpus", {}))
+              for c in names}
+    lines = ["", "## By corpus: PESQ-WB / ESTOI", "",
+             "| codec | " + " | ".join(f"{c} ({counts[c]})" for c in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for r in sorted(rows, key=lambda r: (r["nominal_kbps"], r["codec"])):
+        cells = []
+        for c in names:
+            m = r.get("by_corpus", {}).get(c, {})
+            means = [(m.get(k, {}).get("mean"), d) for k, d in (("pesq_wb", 2), ("estoi", 3))]
+            cells.append(" / ".join("–" if v is None else f"{v:.{d}f}" for v, d in means))
+        lines.append(f"| {r['codec']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def decoded_folder(out: Path, row: dict) -> Path:
@@ -298,12 +336,16 @@ def rescore(out: Path, metrics: list[str] | None, jobs: int) -> list[dict]:
     """Score every row of ``OUT/anchors.json`` again from its decoded files."""
     rows = json.loads((out / "anchors.json").read_text())
     refs = S.load_list(out / "ref" / "reference.scp")
+    sources = out / "ref" / "sources.scp"  # (runs before this file was written have no corpus table)
+    corpus = corpus_of(S.load_list(sources)) if sources.is_file() else {}
     for row in rows:
         folder = decoded_folder(out, row)
         print(f"{row['codec']} ...", file=sys.stderr)
         result = S.score(refs, folder, metrics, jobs=jobs)
         S.write_report(folder.parent / "score", result, row["codec"])
         row.update(n=len(result.scored), metrics=result.summary)
+        if corpus:
+            row["by_corpus"] = by_corpus(result, corpus)
     return rows
 
 
@@ -336,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = (S.load_list(args.testset) if args.testset
                else {p.stem: p for p in default_clips(args.n)})
     refs = prepare_references(sources, args.out / "ref", args.max_seconds or None)
+    corpus = corpus_of(sources)
     total = sum(load_audio(p)[0].size for p in refs.values()) / EVAL_RATE
     print(f"{len(refs)} clips, {total:.1f} s -> {args.out}", file=sys.stderr)
 
@@ -354,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         result = S.score(refs, decoded, metrics, jobs=args.jobs)
         S.write_report(args.out / anchor.name / "score", result, anchor.name)
         rows.append({"codec": anchor.name, "nominal_kbps": anchor.nominal_kbps, **stats,
-                     "n": len(result.scored), "metrics": result.summary})
+                     "n": len(result.scored), "metrics": result.summary,
+                     "by_corpus": by_corpus(result, corpus)})
 
     from lrac.cli.common import load_codec
     from lrac.codec import Codec
@@ -370,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"codec": f"lrac {name} {label}", "nominal_kbps": run["bitrate_bps"] / 1000,
                          "bitrate_bps_real": run["bitrate_bps_real"],
                          "rtf": run["encode_rtf"] + run["decode_rtf"], "n": len(run["result"].scored),
-                         "metrics": run["result"].summary})
+                         "metrics": run["result"].summary, "by_corpus": by_corpus(run["result"], corpus)})
 
     notes = [f"{len(refs)} clips ({total:.1f} s) at 24 kHz: "
              + ", ".join(sorted(refs)[:20]) + (" ..." if len(refs) > 20 else "") + "."]
