@@ -197,7 +197,9 @@ def test_onset_window_settings_are_checked(setting: str) -> None:
     (["model.frame.pitch_backfill=true", "model.frame.decoder_lookahead_frames=0",
       "model.frame.pitch_every_frames=1", "model.frame.pitch_bits=3"], "pitch_backfill"),
     ([s for s in NO_PITCH_PATH_SETTINGS if "pitch_tolerance" not in s] + ["model.frame.pitch_tolerance=0.06"],
-     "pitch_tolerance")])
+     "pitch_tolerance"),
+    ([s for s in NO_PITCH_PATH_SETTINGS if "pitch_glide" not in s] + ["model.frame.pitch_glide=false"],
+     "pitch_glide")])
 def test_pitch_pick_and_backfill_settings_are_checked(settings: list[str], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Codec(load_config("lrac-t1").override(settings))
@@ -367,8 +369,8 @@ def test_refinement_rides_in_the_second_token_at_6_kbps_only() -> None:
 
 # -- the source -------------------------------------------------------------------------------------
 
-def _source() -> HarmonicSource:
-    return HarmonicSource(SR, HOP, sqrt_hann(2 * HOP))
+def _source(glide: bool = True) -> HarmonicSource:
+    return HarmonicSource(SR, HOP, sqrt_hann(2 * HOP), glide)
 
 
 @pytest.mark.parametrize("f0", [90.0, 200.0, 400.0])
@@ -384,11 +386,39 @@ def test_source_puts_harmonics_below_nyquist_at_unit_power(f0: float) -> None:
     assert silent.abs().max() == 0
 
 
-def test_source_streams_with_a_continuous_phase() -> None:
+def _pulse_positions(wav: torch.Tensor) -> torch.Tensor:
+    """Sample indices of a pulse train's peaks (local maxima above half the largest)."""
+    x = wav.flatten()
+    peak = (x[1:-1] > x[:-2]) & (x[1:-1] >= x[2:]) & (x[1:-1] > 0.2 * x.max())
+    return torch.nonzero(peak).flatten() + 1
+
+
+@pytest.mark.parametrize("glide", [True, False])
+def test_source_holds_or_glides_to_each_frames_pitch(glide: bool) -> None:
+    # 100 Hz (a 240-sample period: one pulse per hop) for two frames, then 300 Hz (80 samples)
+    f0 = torch.tensor([[100.0, 100.0, 300.0, 300.0]])
+    wav = _source(glide)(f0, torch.ones(1, 4))
+    pulses = _pulse_positions(wav[..., 2 * HOP:3 * HOP + 1])            # the third hop
+    if glide:   # it glides from 100 to 300 Hz: 200 Hz on average, at most 2 pulses in the hop
+        assert pulses.numel() <= 2
+    else:       # it is at 300 Hz from the hop's first sample: a pulse every 80 samples
+        assert pulses.numel() == 3 and (pulses.diff() - 80).abs().max() <= 1
+    # an onset at 200 Hz (pulses 120 samples apart): the first voiced hop's pulses are at full
+    # level at once, or ramp up from silence with the voicing
+    onset = _source(glide)(torch.full((1, 3), 200.0), torch.tensor([[0.0, 1.0, 1.0]]))
+    assert onset[..., :HOP].abs().max() == 0
+    peaks = onset.flatten()[HOP + _pulse_positions(onset[..., HOP:2 * HOP + 1])]
+    late = onset[..., 2 * HOP:].max()
+    assert peaks.numel() == 2
+    assert (peaks[0] < 0.7 * late) if glide else (peaks.min() > 0.95 * late)
+
+
+@pytest.mark.parametrize("glide", [True, False])
+def test_source_streams_with_a_continuous_phase(glide: bool) -> None:
     gen = torch.Generator().manual_seed(3)
     f0 = 80 + 300 * torch.rand(2, 30, generator=gen)
     voicing = (torch.rand(2, 30, generator=gen) > 0.3).float()
-    source = _source()
+    source = _source(glide)
     whole = source(f0, voicing)
     session = StreamSession(source, batch_size=2)
     parts = [session(f0[:, a:b], voicing[:, a:b]) for a, b in ((0, 1), (1, 8), (8, 8), (8, 30))]

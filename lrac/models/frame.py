@@ -287,7 +287,7 @@ class FrameDecoder(nn.Module):
             self.pitch_unpacker = PitchUnpacker(cfg.pitch_bits, cfg.pitch_every_frames,
                                                 cfg.decoder_lookahead_frames, cfg.pitch_fine_bits,
                                                 cfg.pitch_late_onsets, cfg.pitch_backfill)
-            self.source = HarmonicSource(sample_rate, cfg.hop, sqrt_hann(cfg.n_fft))
+            self.source = HarmonicSource(sample_rate, cfg.hop, sqrt_hann(cfg.n_fft), cfg.pitch_glide)
             self.source_stft = CausalSTFT(cfg.n_fft, cfg.hop)
             with torch.no_grad():  # voiced frames start with a harmonic share of sigmoid(1) = 0.73
                 self.backbone.out.bias[2 * bins:3 * bins].fill_(1.0)
@@ -338,6 +338,9 @@ def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
     if f.pitch_backfill and not (f.harmonic and f.decoder_lookahead_frames >= 1):
         raise ValueError("model.frame.pitch_backfill needs the pitch path (model.frame.harmonic) and a "
                          "decoder look-ahead (model.frame.decoder_lookahead_frames >= 1) to see the onset")
+    if not f.pitch_glide and not f.harmonic:
+        raise ValueError("model.frame.pitch_glide=false sets the pitch path's source (model.frame.harmonic), "
+                         "which this model has not")
     if f.pitch_tolerance and not (f.harmonic and 0 < f.pitch_tolerance < 1):
         raise ValueError(f"model.frame.pitch_tolerance ({f.pitch_tolerance}) needs the pitch path "
                          "(model.frame.harmonic) and must be 0 (off) or in (0, 1)")

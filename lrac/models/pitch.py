@@ -435,11 +435,16 @@ class HarmonicSource(StreamingModule):
     continuous (a running sum of ``f0 / sample_rate`` cycles, in float64), so the harmonics line up
     across frames. The source carries no gradient (the pitch comes from the code, not from a
     learnt layer).
+
+    With ``glide`` (the first models), each hop's pitch and voicing glide linearly from the previous
+    frame's to this frame's, so the source reaches a frame's pitch at the end of its hop, a hop
+    after the centre of the decoder frame whose envelope goes with it. Without, each hop holds its
+    frame's pitch and voicing (a step at each hop; the phase stays continuous).
     """
 
-    def __init__(self, sample_rate: int, hop: int, window: torch.Tensor) -> None:
+    def __init__(self, sample_rate: int, hop: int, window: torch.Tensor, glide: bool = True) -> None:
         super().__init__()
-        self.sample_rate, self.hop = sample_rate, hop
+        self.sample_rate, self.hop, self.glide = sample_rate, hop, glide
         n = window.numel()
         peak_gain = 2.0 / float(window.sum())                            # a harmonic peaks at 1
         spread = n * float(window.pow(2).sum()) / float(window.sum()) ** 2
@@ -458,12 +463,14 @@ class HarmonicSource(StreamingModule):
             return f0_hz.new_zeros(b, 1, 0)
         f0, v = f0_hz.double(), voicing.double()
         state = self.stream_state
-        prev_f0 = f0[:, :1] if state is None or state.f0 is None else state.f0
-        prev_v = torch.zeros_like(v[:, :1]) if state is None or state.voicing is None else state.voicing
         phase0 = torch.zeros_like(f0[:, :1]) if state is None or state.phase is None else state.phase
-        # per-sample pitch/voicing: a linear glide from the previous frame to this one over each hop
-        f0_s = torch.lerp(torch.cat([prev_f0, f0[:, :-1]], 1)[..., None], f0[..., None], self.ramp)
-        v_s = torch.lerp(torch.cat([prev_v, v[:, :-1]], 1)[..., None], v[..., None], self.ramp)
+        if self.glide:  # per-sample pitch/voicing: a linear glide from the previous frame to this one
+            prev_f0 = f0[:, :1] if state is None or state.f0 is None else state.f0
+            prev_v = torch.zeros_like(v[:, :1]) if state is None or state.voicing is None else state.voicing
+            f0_s = torch.lerp(torch.cat([prev_f0, f0[:, :-1]], 1)[..., None], f0[..., None], self.ramp)
+            v_s = torch.lerp(torch.cat([prev_v, v[:, :-1]], 1)[..., None], v[..., None], self.ramp)
+        else:           # each hop at its own frame's pitch and voicing
+            f0_s, v_s = f0[..., None].expand(-1, -1, self.hop), v[..., None].expand(-1, -1, self.hop)
         f0_s, v_s = f0_s.reshape(b, -1), v_s.reshape(b, -1)
         cycles = phase0 + (f0_s / self.sample_rate).cumsum(-1)
         cycles = cycles - cycles.floor()
@@ -480,4 +487,4 @@ class HarmonicSource(StreamingModule):
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         # per sample: glides (4), phase sum and wrap (3), three sines (charged 8 each), division, gains, rsqrt (6)
-        return output.shape[-1] * 37
+        return output.shape[-1] * (33 + 4 * self.glide)
