@@ -24,7 +24,7 @@ C="--config lrac-t1 --batch-size $B --device $DEV --no-progress --threads $TH --
  --set train.segment_samples=28800 --set train.warmup_steps=1000000 --set train.valid_batches=2
  --set train.checkpoint_every_minutes=1.5 --set train.checkpoint_every_steps=2000 --set train.log_every_steps=$LOG
  --set model.frame.voicing_onset_ms=6.67 --set model.frame.voicing_onset_dip=0.4 --set model.frame.pitch_late_onsets=true
- --set model.frame.pitch_tolerance=0.06 --set model.frame.pitch_backfill=true"
+ --set model.frame.pitch_tolerance=0.06 --set model.frame.pitch_backfill=true --set model.frame.pitch_glide=false"
 T1="--track 1 --init-from $T1_INIT --set train.num_workers=$W1"
 T2=${B_ARGS:-"--track 2 --init-from $T2_INIT --set train.num_workers=$W2 --noise .gpu/lists/train.noise.scp
  --rir .gpu/lists/train.rir.scp --valid-noise .gpu/lists/valid.noise.scp --valid-rir .gpu/lists/valid.rir.scp"}
