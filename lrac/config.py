@@ -102,7 +102,7 @@ class FrameConfig:
     # true: the pulse train's pitch glides over each hop from the previous frame's pitch to this
     # frame's, so it reaches a frame's pitch a hop after the envelope that goes with it (the first
     # models); false: each hop holds its own frame's pitch and voicing (t1 version 12 coding that
-    # way: +0.08-0.11 PESQ-WB at 6 kbps, docs/results.md, session 14)
+    # way: +0.07-0.11 PESQ-WB at 6 kbps, docs/results.md, session 14)
     pitch_glide: bool = True
     # the pitch path's pulse train has all harmonics in cosine phase; true: the decoder head also
     # gives a phase per bin for the harmonic part (the phase response of the glottis and vocal tract)
