@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--opus: {opus(6).missing}")
     systems: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     codecs = [(spec, load_model(spec)) for spec in args.models]
+    rate = codecs[0][1].sample_rate if codecs else 24000   # lrac's rate (Opus is fed at 24 kHz too)
     for i, (_, path) in enumerate(clips):
-        rate = codecs[0][1].sample_rate if codecs else 24000
         clip, _ = load_audio(path, rate, warn_stereo=False)
         for spec, codec in codecs:
             for bitrate in args.bitrates:
