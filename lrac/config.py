@@ -181,6 +181,8 @@ class TrainConfig:
     mel_bins: list[int] = field(default_factory=lambda: [10, 20, 40, 80, 160])
     lambda_stft: float = 0.0   # > 0: add a linear-frequency log-STFT loss (losses.LogSTFTLoss)
     stft_n_ffts: list[int] = field(default_factory=lambda: [512, 1024, 2048])
+    # > 0: add 1 - (an ESTOI-like band-envelope correlation) (losses.EnvelopeCorrelationLoss)
+    lambda_estoi: float = 0.0
     disc_n_ffts: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])
     disc_filters: int = 16
     disc_every: int = 1

@@ -47,7 +47,7 @@ def _utterances(tmp_path: Path, n: int = 3) -> list[Utterance]:
 
 def _trainer(cfg, out, utts, dist_info=None, buffer=4):
     dist_info = dist_info or DistInfo()
-    stream = ChunkStream(utts, SEGMENT, buffer_size=buffer, seed=cfg.train.seed,
+    stream = ChunkStream(utts, cfg.train.segment_samples, buffer_size=buffer, seed=cfg.train.seed,
                          rank=dist_info.rank, world=dist_info.world)
     return Trainer(cfg, out, stream, None, dist_info, progress=False)
 
@@ -179,6 +179,20 @@ def test_log_stft_loss_joins_the_generator_loss(tmp_path):
     assert "stft" not in a and b["stft"] > 0
     assert b["mel"] == pytest.approx(a["mel"])   # same seed, same weights, same batch
     assert b["g_loss"] == pytest.approx(a["g_loss"] + 2.0 * b["stft"], rel=1e-5)
+
+
+def test_envelope_loss_joins_the_generator_loss(tmp_path):
+    utts = _utterances(tmp_path, 1)
+    long = ("train.segment_samples=9600",)
+    plain = _trainer(_cfg("lrac-t1", long, warmup_steps=100), tmp_path / "a", utts, buffer=1)
+    x, y = plain.stream.next_batch(2)
+    with_env = _trainer(_cfg("lrac-t1", long, warmup_steps=100, lambda_estoi=3.0), tmp_path / "b", utts,
+                        buffer=1)
+    a, b = plain.train_step(x, y), with_env.train_step(x, y)
+    assert "estoi" not in a and 0 < b["estoi"] < 2
+    assert b["g_loss"] == pytest.approx(a["g_loss"] + 3.0 * b["estoi"], rel=1e-5)
+    with pytest.raises(ValueError, match="train.lambda_estoi needs train.segment_samples >= 8960"):
+        _trainer(_cfg("lrac-t1", warmup_steps=100, lambda_estoi=1.0), tmp_path / "c", utts)
 
 
 def test_negative_data_workers_are_refused(tmp_path):

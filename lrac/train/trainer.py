@@ -50,8 +50,9 @@ from lrac.codec import Codec, atomic_torch_save, half_state_dict
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.train.data import ChunkStream, make_prefetcher
-from lrac.train.losses import (LogSTFTLoss, MultiScaleMelLoss, discriminator_adversarial_loss,
-                               feature_matching_loss, generator_adversarial_loss)
+from lrac.train.losses import (EnvelopeCorrelationLoss, LogSTFTLoss, MultiScaleMelLoss,
+                               discriminator_adversarial_loss, feature_matching_loss,
+                               generator_adversarial_loss)
 
 CHECKPOINT_FORMAT = "lrac-train-checkpoint"
 
@@ -210,6 +211,11 @@ class Trainer:
                                           self.tc.mel_bins).to(self.device)
         self.stft_loss = (LogSTFTLoss(self.tc.stft_n_ffts).to(self.device) if self.tc.lambda_stft > 0
                           else None)
+        self.estoi_loss = (EnvelopeCorrelationLoss(cfg.model.sample_rate).to(self.device)
+                           if self.tc.lambda_estoi > 0 else None)
+        if self.estoi_loss is not None and self.tc.segment_samples < self.estoi_loss.min_samples:
+            raise ValueError(f"train.lambda_estoi needs train.segment_samples >= "
+                             f"{self.estoi_loss.min_samples} (one 384 ms segment), got {self.tc.segment_samples}")
         self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
         self.opt_g = self._optimizer(self.g_params, self.tc.lr)
@@ -291,6 +297,10 @@ class Trainer:
             stft = self.stft_loss(y_hat, y)
             g_loss = g_loss + tc.lambda_stft * stft
             out["stft"] = stft.item()
+        if self.estoi_loss is not None:
+            estoi = self.estoi_loss(y_hat, y)
+            g_loss = g_loss + tc.lambda_estoi * estoi
+            out["estoi"] = estoi.item()
 
         use_disc = self.step >= tc.warmup_steps
         update_disc = use_disc and (self.step - tc.warmup_steps) % tc.disc_every == 0
