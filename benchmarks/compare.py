@@ -86,6 +86,17 @@ def corpus_of(clip_id: str) -> str:
     return parts[1] if len(parts) >= 3 else "all"
 
 
+def paired_cell(values: np.ndarray, base: np.ndarray | None) -> str:
+    """``mean`` of one system's per-clip scores; with the reference's ``base`` (same clips, same order)
+    also ``(mean difference, p=Wilcoxon signed-rank p-value)``."""
+    cell = f"{values.mean():.3f}"
+    if base is not None:
+        diff = values - base
+        p = wilcoxon(diff).pvalue if len(diff) > 1 and np.any(diff != 0) else 1.0
+        cell += f" ({diff.mean():+.3f}, p={p:.2g})"
+    return cell
+
+
 def table(specs: list[str], scores: list[dict], bitrates: list[int], rows: np.ndarray | None = None) -> str:
     lines = ["| model | kbps | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
     for bitrate in bitrates:
@@ -94,13 +105,8 @@ def table(specs: list[str], scores: list[dict], bitrates: list[int], rows: np.nd
             cells = []
             for metric in METRICS:
                 values = score[bitrate][metric] if rows is None else score[bitrate][metric][rows]
-                cell = f"{values.mean():.3f}"
-                if score is not scores[0]:
-                    base = ref[metric] if rows is None else ref[metric][rows]
-                    diff = values - base
-                    p = wilcoxon(diff).pvalue if len(diff) > 1 and np.any(diff != 0) else 1.0
-                    cell += f" ({diff.mean():+.3f}, p={p:.2g})"
-                cells.append(cell)
+                base = None if score is scores[0] else ref[metric] if rows is None else ref[metric][rows]
+                cells.append(paired_cell(values, base))
             lines.append(f"| {spec} | {bitrate / 1000:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

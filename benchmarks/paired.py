@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import wilcoxon
+
+from compare import paired_cell   # benchmarks/compare.py: the same cells as its table
 
 METRICS = ("pesq_wb", "estoi", "si_sdr", "mel_distance")
 
@@ -49,15 +50,8 @@ def paired_table(paths: list[Path], names: list[str]) -> str:
              "| codec | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     ref = {m: np.array([scores[0][u][m] for u in common]) for m in metrics}
     for name, s in zip(names, scores):
-        cells = []
-        for m in metrics:
-            values = np.array([s[u][m] for u in common])
-            cell = f"{values.mean():.3f}"
-            if s is not scores[0]:
-                diff = values - ref[m]
-                p = wilcoxon(diff).pvalue if len(diff) > 1 and np.any(diff != 0) else 1.0
-                cell += f" ({diff.mean():+.3f}, p={p:.2g})"
-            cells.append(cell)
+        cells = [paired_cell(np.array([s[u][m] for u in common]), None if s is scores[0] else ref[m])
+                 for m in metrics]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
