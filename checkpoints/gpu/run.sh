@@ -13,7 +13,7 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, soundfile, lrac; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'sf', soundfile.__version__)" || exit 1
 python3 checkpoints/gpu/prep.py || exit 1; log prepared
-T1_INIT=${T1_INIT:-checkpoints/t1-s13-gd.pt}; T2_INIT=${T2_INIT:-checkpoints/t2-s11-gd.pt}
+T1_INIT=${T1_INIT:-checkpoints/t1-s15-gd.pt}; T2_INIT=${T2_INIT:-checkpoints/t2-s15-gd.pt}
 N1=${N1:-t1}; N2=${N2:-t2}; LR=${LR:-5e-4}; TH=${TH:-2}
 [ -z "${PRE:-}" ] || eval "$PRE" || exit 1
 step_of() { python3 -c "import torch; print(torch.load('$1', map_location='cpu', weights_only=False)['step'])"; }
