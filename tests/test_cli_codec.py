@@ -163,8 +163,9 @@ def test_console_scripts_installed(tmp_path, wav, model):
 
 
 def test_shipped_models_work_out_of_the_box(tmp_path, wav):
-    """With the package's pretrained files: no --model means t1, --model t2 selects the other, and a
-    file coded by one model is refused by the other (the header names the model)."""
+    """With the package's pretrained files: no --model means t1 (and, for decoding one file, the model
+    its header names), --model t2 selects the other, and a file coded by one model is refused by the
+    other with the maker's name."""
     if not {"t1", "t2"} <= set(Codec.pretrained_names()):
         pytest.skip("no pretrained t1/t2 in lrac/pretrained")
     t1, t2 = Codec.pretrained("t1"), Codec.pretrained("t2")
@@ -183,5 +184,9 @@ def test_shipped_models_work_out_of_the_box(tmp_path, wav):
         assert rate == 24000 and abs(len(decoded) - 1.3 * 24000) < 2 and np.isfinite(decoded).all()
     code, out = run(decode_main, [str(tmp_path / "x0.lrac"), str(out_wav), "--model", "t2"])
     assert code == 2 and "another model" in out and "pass --model t1" in out   # names the maker
-    code, out = run(decode_main, [str(tmp_path / "x2.lrac"), str(out_wav)])
+    code, out = run(decode_main, [str(tmp_path / "x2.lrac"), str(out_wav), "--model", "t1"])
     assert code == 2 and "pass --model t2" in out
+    # with no --model, one file decodes with the pretrained model its header names: t2's file as t2
+    by_header = tmp_path / "h.wav"
+    assert run(decode_main, [str(tmp_path / "x2.lrac"), str(by_header)])[0] == 0
+    assert np.array_equal(sf.read(by_header)[0], sf.read(out_wav)[0])   # out_wav: x2 with --model t2

@@ -20,10 +20,24 @@ def _lrac_inputs(source: str) -> list[tuple[str, str]]:
     return read_scp(path)
 
 
+def _pretrained_maker(path: Path) -> str | None:
+    """The installed pretrained model whose id the ``.lrac`` file's header carries, or None (unreadable
+    files too: decoding them then reports what is wrong)."""
+    from .. import bitstream
+    from ..codec import Codec
+    try:
+        header, _ = bitstream.loads(path.read_bytes(), str(path))
+    except (OSError, bitstream.BitstreamError):
+        return None
+    return Codec.pretrained_name_of(header.model_id)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("source")
 @click.argument("output", required=False)
-@click.option("--model", default=None, help="Model file (from lrac-train / Codec.save) or pretrained name.")
+@click.option("--model", default=None,
+              help="Model file (from lrac-train / Codec.save) or pretrained name (default: for one file, the "
+                   "pretrained model its header names; else t1).")
 @click.option("--sample-rate", type=int, default=None,
               help="Resample the output to this rate in Hz (default: the codec's, 24000).")
 @click.option("--chunk-ms", type=float, default=None,
@@ -35,12 +49,14 @@ def main(source: str, output: str | None, model: str | None, sample_rate: int | 
     """Decode SOURCE (.lrac file, folder of them, or an scp list) into OUTPUT (wav file or folder)."""
     from ..compress import decode_file
 
+    path = Path(source)
+    if model is None and not print_config and path.is_file() and path.suffix != ".scp":
+        model = _pretrained_maker(path)
     codec = codec_for_command(model, print_config, output, "a .wav file, or a folder when SOURCE is a folder or list")
     if codec is None:
         return
     check_positive("--sample-rate", sample_rate)
     check_positive("--chunk-ms", chunk_ms)
-    path = Path(source)
     if not (path.is_dir() or path.suffix == ".scp"):
         decode_file(codec, source, output, sample_rate, chunk_ms)
         return
