@@ -199,11 +199,11 @@ class EnvelopeCorrelationLoss(nn.Module):
 
     def score(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean envelope correlation of ``y_hat`` with ``y`` (both ``[B, 1, T]``), a scalar in [-1, 1]."""
-        env_hat, env = self.envelopes(y_hat), self.envelopes(y)
-        n = self.segment_frames
         if y.shape[-1] < self.min_samples:
             raise ValueError(f"envelope correlation needs chunks of at least {self.min_samples} "
                              f"samples, got {y.shape[-1]}")
+        env_hat, env = self.envelopes(y_hat), self.envelopes(y)
+        n = self.segment_frames
         with torch.no_grad():
             level_db = 10 * torch.log10(env.pow(2).sum(-1) + 1e-10)          # [B, frames]
             active = (level_db > level_db.amax(1, keepdim=True) - self.range_db).float()
