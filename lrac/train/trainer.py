@@ -215,7 +215,8 @@ class Trainer:
                            if self.tc.lambda_estoi > 0 else None)
         if self.estoi_loss is not None and self.tc.segment_samples < self.estoi_loss.min_samples:
             raise ValueError(f"train.lambda_estoi needs train.segment_samples >= "
-                             f"{self.estoi_loss.min_samples} (one segment of the envelope loss), got {self.tc.segment_samples}")
+                             f"{self.estoi_loss.min_samples} (one segment of the envelope loss), "
+                             f"got {self.tc.segment_samples}")
         self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
         self.opt_g = self._optimizer(self.g_params, self.tc.lr)
