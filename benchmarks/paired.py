@@ -63,17 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = args.names.split(",") if args.names else [default_name(p) for p in args.reports]
     if len(names) != len(args.reports):
-        print(f"error: {len(names)} names for {len(args.reports)} reports", file=sys.stderr)
-        return 2
+        parser.error(f"{len(names)} names for {len(args.reports)} reports")
     missing = [str(p) for p in args.reports if not p.is_file()]
     if missing:
-        print(f"error: no such report: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        parser.error(f"no such report: {', '.join(missing)}")
     try:
         print(paired_table(args.reports, names))
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        parser.error(str(err))
     return 0
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lrac.train.losses import (EnvelopeCorrelationLoss, LogSTFTLoss, MultiScaleMelLoss, discriminator_adversarial_loss,
-                               feature_matching_loss, generator_adversarial_loss,
-                               slaney_mel_filterbank)
+from lrac.train.losses import (EnvelopeCorrelationLoss, LogSTFTLoss, MultiScaleMelLoss,
+                               discriminator_adversarial_loss, feature_matching_loss,
+                               generator_adversarial_loss, slaney_mel_filterbank)
 
 torch.set_num_threads(1)
 
@@ -142,8 +142,9 @@ def test_log_stft_loss_grows_with_noise_between_harmonics():
     assert y_hat.grad.abs().sum() > 0
 
 
-def _speechlike(seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
-    """A 150 Hz harmonic voice whose band levels move at syllable rate: ``[1, 1, T]`` at 24 kHz."""
+def _modulated_harmonics(seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """A 150 Hz harmonic voice whose harmonics each move at their own syllable rate (conftest's
+    ``speechlike`` moves all with one envelope, so its seeds differ only in noise): ``[1, 1, T]``."""
     sr = 24000
     t = torch.arange(int(seconds * sr)) / sr
     g = torch.Generator().manual_seed(seed)
@@ -158,10 +159,10 @@ def test_envelope_correlation_scores_like_estoi():
     """1 on the reference itself and on a louder copy (ESTOI ignores scale), lower for another
     modulation of the same harmonics, and lower still with noise; gradients reach the prediction."""
     loss = EnvelopeCorrelationLoss()
-    x = _speechlike()
+    x = _modulated_harmonics()
     assert loss.score(x, x).item() == pytest.approx(1.0, abs=1e-5)
     assert loss.score(3 * x, x).item() == pytest.approx(1.0, abs=1e-5)
-    other = loss.score(_speechlike(seed=1), x).item()
+    other = loss.score(_modulated_harmonics(seed=1), x).item()
     noise = 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
     noisy = loss.score(x + noise, x).item()
     assert other < 0.9 and noisy < 0.9 and loss.score(x + 0.1 * noise, x).item() > noisy
@@ -178,7 +179,7 @@ def test_envelope_correlation_ignores_silence_and_refuses_short_chunks():
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(y_hat.grad).all()
     # a burst in the last quarter: the segments of the silent start do not count
-    x = _speechlike()
+    x = _modulated_harmonics()
     x[..., :18000] = 0
     assert loss.score(x, x).item() == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="at least 8960 samples"):

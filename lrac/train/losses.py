@@ -73,10 +73,10 @@ def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float
 # --------------------------------------------------------------------------------------------
 
 
-def stft_power(x: torch.Tensor, n_fft: int, window: torch.Tensor) -> torch.Tensor:
+def stft_power(x: torch.Tensor, n_fft: int, window: torch.Tensor, hop: int | None = None) -> torch.Tensor:
     """Waveform ``[B, 1, T]`` or ``[B, T]`` -> power spectrogram ``[B, frames, n_fft // 2 + 1]``
-    (window ``n_fft`` long, hop ``n_fft // 4``, ``center=True`` with reflect padding, as ESPnet)."""
-    spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, n_fft // 4, n_fft, window=window, center=True,
+    (window ``n_fft`` long, hop ``n_fft // 4`` unless given, ``center=True`` with reflect padding, as ESPnet)."""
+    spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, hop or n_fft // 4, n_fft, window=window, center=True,
                       pad_mode="reflect", normalized=False, return_complex=True)
     return torch.view_as_real(spec).pow(2).sum(-1).transpose(1, 2)
 
@@ -192,9 +192,7 @@ class EnvelopeCorrelationLoss(nn.Module):
 
     def envelopes(self, x: torch.Tensor) -> torch.Tensor:
         """Waveform ``[B, 1, T]`` -> band magnitudes ``[B, frames, bands]``."""
-        spec = torch.stft(x.reshape(-1, x.shape[-1]), self.n_fft, self.n_fft // 2, self.n_fft,
-                          window=self.window, center=True, pad_mode="reflect", return_complex=True)
-        power = torch.view_as_real(spec).pow(2).sum(-1).transpose(1, 2)   # [B, frames, bins]
+        power = stft_power(x, self.n_fft, self.window, hop=self.n_fft // 2)   # [B, frames, bins]
         return (power @ self.bands + 1e-10).sqrt()
 
     def score(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
