@@ -9,11 +9,15 @@
 2. Scores the unprocessed noisy input, then every ``--model`` at each of its bitrates (coded through
    the real ``.lrac`` files), against those references; the same on the real noisy/clean pairs of
    ``../shared/data/pairs`` (references: the clean recordings).
+3. With ``--ceiling``, each model also codes the references themselves: what it would score if
+   its enhancement were perfect, the most it can gain over the noisy input.
 
-    python benchmarks/track2_eval.py --model t2 --model t1 --out runs/track2 --n 40
+    python benchmarks/track2_eval.py --model t2 --model t1 --out runs/track2 --n 40 [--ceiling]
 
-Writes ``OUT/track2.md`` (one table: rows = input or model x bitrate, for each of the two sets) and
-``OUT/track2.json``.
+Writes ``OUT/track2.md`` (one table: rows = input or model x bitrate, for each of the two sets; then
+PESQ-WB and ESTOI by condition, SNR band x reverb, from ``OUT/degraded/conditions.tsv``),
+``OUT/track2.json`` and every system's per-clip report, ``OUT/<set>/<system>/score/per_utterance.csv``
+(for ``benchmarks/paired.py``).
 """
 
 from __future__ import annotations
@@ -77,19 +81,65 @@ def pairs() -> tuple[dict[str, Path], dict[str, Path]]:
 
 
 def evaluate(name: str, inputs: dict[str, Path], targets: dict[str, Path], codecs: list, out: Path,
-             metrics: list[str], jobs: int) -> list[dict]:
-    rows = []
-    result = S.score(targets, inputs, metrics, jobs=jobs)
-    rows.append({"set": name, "system": "unprocessed input", "n": len(result.scored), "metrics": result.summary})
-    for model_name, codec in codecs:
+             metrics: list[str], jobs: int, ceiling: bool = False) -> tuple[list[dict], dict[str, list[dict]]]:
+    """``(summary rows, {system: per-clip rows})`` of the unprocessed input and every codec and
+    bitrate on one set; with ``ceiling`` also every codec coding the references themselves."""
+    rows, per_clip = [], {}
+
+    def add(system: str, decoded: dict[str, Path], folder: Path) -> None:
+        result = S.score(targets, decoded, metrics, jobs=jobs)
+        S.write_report(folder / "score", result, f"{name}: {system}")
+        rows.append({"set": name, "system": system, "n": len(result.scored), "metrics": result.summary})
+        per_clip[system] = result.scored
+
+    add("unprocessed input", inputs, out / name / "input")
+    runs = [(codec_name, codec, inputs, "") for codec_name, codec in codecs]
+    if ceiling:
+        runs += [(codec_name, codec, targets, ", clean input") for codec_name, codec in codecs]
+    for model_name, codec, sources, suffix in runs:
         for bitrate in codec.bitrates_bps:
-            decoded, _, stats = S.code_testset(codec, inputs, out / name / model_name / f"{bitrate // 1000}kbps",
-                                               bitrate)
-            result = S.score(targets, decoded, metrics, jobs=jobs)
-            rows.append({"set": name, "system": f"{model_name} {bitrate / 1000:g} kbps",
-                         "n": len(result.scored), "metrics": result.summary})
-            print(f"{name}: {model_name} {bitrate} bit/s done", file=sys.stderr)
-    return rows
+            folder = out / name / (model_name + ("-clean" if suffix else "")) / f"{bitrate // 1000}kbps"
+            decoded, _, _ = S.code_testset(codec, sources, folder, bitrate)
+            add(f"{model_name} {bitrate / 1000:g} kbps{suffix}", decoded, folder)
+            print(f"{name}: {model_name}{suffix} {bitrate} bit/s done", file=sys.stderr)
+    return rows, per_clip
+
+
+def read_conditions(path: Path) -> dict[str, tuple[float, bool]]:
+    """``conditions.tsv`` -> ``{utt: (snr_db, reverberant)}`` (empty when the file is absent)."""
+    if not path.exists():
+        return {}
+    lines = path.read_text().splitlines()[1:]
+    return {u: (float(snr), rev == "True") for u, snr, rev in (line.split("\t") for line in lines if line)}
+
+
+def condition_table(per_clip: dict[str, list[dict]], conditions: dict[str, tuple[float, bool]],
+                    snr_edges: list[float], metrics: tuple[str, ...] = ("pesq_wb", "estoi")) -> str:
+    """Mean of each metric per system, by SNR band (``snr_edges`` in dB) and reverb: where a system
+    gains or loses against the noisy input. Columns are the conditions, with their clip counts."""
+    bands = list(zip(snr_edges[:-1], snr_edges[1:]))
+    groups = [(lo, hi, rev) for lo, hi in bands for rev in (False, True)]
+
+    def members(lo: float, hi: float, rev: bool) -> set[str]:
+        last = hi == snr_edges[-1]
+        return {u for u, (snr, r) in conditions.items()
+                if r == rev and lo <= snr and (snr < hi or (last and snr <= hi))}
+
+    sets = [members(*g) for g in groups]
+    keep = [i for i, m in enumerate(sets) if m]
+    head = "| system | metric | " + " | ".join(
+        f"{groups[i][0]:g}-{groups[i][1]:g} dB{', reverb' if groups[i][2] else ''} ({len(sets[i])})"
+        for i in keep) + " |"
+    lines = [head, "|" + "---|" * (2 + len(keep))]
+    for system, rows in per_clip.items():
+        by_utt = {r["utt"]: r for r in rows}
+        for m in metrics:
+            cells = []
+            for i in keep:
+                values = [float(by_utt[u][m]) for u in sets[i] if u in by_utt and by_utt[u].get(m) is not None]
+                cells.append(f"{np.nanmean(values):.2f}" if values else "-")
+            lines.append(f"| {system} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def table(rows: list[dict], metrics: list[str]) -> str:
@@ -115,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2025)
     ap.add_argument("--metrics", default="pesq_wb,estoi,si_sdr,mel_distance")
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--ceiling", action="store_true",
+                    help="each model also codes the clean references: its score with perfect enhancement")
     args = ap.parse_args(argv)
     import torch
 
@@ -128,14 +180,19 @@ def main(argv: list[str] | None = None) -> int:
                                     args.out / "degraded", args.snr, args.reverb_prob, args.max_seconds,
                                     args.seed)
     codecs = [(Path(m).stem, load_codec(m)) for m in args.model]
-    rows = evaluate(f"{split}, noisy + reverb", inputs, targets, codecs, args.out, metrics, args.jobs)
+    name = f"{split}, noisy + reverb"
+    rows, per_clip = evaluate(name, inputs, targets, codecs, args.out, metrics, args.jobs, args.ceiling)
     if split == "test":
-        rows += evaluate("real pairs", *pairs(), codecs, args.out, metrics, args.jobs)
+        rows += evaluate("real pairs", *pairs(), codecs, args.out, metrics, args.jobs)[0]
+    edges = list(np.linspace(args.snr[0], args.snr[1], 5))
+    conditions = read_conditions(args.out / "degraded" / "conditions.tsv")
     text = (f"{len(inputs)} {split} clips degraded with the {split}-split noises and RIRs (SNR uniform in "
             f"[{args.snr[0]:g}, {args.snr[1]:g}] dB, reverb p={args.reverb_prob:g}); references are the "
             "early-reflection targets."
             + (" Real pairs: shared/data/pairs, references the clean recordings." if split == "test" else "")
-            + "\n\n" + table(rows, metrics))
+            + "\n\n" + table(rows, metrics)
+            + (f"\nThe {name} clips by condition (SNR band, reverb; clips in brackets):\n\n"
+               + condition_table(per_clip, conditions, edges) if conditions else ""))
     (args.out / "track2.md").write_text(text)
     (args.out / "track2.json").write_text(json.dumps(S.json_safe(rows), indent=2) + "\n")
     print(text)
