@@ -46,13 +46,22 @@ def shared_list(split: str, kind: str) -> list[Path]:
     return [SHARED / p for p in lines]
 
 
+def read_conditions(path: Path) -> dict[str, tuple[float, bool]]:
+    """``conditions.tsv`` -> ``{utt: (snr_db, reverberant)}`` (empty when the file is absent)."""
+    if not path.exists():
+        return {}
+    lines = path.read_text().splitlines()[1:]
+    return {u: (float(snr), rev == "True") for u, snr, rev in (line.split("\t") for line in lines if line)}
+
+
 def make_degraded(clean: list[Path], noises: list[Path], rirs: list[Path], out: Path, snr_db: list[float],
                   reverb_prob: float, max_seconds: float, seed: int) -> tuple[dict[str, Path], dict[str, Path]]:
     """``(inputs, targets)``: ``out/noisy/<id>.wav`` and ``out/target/<id>.wav`` (made once, reused)."""
     cfg = DataConfig(noise_prob=1.0, reverb_prob=reverb_prob, snr_db=list(snr_db), simulate_rooms=False)
     aug = Augmenter(cfg, track=2, noise_paths=[str(p) for p in noises], rir_paths=[str(p) for p in rirs],
                     sample_rate=RATE, seed=seed)
-    inputs, targets, conditions = {}, {}, []
+    inputs, targets = {}, {}
+    conditions = read_conditions(out / "conditions.tsv")   # of the clips made by an earlier run
     for i, path in enumerate(sorted(clean)):
         utt = path.stem
         noisy_path, target_path = out / "noisy" / f"{utt}.wav", out / "target" / f"{utt}.wav"
@@ -61,12 +70,12 @@ def make_degraded(clean: list[Path], noises: list[Path], rirs: list[Path], out: 
             result = aug(speech, np.random.default_rng([seed, i]))
             write_audio(noisy_path, result.input, RATE)
             write_audio(target_path, result.target, RATE)
-            conditions.append(f"{utt}\t{result.snr_db}\t{result.rir is not None}")
+            conditions[utt] = (result.snr_db, result.rir is not None)
         inputs[utt], targets[utt] = noisy_path, target_path
     for name, paths in (("noisy", inputs), ("target", targets)):  # for benchmarks/compare.py --targets
         (out / f"{name}.scp").write_text("".join(f"{utt} {p.resolve()}\n" for utt, p in paths.items()))
-    if conditions:
-        (out / "conditions.tsv").write_text("utt\tsnr_db\treverb\n" + "\n".join(conditions) + "\n")
+    (out / "conditions.tsv").write_text("utt\tsnr_db\treverb\n" + "".join(
+        f"{utt}\t{snr}\t{rev}\n" for utt, (snr, rev) in conditions.items() if utt in inputs))
     return inputs, targets
 
 
@@ -103,14 +112,6 @@ def evaluate(name: str, inputs: dict[str, Path], targets: dict[str, Path], codec
             add(f"{model_name} {bitrate / 1000:g} kbps{suffix}", decoded, folder)
             print(f"{name}: {model_name}{suffix} {bitrate} bit/s done", file=sys.stderr)
     return rows, per_clip
-
-
-def read_conditions(path: Path) -> dict[str, tuple[float, bool]]:
-    """``conditions.tsv`` -> ``{utt: (snr_db, reverberant)}`` (empty when the file is absent)."""
-    if not path.exists():
-        return {}
-    lines = path.read_text().splitlines()[1:]
-    return {u: (float(snr), rev == "True") for u, snr, rev in (line.split("\t") for line in lines if line)}
 
 
 def condition_table(per_clip: dict[str, list[dict]], conditions: dict[str, tuple[float, bool]],
@@ -186,13 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         rows += evaluate("real pairs", *pairs(), codecs, args.out, metrics, args.jobs)[0]
     edges = list(np.linspace(args.snr[0], args.snr[1], 5))
     conditions = read_conditions(args.out / "degraded" / "conditions.tsv")
+    by_condition = tuple(m for m in ("pesq_wb", "estoi") if m in metrics)
     text = (f"{len(inputs)} {split} clips degraded with the {split}-split noises and RIRs (SNR uniform in "
             f"[{args.snr[0]:g}, {args.snr[1]:g}] dB, reverb p={args.reverb_prob:g}); references are the "
             "early-reflection targets."
             + (" Real pairs: shared/data/pairs, references the clean recordings." if split == "test" else "")
             + "\n\n" + table(rows, metrics)
             + (f"\nThe {name} clips by condition (SNR band, reverb; clips in brackets):\n\n"
-               + condition_table(per_clip, conditions, edges) if conditions else ""))
+               + condition_table(per_clip, conditions, edges, by_condition) if conditions and by_condition else ""))
     (args.out / "track2.md").write_text(text)
     (args.out / "track2.json").write_text(json.dumps(S.json_safe(rows), indent=2) + "\n")
     print(text)
