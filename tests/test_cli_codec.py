@@ -190,3 +190,14 @@ def test_shipped_models_work_out_of_the_box(tmp_path, wav):
     by_header = tmp_path / "h.wav"
     assert run(decode_main, [str(tmp_path / "x2.lrac"), str(by_header)])[0] == 0
     assert np.array_equal(sf.read(by_header)[0], sf.read(out_wav)[0])   # out_wav: x2 with --model t2
+
+
+def test_model_note_headline():
+    """Commands print a pretrained model's note without its bracketed details (kept in Codec.note);
+    a note with an unclosed bracket is printed whole rather than cut."""
+    from lrac.cli.common import note_headline
+    assert note_headline("preview model, version 3 (trained (a while) on a CPU); figures in x.md") == \
+        "preview model, version 3; figures in x.md"
+    assert note_headline("v2 (GPU): still below the input") == "v2: still below the input"
+    assert note_headline("no details") == "no details"
+    assert note_headline("odd ( bracket") == "odd ( bracket"

@@ -7,6 +7,7 @@ stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -72,6 +73,23 @@ def build_config(config_name: str | None, overrides: tuple[str, ...], default: s
     return load_config(config_name or default, list(overrides))
 
 
+def note_headline(note: str) -> str:
+    """A model note without its parenthesised details: the line a command prints on every run
+    (the whole note stays in ``Codec.note``)."""
+    out, depth = [], 0
+    for ch in note:
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+            continue
+        if not depth:
+            out.append(ch)
+    if depth:   # an unclosed bracket: nothing safe to drop
+        return note
+    return re.sub(r"\s+([,;:.])", r"\1", re.sub(r"\s{2,}", " ", "".join(out))).strip()
+
+
 def load_codec(model: str | None):
     """The codec for ``--model``: a path, a pretrained name (``t1``/``t2``), or the default model."""
     from ..codec import Codec  # heavy import (torch) only when a model is needed
@@ -85,7 +103,7 @@ def load_codec(model: str | None):
     if model in installed:
         codec = Codec.pretrained(model)
         if codec.note:  # e.g. a preview model's quality warning
-            click.echo(f"note: {codec.note}", err=True)
+            click.echo(f"note: {note_headline(codec.note)}", err=True)
         return codec
     if not Path(model).exists():
         raise FileNotFoundError(f"--model {model}: file not found (pretrained names: "
