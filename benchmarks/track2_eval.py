@@ -55,8 +55,10 @@ def read_conditions(path: Path) -> dict[str, tuple[float, bool]]:
 
 
 def make_degraded(clean: list[Path], noises: list[Path], rirs: list[Path], out: Path, snr_db: list[float],
-                  reverb_prob: float, max_seconds: float, seed: int) -> tuple[dict[str, Path], dict[str, Path]]:
-    """``(inputs, targets)``: ``out/noisy/<id>.wav`` and ``out/target/<id>.wav`` (made once, reused)."""
+                  reverb_prob: float, max_seconds: float, seed: int
+                  ) -> tuple[dict[str, Path], dict[str, Path], dict[str, tuple[float, bool]]]:
+    """``(inputs, targets, conditions)``: ``out/noisy/<id>.wav`` and ``out/target/<id>.wav`` (made once,
+    reused) and each clip's ``(snr_db, reverberant)`` as ``out/conditions.tsv`` keeps them."""
     cfg = DataConfig(noise_prob=1.0, reverb_prob=reverb_prob, snr_db=list(snr_db), simulate_rooms=False)
     aug = Augmenter(cfg, track=2, noise_paths=[str(p) for p in noises], rir_paths=[str(p) for p in rirs],
                     sample_rate=RATE, seed=seed)
@@ -74,9 +76,10 @@ def make_degraded(clean: list[Path], noises: list[Path], rirs: list[Path], out: 
         inputs[utt], targets[utt] = noisy_path, target_path
     for name, paths in (("noisy", inputs), ("target", targets)):  # for benchmarks/compare.py --targets
         (out / f"{name}.scp").write_text("".join(f"{utt} {p.resolve()}\n" for utt, p in paths.items()))
+    conditions = {utt: c for utt, c in conditions.items() if utt in inputs}
     (out / "conditions.tsv").write_text("utt\tsnr_db\treverb\n" + "".join(
-        f"{utt}\t{snr}\t{rev}\n" for utt, (snr, rev) in conditions.items() if utt in inputs))
-    return inputs, targets
+        f"{utt}\t{snr}\t{rev}\n" for utt, (snr, rev) in conditions.items()))
+    return inputs, targets, conditions
 
 
 def pairs() -> tuple[dict[str, Path], dict[str, Path]]:
@@ -102,15 +105,14 @@ def evaluate(name: str, inputs: dict[str, Path], targets: dict[str, Path], codec
         per_clip[system] = result.scored
 
     add("unprocessed input", inputs, out / name / "input")
-    runs = [(codec_name, codec, inputs, "") for codec_name, codec in codecs]
-    if ceiling:
-        runs += [(codec_name, codec, targets, ", clean input") for codec_name, codec in codecs]
-    for model_name, codec, sources, suffix in runs:
-        for bitrate in codec.bitrates_bps:
-            folder = out / name / (model_name + ("-clean" if suffix else "")) / f"{bitrate // 1000}kbps"
-            decoded, _, _ = S.code_testset(codec, sources, folder, bitrate)
-            add(f"{model_name} {bitrate / 1000:g} kbps{suffix}", decoded, folder)
-            print(f"{name}: {model_name}{suffix} {bitrate} bit/s done", file=sys.stderr)
+    for clean in (False, True) if ceiling else (False,):   # clean: the model codes the references
+        suffix = ", clean input" if clean else ""
+        for model_name, codec in codecs:
+            for bitrate in codec.bitrates_bps:
+                folder = out / name / (model_name + ("-clean" if clean else "")) / f"{bitrate // 1000}kbps"
+                decoded, _, _ = S.code_testset(codec, targets if clean else inputs, folder, bitrate)
+                add(f"{model_name} {bitrate / 1000:g} kbps{suffix}", decoded, folder)
+                print(f"{name}: {model_name}{suffix} {bitrate} bit/s done", file=sys.stderr)
     return rows, per_clip
 
 
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = args.metrics.split(",")
     split = args.split
     clean = default_clips(args.n, split) if args.n else shared_list(split, "speech")  # test: the anchors' clips
-    inputs, targets = make_degraded(clean, shared_list(split, "noise"), shared_list(split, "rir"),
+    inputs, targets, conditions = make_degraded(clean, shared_list(split, "noise"), shared_list(split, "rir"),
                                     args.out / "degraded", args.snr, args.reverb_prob, args.max_seconds,
                                     args.seed)
     codecs = [(Path(m).stem, load_codec(m)) for m in args.model]
@@ -186,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     if split == "test":
         rows += evaluate("real pairs", *pairs(), codecs, args.out, metrics, args.jobs)[0]
     edges = list(np.linspace(args.snr[0], args.snr[1], 5))
-    conditions = read_conditions(args.out / "degraded" / "conditions.tsv")
     by_condition = tuple(m for m in ("pesq_wb", "estoi") if m in metrics)
     text = (f"{len(inputs)} {split} clips degraded with the {split}-split noises and RIRs (SNR uniform in "
             f"[{args.snr[0]:g}, {args.snr[1]:g}] dB, reverb p={args.reverb_prob:g}); references are the "
