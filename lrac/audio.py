@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 
 class AudioError(ValueError):
@@ -29,6 +28,9 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """
     if rate_in == rate_out:
         return np.asarray(audio, dtype=np.float32)
+    # imported here: scipy.signal takes about a second to import, which every command would pay
+    from scipy.signal import resample_poly
+
     ratio = Fraction(int(rate_out), int(rate_in))
     out = resample_poly(np.asarray(audio, dtype=np.float64), ratio.numerator, ratio.denominator, axis=-1)
     return out.astype(np.float32)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config, load_config
-from .models import Decoder, Encoder
+from .models import Decoder, Encoder, build_nets
 from .models.conv import fold_weight_norm
 from .models.streaming import StreamSession
 from .quant import ResidualVQ
@@ -33,9 +33,10 @@ class Generator(nn.Module):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
-        self.encoder = Encoder(cfg.model)
+        encoder_net, decoder_net = build_nets(cfg.model)
+        self.encoder = Encoder(cfg.model, encoder_net)
         self.quantizer = ResidualVQ(cfg.model.latent_dim, cfg.quantizer, self.encoder.side_bits)
-        self.decoder = Decoder(cfg.model)
+        self.decoder = Decoder(cfg.model, decoder_net)
 
     def forward(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training forward: ``wav [B, 1, T]`` (T a multiple of the hop) -> ``(wav_hat [B, 1, T],

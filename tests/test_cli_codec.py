@@ -201,3 +201,13 @@ def test_model_note_headline():
     assert note_headline("v2 (GPU): still below the input") == "v2: still below the input"
     assert note_headline("no details") == "no details"
     assert note_headline("odd ( bracket") == "odd ( bracket"
+
+
+def test_commands_start_without_scipy_signal():
+    """The coding commands do not import scipy.signal until they resample: it takes about a second
+    to import, which every lrac-encode / lrac-decode call would otherwise pay."""
+    import sys
+    code = ("import sys, lrac, lrac.cli.encode, lrac.cli.decode; "
+            "print('scipy.signal' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "False"

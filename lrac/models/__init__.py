@@ -20,7 +20,8 @@ FAMILIES: dict[str, Callable[[ModelConfig], tuple[nn.Module, nn.Module]]] = {
     "seanet": build_seanet, "frame": build_frame}
 
 
-def _build(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+def build_nets(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """``(encoder_net, decoder_net)`` of the family ``cfg`` names (a builder makes both halves at once)."""
     if cfg.family not in FAMILIES:
         raise ValueError(f"unknown model family {cfg.family!r}; families: {sorted(FAMILIES)}")
     return FAMILIES[cfg.family](cfg)
@@ -31,11 +32,12 @@ class Encoder(nn.Module):
 
     ``T`` must be a multiple of ``hop_length`` (the codec pads whole frames). A family may also send
     side symbols beside the latent (the frame family's pitch code; :attr:`side_bits` holds their
-    width in each token that carries them); :meth:`analyze` returns both."""
+    width in each token that carries them); :meth:`analyze` returns both. ``net``: the half
+    :func:`build_nets` made, when the caller builds both (default: built here)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, net: nn.Module | None = None) -> None:
         super().__init__()
-        self.net = _build(cfg)[0]
+        self.net = net if net is not None else build_nets(cfg)[0]
         self.hop_length = self.net.hop_length
         self.latent_dim = cfg.latent_dim
         self.side_bits: tuple[int, ...] = tuple(getattr(self.net, "side_bits", ()))
@@ -52,11 +54,11 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
     """Latent ``[B, latent_dim, F]`` (and side symbols ``[B, S, F]`` when the encoder sends them)
-    -> waveform ``[B, 1, F * hop_length]``."""
+    -> waveform ``[B, 1, F * hop_length]``. ``net`` as for :class:`Encoder`."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, net: nn.Module | None = None) -> None:
         super().__init__()
-        self.net = _build(cfg)[1]
+        self.net = net if net is not None else build_nets(cfg)[1]
         self.hop_length = self.net.hop_length
         self.latent_dim = cfg.latent_dim
 
@@ -64,4 +66,4 @@ class Decoder(nn.Module):
         return self.net(latent) if side is None else self.net(latent, side)
 
 
-__all__ = ["Encoder", "Decoder", "FAMILIES"]
+__all__ = ["Encoder", "Decoder", "FAMILIES", "build_nets"]
