@@ -87,14 +87,14 @@ def dumps(header: Header, indices: np.ndarray) -> bytes:
     return head[:28] + struct.pack("<I", crc) + payload
 
 
-def loads(data: bytes, name: str = "input") -> tuple[Header, np.ndarray]:
-    """Parse ``.lrac`` bytes -> ``(header, indices [n_q, F])``; :class:`BitstreamError` if invalid."""
+def read_header(data: bytes, name: str = "input") -> Header:
+    """The header of ``.lrac`` bytes (the first 32 are enough); :class:`BitstreamError` if it is
+    not one. The payload's length and checksum are :func:`loads`' to check."""
     if len(data) < HEADER_BYTES:
         if data[: len(MAGIC)] != MAGIC[: len(data)] or not data:
             raise BitstreamError(f"{name}: not an .lrac file (bad magic)")
         raise BitstreamError(f"{name}: truncated .lrac file ({len(data)} bytes, header needs 32)")
-    magic, version, packed, model_id, rate, bitrate, n_frames, num_samples, crc = \
-        _HEADER.unpack_from(data)
+    magic, version, packed, model_id, rate, bitrate, n_frames, num_samples, _ = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BitstreamError(f"{name}: not an .lrac file (bad magic)")
     if version != VERSION:
@@ -102,12 +102,18 @@ def loads(data: bytes, name: str = "input") -> tuple[Header, np.ndarray]:
     bits, n_stages = packed >> 4, packed & 15
     if bits == 0 or n_stages == 0:
         raise BitstreamError(f"{name}: corrupted header (bits {bits}, stages {n_stages})")
-    expected = HEADER_BYTES + payload_bytes(n_frames, n_stages, bits)
+    return Header(model_id, rate, bitrate, n_stages, bits, n_frames, num_samples, version)
+
+
+def loads(data: bytes, name: str = "input") -> tuple[Header, np.ndarray]:
+    """Parse ``.lrac`` bytes -> ``(header, indices [n_q, F])``; :class:`BitstreamError` if invalid."""
+    header = read_header(data, name)
+    expected = HEADER_BYTES + payload_bytes(header.n_frames, header.n_stages, header.bits)
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise BitstreamError(f"{name}: {what}: {len(data)} bytes, header says {expected}")
     payload = data[HEADER_BYTES:]
+    crc = struct.unpack_from("<I", data, 28)[0]
     if zlib.crc32(payload, zlib.crc32(data[:28])) != crc:
         raise BitstreamError(f"{name}: corrupted (checksum mismatch)")
-    header = Header(model_id, rate, bitrate, n_stages, bits, n_frames, num_samples, version)
-    return header, unpack_indices(payload, n_stages, n_frames, bits)
+    return header, unpack_indices(payload, header.n_stages, header.n_frames, header.bits)

@@ -59,6 +59,20 @@ def test_clear_errors():
         bitstream.loads(b"")
 
 
+def test_read_header_needs_only_the_first_32_bytes():
+    """``read_header`` gives the header ``loads`` gives, from the first 32 bytes alone (what
+    lrac-decode reads to find a file's pretrained maker), and refuses what is not an .lrac header."""
+    header = _header(6, 50)
+    good = bitstream.dumps(header, np.zeros((6, 50), dtype=np.int64))
+    assert bitstream.read_header(good[:HEADER_BYTES]) == bitstream.loads(good)[0] == header
+    with pytest.raises(BitstreamError, match="bad magic"):
+        bitstream.read_header(b"RIFF" + good[4:HEADER_BYTES])
+    with pytest.raises(BitstreamError, match="truncated"):
+        bitstream.read_header(good[:20])
+    with pytest.raises(BitstreamError, match="corrupted header"):
+        bitstream.read_header(good[:5] + b"\x00" + good[6:HEADER_BYTES])
+
+
 def test_fuzz_never_raises_anything_else_and_never_hangs():
     rng = random.Random(1234)
     good = bitstream.dumps(_header(6, 50), np.random.default_rng(0).integers(0, 1024, (6, 50)))

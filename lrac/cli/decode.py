@@ -22,11 +22,12 @@ def _lrac_inputs(source: str) -> list[tuple[str, str]]:
 
 def _pretrained_maker(path: Path) -> str | None:
     """The installed pretrained model whose id the ``.lrac`` file's header carries, or None (unreadable
-    files too: decoding them then reports what is wrong)."""
+    files too: decoding them then reports what is wrong). Reads the header only."""
     from .. import bitstream
     from ..codec import Codec
     try:
-        header, _ = bitstream.loads(path.read_bytes(), str(path))
+        with open(path, "rb") as f:
+            header = bitstream.read_header(f.read(bitstream.HEADER_BYTES), str(path))
     except (OSError, bitstream.BitstreamError):
         return None
     return Codec.pretrained_name_of(header.model_id)
