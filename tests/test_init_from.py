@@ -124,3 +124,19 @@ def test_init_from_resets_the_other_machines_settings(tmp_path):
     assert cfg["train"]["segment_samples"] == elsewhere.train.segment_samples  # the recipe carries over
     result = CliRunner().invoke(main, args + ["--set", "train.num_workers=2"], catch_exceptions=False)
     assert yaml.safe_load(result.output)["train"]["num_workers"] == 2
+
+
+def test_init_from_grows_a_smaller_frame_model(tmp_path, capsys):
+    """A run with more decoder blocks starts from a smaller run's weights: the trained blocks keep
+    their places and the new one starts as the identity (lrac.train.grow)."""
+    utts = _utterances(tmp_path, 1)
+    first = _trainer(_cfg("lrac-t1"), tmp_path / "a", utts)
+    first.fit(1)
+    later = _trainer(_cfg("lrac-t1", ("model.frame.decoder_layers=5",)), tmp_path / "b", utts)
+    later.load_weights(tmp_path / "a" / "last.pt")
+    assert "grown decoder: 4 -> 5 blocks (0 new look-ahead block(s) in front, 1 at the end)" in capsys.readouterr().out
+    old, new = first.generator.decoder.net.backbone.blocks, later.generator.decoder.net.backbone.blocks
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new[:4].state_dict().values()))
+    assert torch.count_nonzero(new[4].gamma) == 0
+    later.fit(2)   # and it trains
+    assert torch.count_nonzero(new[4].gamma) > 0

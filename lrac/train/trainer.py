@@ -50,6 +50,7 @@ from lrac.codec import Codec, atomic_torch_save, half_state_dict
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.train.data import ChunkStream, make_prefetcher
+from lrac.train.grow import grow_generator
 from lrac.train.losses import (EnvelopeCorrelationLoss, LogSTFTLoss, MultiScaleMelLoss,
                                discriminator_adversarial_loss, feature_matching_loss,
                                generator_adversarial_loss)
@@ -487,24 +488,35 @@ class Trainer:
         step count continues, so warm-up and learning-rate decay pick up where the run was.
 
         The run's model config may differ from the file's where the weights still fit (a setting
-        without weights of its own, such as the pitch tracker's voicing); the differences are
-        printed. Weights that do not fit are refused."""
+        without weights of its own, such as the pitch tracker's voicing), or where it grows the
+        file's frame backbones (more blocks, look-ahead or hidden units: :mod:`lrac.train.grow`,
+        new weights inert); the differences are printed. Weights that do not fit are refused."""
         state = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(state, dict) or "generator" not in state:
             raise ValueError(f"{path}: no generator weights inside")
-        changes = Config.from_dict(state["config"]).model_changes(self.cfg)
+        saved = Config.from_dict(state["config"])
+        changes = saved.model_changes(self.cfg)
         if state.get("weight_norm_folded"):
             raise ValueError(f"{path}: weight norm was folded (an inference export); "
                              "start from a training checkpoint or save_gan_weights file")
+        unfit = f"{path}: its weights do not fit this run's model (the config differs: "
+        grown: list[str] = []
         try:
             self.generator.load_state_dict(state["generator"])
+        except RuntimeError as exc:
+            try:   # a larger frame model than the file's: grow the file's weights into it
+                grown = grow_generator(self.generator, state["generator"], saved.model, self.cfg.model)
+            except ValueError as why:
+                raise ValueError(f"{unfit}{'; '.join(changes)}; {why})") from exc
+        try:
             if "discriminator" in state:
                 self.disc.load_state_dict(state["discriminator"])
         except RuntimeError as exc:
-            raise ValueError(f"{path}: its weights do not fit this run's model (the config differs: "
-                             f"{'; '.join(changes) or 'the discriminator'})") from exc
+            raise ValueError(f"{unfit}the discriminator)") from exc
         if changes and self.dist.main:
             print(f"starting from {path} with a changed model config: {'; '.join(changes)}", flush=True)
+            for line in grown:
+                print(f"grown {line}", flush=True)
         self.step = int(state.get("step", 0))
         self._set_learning_rates()  # the learning rate the run had reached
 
