@@ -1,13 +1,16 @@
 #!/bin/bash
 # Device side, session 15: a short Track 2 run (the device time left after the Track 1 A/B) with the
 # envelope-correlation loss, no probe. Usage: bash checkpoints/gpu/t2_short.sh MINUTES
+# EXTRA: more lrac-train options, e.g. the grown Track 2 model of session 17 (lrac/train/grow.py):
+#   EXTRA="--set model.frame.encoder_layers=8 --set model.frame.encoder_lookahead_frames=2
+#          --set model.frame.decoder_layers=6"  INIT=exp/t2-v11.pt (a model file: step 0)
 set -u
 T0=$(date +%s); MIN=${1:-2}; export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 python3 checkpoints/gpu/prep.py || exit 1
 INIT=${INIT:-checkpoints/t2-s15-gd.pt}   # session 15 ran it with INIT=checkpoints/t2-s11-gd.pt B=128
-S=$(python3 -c "import torch; print(torch.load('$INIT', map_location='cpu', weights_only=False)['step'])")
+S=$(python3 -c "import torch; print(torch.load('$INIT', map_location='cpu', weights_only=False).get('step', 0))")
 python3 -m lrac.cli.train --config lrac-t1 --track 2 --init-from $INIT --batch-size ${B:-256} --device cuda --no-progress \
   --threads 1 --data /tmp/train.speech.scp --valid .gpu/lists/valid13.scp --noise .gpu/lists/train.noise.scp \
   --rir .gpu/lists/train.rir.scp --valid-noise .gpu/lists/valid.noise.scp --valid-rir .gpu/lists/valid.rir.scp \
@@ -18,6 +21,6 @@ python3 -m lrac.cli.train --config lrac-t1 --track 2 --init-from $INIT --batch-s
   --set model.frame.pitch_tolerance=0.06 --set model.frame.pitch_backfill=true \
   --set model.frame.pitch_glide=false --set train.lambda_estoi=25 --set train.lr=2e-4 \
   --set train.lr_decay_from_step=$S --set train.lr_gamma=0.8 --set train.lr_gamma_every_steps=150 \
-  --set train.max_minutes=$MIN --out /tmp/runs/t2e-gpu > $OUT/t2e.log 2>&1
+  --set train.max_minutes=$MIN ${EXTRA:-} --out /tmp/runs/t2e-gpu > $OUT/t2e.log 2>&1
 echo "[$(( $(date +%s) - T0 ))s] trained"; tail -n 3 $OUT/t2e.log
 python3 checkpoints/gpu/export.py /tmp/runs/t2e-gpu
