@@ -3,7 +3,7 @@
 # envelope-correlation loss, no probe. Usage: bash checkpoints/gpu/t2_short.sh MINUTES
 # EXTRA: more lrac-train options, e.g. the grown Track 2 model of session 17 (lrac/train/grow.py):
 #   EXTRA="--set model.frame.encoder_layers=8 --set model.frame.encoder_lookahead_frames=2
-#          --set model.frame.decoder_layers=6"  INIT=exp/t2-v11.pt (a model file: step 0)
+#          --set model.frame.decoder_layers=6"  INIT=lrac/pretrained/t2.pt (a model file: step 0)
 set -u
 T0=$(date +%s); MIN=${1:-2}; export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
