@@ -79,36 +79,35 @@ def grow_generator(generator: nn.Module, state: dict[str, torch.Tensor], src: Mo
     grew, one line per backbone that changed."""
     front = growth_plan(src, dst)
     target = generator.state_dict()
-    old_layers = {"encoder": src.frame.encoder_layers, "decoder": src.frame.decoder_layers}
-    new_layers = {"encoder": dst.frame.encoder_layers, "decoder": dst.frame.decoder_layers}
-    for key, value in state.items():
-        match = _BLOCK_KEY.match(key)
-        if match is None:
-            target[key].copy_(value)   # shapes are equal: growth_plan allows nothing else to change
-            continue
-        side, rest = match["side"], match["rest"]
-        new_key = f"{side}.net.backbone.blocks.{int(match['index']) + front[side]}.{rest}"
-        dest = target[new_key]
-        if rest in ("pw1.weight", "pw1.bias"):        # [hidden, dim] / [hidden]: the old units first
-            dest[: value.shape[0]].copy_(value)
-        elif rest == "pw2.weight":                    # [dim, hidden]: new units' outputs start at 0
-            dest.zero_()
-            dest[:, : value.shape[1]].copy_(value)
-        else:
-            dest.copy_(value)
+    fs, fd = dataclasses.asdict(src.frame), dataclasses.asdict(dst.frame)
+    try:
+        for key, value in state.items():
+            match = _BLOCK_KEY.match(key)
+            if match is None:
+                target[key].copy_(value)   # same shapes: growth_plan allows nothing else to change
+                continue
+            side, rest = match["side"], match["rest"]
+            dest = target[f"{side}.net.backbone.blocks.{int(match['index']) + front[side]}.{rest}"]
+            if rest in ("pw1.weight", "pw1.bias"):        # [hidden, dim] / [hidden]: old units first
+                dest[: value.shape[0]].copy_(value)
+            elif rest == "pw2.weight":                    # [dim, hidden]: new units' outputs start at 0
+                dest.zero_()
+                dest[:, : value.shape[1]].copy_(value)
+            else:
+                dest.copy_(value)
+    except (KeyError, RuntimeError) as exc:
+        raise ValueError(f"the weights do not match the config they came with ({exc})") from None
     report = []
     for side in ("encoder", "decoder"):
-        kept = range(front[side], front[side] + old_layers[side])
-        for i in range(new_layers[side]):
+        old, new = fs[f"{side}_layers"], fd[f"{side}_layers"]
+        kept = range(front[side], front[side] + old)
+        for i in range(new):
             if i not in kept:
                 target[f"{side}.net.backbone.blocks.{i}.gamma"].zero_()
-        fs, fd = dataclasses.asdict(src.frame), dataclasses.asdict(dst.frame)
         if any(fs[f"{side}_{k}"] != fd[f"{side}_{k}"] for k in ("layers", "lookahead_frames", "mlp_ratio")):
-            dim = fd[f"{side}_dim"]
-            report.append(
-                f"{side}: {old_layers[side]} -> {new_layers[side]} blocks ({front[side]} new look-ahead "
-                f"block(s) in front, {new_layers[side] - old_layers[side] - front[side]} at the end), "
-                f"hidden {_hidden(dim, fs[f'{side}_mlp_ratio'])} -> {_hidden(dim, fd[f'{side}_mlp_ratio'])}; "
-                "new weights start inert")
+            hidden = [_hidden(f[f"{side}_dim"], f[f"{side}_mlp_ratio"]) for f in (fs, fd)]
+            report.append(f"{side}: {old} -> {new} blocks ({front[side]} new look-ahead block(s) in front, "
+                          f"{new - old - front[side]} at the end), hidden {hidden[0]} -> {hidden[1]}; "
+                          "new weights start inert")
     generator.load_state_dict(target)
     return report
