@@ -507,7 +507,7 @@ class Trainer:
             try:   # a larger frame model than the file's: grow the file's weights into it
                 grown = grow_generator(self.generator, state["generator"], saved.model, self.cfg.model)
             except ValueError as why:
-                raise ValueError(f"{unfit}{'; '.join(changes)}; {why})") from exc
+                raise ValueError(f"{unfit}{'; '.join([*changes, str(why)])})") from exc
         try:
             if "discriminator" in state:
                 self.disc.load_state_dict(state["discriminator"])
