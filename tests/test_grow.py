@@ -64,3 +64,16 @@ def test_only_growth_is_accepted():
             growth_plan(src, _small([change]).model)
     with pytest.raises(ValueError, match="frame-family"):
         growth_plan(load_config("baseline-t1").model, load_config("baseline-t1").model)
+
+
+def test_weights_that_do_not_match_their_config_are_refused():
+    """A file whose weights do not fit the config it carries fails with a reason, not a KeyError."""
+    src_cfg = _small()
+    state = _trained_like(src_cfg).generator.state_dict()
+    dst_cfg = src_cfg.override(GROWN)
+    broken = {**state, "decoder.net.backbone.out.bias": torch.zeros(3)}
+    with pytest.raises(ValueError, match="do not match the config they came with"):
+        grow_generator(Codec(dst_cfg).generator, broken, src_cfg.model, dst_cfg.model)
+    extra = {**state, "encoder.net.no_such_layer.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match="do not match the config they came with"):
+        grow_generator(Codec(dst_cfg).generator, extra, src_cfg.model, dst_cfg.model)

@@ -155,6 +155,11 @@ class PhaseRotation(nn.Module):
         return output.shape[-1] * output.shape[-2] * 20
 
 
+def mlp_hidden(dim: int, mlp_ratio: float) -> int:
+    """Hidden units of a :class:`ConvNeXtBlock`'s MLP in a backbone of width ``dim``."""
+    return int(round(dim * mlp_ratio))
+
+
 class ConvNeXtBlock(Residual):
     """``x + gamma * W2 gelu(W1 LayerNorm(dwconv(x)))`` on ``[B, C, F]`` (ConvNeXt / Vocos block).
 
@@ -190,7 +195,7 @@ class Backbone(nn.Module):
                              f"(have {layers}) and a kernel >= 2 (have {kernel})")
         self.embed = nn.Linear(in_dim, dim)
         self.norm_in = nn.LayerNorm(dim)
-        hidden = int(round(dim * mlp_ratio))
+        hidden = mlp_hidden(dim, mlp_ratio)
         self.blocks = nn.Sequential(*[
             ConvNeXtBlock(dim, hidden, kernel, int(i < lookahead_frames), 1.0 / max(layers, 1))
             for i in range(layers)])

@@ -31,14 +31,11 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..models.frame import mlp_hidden
 
-_GROWABLE = {f"{side}_{key}" for side in ("encoder", "decoder")
-             for key in ("layers", "lookahead_frames", "mlp_ratio")}
+_GROWABLE_KEYS = ("layers", "lookahead_frames", "mlp_ratio")   # of each side, model.frame.<side>_<key>
+_GROWABLE = {f"{side}_{key}" for side in ("encoder", "decoder") for key in _GROWABLE_KEYS}
 _BLOCK_KEY = re.compile(r"^(?P<side>encoder|decoder)\.net\.backbone\.blocks\.(?P<index>\d+)\.(?P<rest>.+)$")
-
-
-def _hidden(dim: int, mlp_ratio: float) -> int:
-    return int(round(dim * mlp_ratio))   # as lrac.models.frame.Backbone sizes its blocks
 
 
 def growth_plan(src: ModelConfig, dst: ModelConfig) -> dict[str, int]:
@@ -104,8 +101,8 @@ def grow_generator(generator: nn.Module, state: dict[str, torch.Tensor], src: Mo
         for i in range(new):
             if i not in kept:
                 target[f"{side}.net.backbone.blocks.{i}.gamma"].zero_()
-        if any(fs[f"{side}_{k}"] != fd[f"{side}_{k}"] for k in ("layers", "lookahead_frames", "mlp_ratio")):
-            hidden = [_hidden(f[f"{side}_dim"], f[f"{side}_mlp_ratio"]) for f in (fs, fd)]
+        if any(fs[f"{side}_{k}"] != fd[f"{side}_{k}"] for k in _GROWABLE_KEYS):
+            hidden = [mlp_hidden(f[f"{side}_dim"], f[f"{side}_mlp_ratio"]) for f in (fs, fd)]
             report.append(f"{side}: {old} -> {new} blocks ({front[side]} new look-ahead block(s) in front, "
                           f"{new - old - front[side]} at the end), hidden {hidden[0]} -> {hidden[1]}; "
                           "new weights start inert")
