@@ -5,6 +5,12 @@ each clip is coded both ways and scored (docs/results.md, session 12). Needs pra
 (`pip install praat-parselmouth`; not a dependency of lrac).
 
     python benchmarks/oracle_voicing.py t1 --list exp/lists/valid77.scp --mode voicing
+    python benchmarks/oracle_voicing.py t2 --list runs/track2-valid/degraded/noisy.scp \
+        --targets runs/track2-valid/degraded/target.scp --mode voicing
+
+With ``--targets`` (Track 2) Praat tracks the clean target of each degraded input and the coded
+input is scored against that target: what a tracker as good on noisy, reverberant speech as Praat
+on clean speech could give.
 
 Modes: ``voicing`` Praat's voicing and pitch; ``add`` only the frames Praat voices and the tracker
 does not; ``onset`` those among them in the first 3 frames of a Praat voiced run; ``pitch`` Praat's
@@ -86,6 +92,8 @@ def main() -> None:
     ap.add_argument("model", help="model file, checkpoint or pretrained name")
     ap.add_argument("--list", required=True, help="Kaldi-style <id> <path> list")
     ap.add_argument("--mode", choices=MODES, default="voicing")
+    ap.add_argument("--targets", default=None, help="clean targets (<id> <path>, same ids): Praat tracks "
+                    "them and the scores use them as the reference")
     args = ap.parse_args()
     torch.set_num_threads(1)
     codec = load_codec(args.model)
@@ -106,9 +114,11 @@ def main() -> None:
     bitrates = [1000, 6000]
     scores = {use: {b: {m: [] for m in METRICS} for b in bitrates} for use in (False, True)}
     clips = read_scp(args.list)
-    for i, (_, path) in enumerate(clips):
+    targets = dict(read_scp(args.targets)) if args.targets else {}
+    for i, (clip_id, path) in enumerate(clips):
         x = load_audio(path, rate, warn_stereo=False)[0]
-        hz = None if args.mode == "late" else praat_pitch(x, rate, hop, len(x) // hop + 1)
+        ref = load_audio(targets[clip_id], rate, warn_stereo=False)[0] if targets else x
+        hz = None if args.mode == "late" else praat_pitch(ref, rate, hop, len(x) // hop + 1)
         for use in (False, True):
             praat.clear()
             if use:
@@ -116,10 +126,11 @@ def main() -> None:
             for bitrate in bitrates:
                 decoded = code(codec, x, bitrate, 0.0)
                 for name, metric in METRICS.items():
-                    scores[use][bitrate][name].append(metric(x, decoded, rate))
+                    scores[use][bitrate][name].append(metric(ref, decoded, rate))
         print(f"\r{i + 1}/{len(clips)}", end="", flush=True)
     arrays = [{b: {m: np.array(v) for m, v in scores[use][b].items()} for b in bitrates} for use in (False, True)]
-    print(f"\n{len(clips)} clips of {args.list}: the tracker, then with the oracle (mode {args.mode})")
+    against = f", scored against {args.targets}" if targets else ""
+    print(f"\n{len(clips)} clips of {args.list}{against}: the tracker, then with the oracle (mode {args.mode})")
     print(table(["tracker", f"oracle {args.mode}"], arrays, bitrates))
 
 if __name__ == "__main__":
