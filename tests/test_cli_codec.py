@@ -81,6 +81,10 @@ def test_output_sample_rate(tmp_path, wav, model):
                                 "--sample-rate", "16000"])
     assert code == 0 and sf.info(tmp_path / "y.wav").samplerate == 16000
     assert sf.info(tmp_path / "y.wav").frames == round(1.3 * 16000)
+    for bad in ("7", "1000000000"):   # a rate no speech file has: one line, no file
+        code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "z.wav"), "--model", model,
+                                      "--sample-rate", bad])
+        assert code == 2 and "--sample-rate must be 8000-384000 Hz" in out and not (tmp_path / "z.wav").exists()
 
 
 def test_folder_and_scp_batches(tmp_path, model):

@@ -33,6 +33,11 @@ def _pretrained_maker(path: Path) -> str | None:
     return Codec.pretrained_name_of(header.model_id)
 
 
+# Output rates a speech file can sensibly have: below 8 kHz speech is not intelligible, and a
+# resampler asked for GHz would run out of memory.
+OUTPUT_RATES_HZ = (8000, 384000)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("source")
 @click.argument("output", required=False)
@@ -40,7 +45,7 @@ def _pretrained_maker(path: Path) -> str | None:
               help="Model file (from lrac-train / Codec.save) or pretrained name (default: for one file, the "
                    "pretrained model its header names; else t1).")
 @click.option("--sample-rate", type=int, default=None,
-              help="Resample the output to this rate in Hz (default: the codec's, 24000).")
+              help="Resample the output to this rate in Hz, 8000-384000 (default: the codec's, 24000).")
 @click.option("--chunk-ms", type=float, default=None,
               help="Decode in streaming chunks of this many ms (same samples as the default path).")
 @click.option("--print-config", is_flag=True, help="Print the model's config (YAML) and exit.")
@@ -56,7 +61,8 @@ def main(source: str, output: str | None, model: str | None, sample_rate: int | 
     codec = codec_for_command(model, print_config, output, "a .wav file, or a folder when SOURCE is a folder or list")
     if codec is None:
         return
-    check_positive("--sample-rate", sample_rate)
+    if sample_rate is not None and not OUTPUT_RATES_HZ[0] <= sample_rate <= OUTPUT_RATES_HZ[1]:
+        fail(f"--sample-rate must be {OUTPUT_RATES_HZ[0]}-{OUTPUT_RATES_HZ[1]} Hz, got {sample_rate}")
     check_positive("--chunk-ms", chunk_ms)
     if not (path.is_dir() or path.suffix == ".scp"):
         decode_file(codec, source, output, sample_rate, chunk_ms)
