@@ -55,15 +55,15 @@ def main(source: str, output: str | None, model: str | None, sample_rate: int | 
     """Decode SOURCE (.lrac file, folder of them, or an scp list) into OUTPUT (wav file or folder)."""
     from ..compress import decode_file
 
+    if sample_rate is not None and not OUTPUT_RATES_HZ[0] <= sample_rate <= OUTPUT_RATES_HZ[1]:
+        fail(f"--sample-rate must be {OUTPUT_RATES_HZ[0]}-{OUTPUT_RATES_HZ[1]} Hz, got {sample_rate}")
+    check_positive("--chunk-ms", chunk_ms)
     path = Path(source)
     if model is None and not print_config and path.is_file() and path.suffix != ".scp":
         model = _pretrained_maker(path)
     codec = codec_for_command(model, print_config, output, "a .wav file, or a folder when SOURCE is a folder or list")
     if codec is None:
         return
-    if sample_rate is not None and not OUTPUT_RATES_HZ[0] <= sample_rate <= OUTPUT_RATES_HZ[1]:
-        fail(f"--sample-rate must be {OUTPUT_RATES_HZ[0]}-{OUTPUT_RATES_HZ[1]} Hz, got {sample_rate}")
-    check_positive("--chunk-ms", chunk_ms)
     if not (path.is_dir() or path.suffix == ".scp"):
         decode_file(codec, source, output, sample_rate, chunk_ms)
         return

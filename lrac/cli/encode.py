@@ -25,10 +25,10 @@ def main(source: str, output: str | None, bitrate_kbps: float, model: str | None
     """Encode SOURCE (audio file, folder, or wav.scp) into OUTPUT (.lrac file, or a folder)."""
     from ..compress import encode_file
 
+    check_positive("--chunk-ms", chunk_ms)
     codec = codec_for_command(model, print_config, output, "a .lrac file, or a folder when SOURCE is a folder or wav.scp")
     if codec is None:
         return
-    check_positive("--chunk-ms", chunk_ms)
     bitrate_bps = int(round(bitrate_kbps * 1000))
     codec.stages_for_bitrate(bitrate_bps)  # refuse a bad bitrate before touching files
     if not is_batch(source):
