@@ -1,7 +1,7 @@
 #!/bin/bash
 # Device-side training script (sessions 6, 7, 10): Track 1 and Track 2 side by side on one GPU.
 # Usage (from the repo root on the device): bash checkpoints/gpu/run.sh END_SECONDS (see checkpoints/README.md)
-# Starting points: T1_INIT and T2_INIT (continuation files of checkpoints/; t2-s17-gd.pt is the grown Track 2 model).
+# Starting points: T1_INIT and T2_INIT (continuation files of checkpoints/; t2-s18-gd.pt is the grown Track 2 model).
 # Session 7 (two Track 1 runs, an A/B): PRE="command run before training" (e.g. checkpoints/convert.py),
 # B_ARGS="lrac-train arguments of the second run" replacing the Track 2 ones, N1/N2 the run names.
 set -u
@@ -15,7 +15,7 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, soundfile, lrac; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'sf', soundfile.__version__)" || exit 1
 python3 checkpoints/gpu/prep.py || exit 1; log prepared
-T1_INIT=${T1_INIT:-checkpoints/t1-s15-gd.pt}; T2_INIT=${T2_INIT:-checkpoints/t2-s17-gd.pt}
+T1_INIT=${T1_INIT:-checkpoints/t1-s15-gd.pt}; T2_INIT=${T2_INIT:-checkpoints/t2-s18-gd.pt}
 N1=${N1:-t1}; N2=${N2:-t2}; LR=${LR:-5e-4}; TH=${TH:-2}
 [ -z "${PRE:-}" ] || eval "$PRE" || exit 1
 step_of() { python3 -c "import torch; print(torch.load('$1', map_location='cpu', weights_only=False)['step'])"; }

@@ -9,7 +9,7 @@ T0=$(date +%s); MIN=${1:-2}; export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 python3 checkpoints/gpu/prep.py || exit 1
-INIT=${INIT:-checkpoints/t2-s17-gd.pt}   # the grown model (session 15 ran it with INIT=checkpoints/t2-s11-gd.pt B=128)
+INIT=${INIT:-checkpoints/t2-s18-gd.pt}   # the grown model (session 15 ran it with INIT=checkpoints/t2-s11-gd.pt B=128)
 S=$(python3 -c "import torch; print(torch.load('$INIT', map_location='cpu', weights_only=False).get('step', 0))")
 python3 -m lrac.cli.train --config lrac-t1 --track 2 --init-from $INIT --batch-size ${B:-256} --device cuda --no-progress \
   --threads 1 --data /tmp/train.speech.scp --valid .gpu/lists/valid13.scp --noise .gpu/lists/train.noise.scp \
