@@ -22,6 +22,9 @@ from .codec import Codec
 # peak memory near that of a 30 s input (one-pass activations grow with the length).
 ONE_PASS_MAX_S = 30.0
 LONG_CHUNK_S = 2.0
+# Output rates a speech file can sensibly have: below 8 kHz speech is not intelligible, and a
+# resampler asked for GHz would run out of memory.
+OUTPUT_RATES_HZ = (8000, 384000)
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -103,11 +106,14 @@ def read_lrac(codec: Codec, path: str | Path) -> tuple[bitstream.Header, np.ndar
 
 def decode_file(codec: Codec, in_path: str | Path, out_path: str | Path, sample_rate: int | None = None,
                 chunk_ms: float | None = None) -> dict:
-    """``.lrac`` file -> 16-bit PCM wav at ``sample_rate`` (default: the codec's rate)."""
+    """``.lrac`` file -> 16-bit PCM wav at ``sample_rate`` (default: the codec's rate, else one of
+    :data:`OUTPUT_RATES_HZ`; ``ValueError`` outside them)."""
     start = time.perf_counter()
+    rate = sample_rate or codec.sample_rate
+    if not OUTPUT_RATES_HZ[0] <= rate <= OUTPUT_RATES_HZ[1]:
+        raise ValueError(f"output sample rate must be {OUTPUT_RATES_HZ[0]}-{OUTPUT_RATES_HZ[1]} Hz, got {rate}")
     header, indices = read_lrac(codec, in_path)
     audio = decode_array(codec, indices, header.num_samples, chunk_ms)
-    rate = sample_rate or codec.sample_rate
     if rate != codec.sample_rate:
         audio = resample(audio, codec.sample_rate, rate)
     write_audio(out_path, audio, rate)

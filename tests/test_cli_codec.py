@@ -9,6 +9,7 @@ import torch
 
 from lrac import bitstream
 from lrac.codec import Codec
+from lrac.compress import decode_file
 from lrac.cli.decode import main as decode_main
 from lrac.cli.encode import main as encode_main
 from click.testing import CliRunner
@@ -85,6 +86,9 @@ def test_output_sample_rate(tmp_path, wav, model):
         code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "z.wav"), "--model", model,
                                       "--sample-rate", bad])
         assert code == 2 and "--sample-rate must be 8000-384000 Hz" in out and not (tmp_path / "z.wav").exists()
+    with pytest.raises(ValueError, match="output sample rate must be 8000-384000 Hz, got 7"):   # the library too
+        decode_file(Codec.load(model), tmp_path / "x.lrac", tmp_path / "z.wav", sample_rate=7)
+    assert not (tmp_path / "z.wav").exists()
 
 
 def test_folder_and_scp_batches(tmp_path, model):

@@ -33,11 +33,6 @@ def _pretrained_maker(path: Path) -> str | None:
     return Codec.pretrained_name_of(header.model_id)
 
 
-# Output rates a speech file can sensibly have: below 8 kHz speech is not intelligible, and a
-# resampler asked for GHz would run out of memory.
-OUTPUT_RATES_HZ = (8000, 384000)
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("source")
 @click.argument("output", required=False)
@@ -53,8 +48,9 @@ OUTPUT_RATES_HZ = (8000, 384000)
 def main(source: str, output: str | None, model: str | None, sample_rate: int | None,
          chunk_ms: float | None, print_config: bool) -> None:
     """Decode SOURCE (.lrac file, folder of them, or an scp list) into OUTPUT (wav file or folder)."""
-    from ..compress import decode_file
+    from ..compress import OUTPUT_RATES_HZ, decode_file
 
+    # decode_file refuses such a rate too; checked here first so that no model loads for nothing
     if sample_rate is not None and not OUTPUT_RATES_HZ[0] <= sample_rate <= OUTPUT_RATES_HZ[1]:
         fail(f"--sample-rate must be {OUTPUT_RATES_HZ[0]}-{OUTPUT_RATES_HZ[1]} Hz, got {sample_rate}")
     check_positive("--chunk-ms", chunk_ms)
