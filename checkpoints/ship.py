@@ -1,6 +1,6 @@
 """A shipped model file from a training checkpoint: the generator only, float16, with a note.
 
-    python checkpoints/ship.py exp/t1-s9/last.pt /tmp/t1-candidate.pt "preview model, version 8 (...)"
+    python checkpoints/ship.py exp/t1-main/last.pt /tmp/t1-candidate.pt "preview model, version 16 (...)"
     cp /tmp/t1-candidate.pt lrac/pretrained/t1.pt      # once benchmarks/compare.py shows it is better
 
 Settings that need no weights (the tracker's voicing keys, for example) can be changed on the way:

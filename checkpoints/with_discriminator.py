@@ -1,6 +1,6 @@
 """A continuation file from one run's generator and another run's discriminator.
 
-    python checkpoints/with_discriminator.py exp/t1-coded/last.pt checkpoints/t1-gd.pt exp/t1-coded-gan-init.pt
+    python checkpoints/with_discriminator.py exp/t1-main/last.pt exp/t1-disc/last.pt exp/t1-gan-init.pt
 
 Why: a reconstruction-only run never trains its discriminator; starting its discriminator phase
 with the trained discriminator of an earlier run of the same preset skips the discriminator's

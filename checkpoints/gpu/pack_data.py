@@ -6,8 +6,8 @@ The training speech (2.66 h, 157 MB of FLAC) does not fit as it is: it is carrie
 about 24 kbps (libsndfile ``compression_level=0.93``; 35 MB), which the device decodes back to wav
 (``prep.py``). Opus at this rate is near-transparent for speech, far above what the codec reproduces
 at 6 kbps, but the targets are not bit-exact. Track 2's noises (47 MB) are carried as one 5 s excerpt
-of each training noise (validation noises: 10 s), also as Opus (0.9 MB; as FLAC, 5.6 MB, they no longer
-fit beside the repository since session 10), RIRs whole, the validation speech (13 clips) as FLAC.
+of each training noise (validation noises: 10 s), also as Opus (0.9 MB; as FLAC, 5.6 MB, they do not
+fit beside the repository), RIRs whole, the validation speech (13 clips) as FLAC.
 Reads the split lists of ``../shared/data/splits``; "valid13" is every 6th validation clip.
 """
 

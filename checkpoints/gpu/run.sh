@@ -1,12 +1,12 @@
 #!/bin/bash
-# Device-side training script (sessions 6, 7, 10): Track 1 and Track 2 side by side on one GPU.
+# Device-side training script: Track 1 and Track 2 (or two Track 1 arms) side by side on one GPU.
 # Usage (from the repo root on the device): bash checkpoints/gpu/run.sh END_SECONDS (see checkpoints/README.md)
-# Starting points: T1_INIT and T2_INIT (continuation files of checkpoints/; t2-s18-gd.pt is the grown Track 2 model).
-# Session 7 (two Track 1 runs, an A/B): PRE="command run before training" (e.g. checkpoints/convert.py),
-# B_ARGS="lrac-train arguments of the second run" replacing the Track 2 ones, N1/N2 the run names.
+# Starting points: T1_INIT and T2_INIT (continuation files of checkpoints/). For an A/B of two Track 1 runs:
+# B_ARGS="lrac-train arguments of the second run" replacing the Track 2 ones, N1/N2 the run names;
+# PRE="a command run before training".
 set -u
-# B: the step is bound by kernel launches more than by the GPU (sessions 7 and 15: batch 64 -> 128 gave
-# 1.55x the audio per second, the GPU 29-46 % busy), so a larger batch is nearly free (session 16).
+# B: the step is bound by kernel launches more than by the GPU (batch 64 -> 128 gave 1.55x the audio
+# per second, the GPU 29-46 % busy), so a larger batch is nearly free (checkpoints/README.md).
 T0=$(date +%s); END=${1:-545}; LOG=${LOG:-50}; PROBE=${PROBE:-200}; DEV=${DEV:-cuda}; B=${B:-256}; W1=${W1:-7}; W2=${W2:-7}
 export PYTHONUNBUFFERED=1
 log() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
@@ -15,7 +15,7 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, soundfile, lrac; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'sf', soundfile.__version__)" || exit 1
 python3 checkpoints/gpu/prep.py || exit 1; log prepared
-T1_INIT=${T1_INIT:-checkpoints/t1-s15-gd.pt}; T2_INIT=${T2_INIT:-checkpoints/t2-s18-gd.pt}
+T1_INIT=${T1_INIT:-checkpoints/t1-gd.pt}; T2_INIT=${T2_INIT:-checkpoints/t2-gd.pt}
 N1=${N1:-t1}; N2=${N2:-t2}; LR=${LR:-5e-4}; TH=${TH:-2}
 [ -z "${PRE:-}" ] || eval "$PRE" || exit 1
 step_of() { python3 -c "import torch; print(torch.load('$1', map_location='cpu', weights_only=False)['step'])"; }

@@ -1,15 +1,15 @@
 #!/bin/bash
-# Device side, session 15: a short Track 2 run (the device time left after the Track 1 A/B) with the
+# Device side: a short Track 2 run (e.g. the device time left after a Track 1 call) with the
 # envelope-correlation loss, no probe. Usage: bash checkpoints/gpu/t2_short.sh MINUTES
-# EXTRA: more lrac-train options, e.g. the grown Track 2 model of session 17 (lrac/train/grow.py):
-#   EXTRA="--set model.frame.encoder_layers=8 --set model.frame.encoder_lookahead_frames=2
-#          --set model.frame.decoder_layers=6"  INIT=lrac/pretrained/t2.pt (a model file: step 0)
+# EXTRA: more lrac-train options, e.g. growing the model further (lrac/train/grow.py):
+#   EXTRA="--set model.frame.encoder_layers=10 --set model.frame.encoder_mlp_ratio=3
+#          --set model.frame.decoder_layers=8"  INIT=lrac/pretrained/t2.pt (a model file: step 0)
 set -u
 T0=$(date +%s); MIN=${1:-2}; export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 python3 checkpoints/gpu/prep.py || exit 1
-INIT=${INIT:-checkpoints/t2-s18-gd.pt}   # the grown model (session 15 ran it with INIT=checkpoints/t2-s11-gd.pt B=128)
+INIT=${INIT:-checkpoints/t2-gd.pt}   # the t2 line's continuation file (already grown)
 S=$(python3 -c "import torch; print(torch.load('$INIT', map_location='cpu', weights_only=False).get('step', 0))")
 python3 -m lrac.cli.train --config lrac-t1 --track 2 --init-from $INIT --batch-size ${B:-256} --device cuda --no-progress \
   --threads 1 --data /tmp/train.speech.scp --valid .gpu/lists/valid13.scp --noise .gpu/lists/train.noise.scp \
