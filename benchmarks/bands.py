@@ -3,9 +3,9 @@
 STOI and ESTOI compare the envelopes of 15 third-octave bands (150 Hz to 4.3 kHz) over 384 ms
 segments. This prints, for each band, the mean correlation between the reference's envelope and the
 coded clip's (STOI's intermediate measure, before clipping) and the mean level difference in dB,
-over the clips of a list. A codec can lose ESTOI in a few bands only: session 14 found lrac ahead of
-Opus above 750 Hz and far behind below 500 Hz, which led to the harmonic source's lag
-(docs/results.md, session 14, items 1-2).
+over the clips of a list. A codec can lose ESTOI in a few bands only: lrac t1 version 12 was ahead
+of Opus above 750 Hz and far behind below 500 Hz, which led to the harmonic source's lag (fixed in
+version 13; docs/results.md, "Bounds").
 
     python benchmarks/bands.py t1 --list exp/lists/valid-read.scp --opus
     python benchmarks/bands.py exp/t1-v12.pt t1 --list exp/lists/valid77.scp --bitrates 1000 6000

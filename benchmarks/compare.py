@@ -7,10 +7,10 @@ ESTOI and 0.06 dB on the mel distance of these on 40 test clips). The first mode
 reference: for every other one the table gives the mean difference and the two-sided Wilcoxon
 signed-rank p-value, clip by clip.
 
-    python benchmarks/compare.py exp/t1-v7.pt exp/t1-s9/last.pt --list exp/lists/valid77.scp
+    python benchmarks/compare.py t1 exp/t1-main/last.pt --list exp/lists/valid77.scp
     python benchmarks/compare.py t1 "t1@model.frame.voicing_hold=0.5" --list exp/lists/valid77.scp
     python benchmarks/compare.py t1 --list exp/lists/valid77.scp --gain-db -20 --by-corpus
-    python benchmarks/compare.py t2 exp/t2-s10/last.pt --list runs/track2-valid/degraded/noisy.scp \
+    python benchmarks/compare.py t2 exp/t2-main/last.pt --list runs/track2-valid/degraded/noisy.scp \
         --targets runs/track2-valid/degraded/target.scp
 
 ``--targets`` scores against other references than the inputs, clip by clip (same ids): Track 2,

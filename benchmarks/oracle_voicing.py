@@ -1,7 +1,7 @@
 """Research probe (not part of the package): how much a better pitch tracker could give a trained
 model, with no retraining. The encoder's causal YIN is replaced, frame by frame, by Praat's
 autocorrelation pitch (an offline tracker that looks ahead and smooths with a Viterbi path), and
-each clip is coded both ways and scored (docs/results.md, session 12). Needs praat-parselmouth
+each clip is coded both ways and scored (docs/results.md, "Bounds"). Needs praat-parselmouth
 (`pip install praat-parselmouth`; not a dependency of lrac).
 
     python benchmarks/oracle_voicing.py t1 --list exp/lists/valid77.scp --mode voicing

@@ -5,8 +5,8 @@ the same clips is a paired question, which this answers from the per-clip report
 coded again): the first report is the reference, every other gets its mean difference on the clips
 both scored and the two-sided Wilcoxon signed-rank p-value.
 
-    python benchmarks/paired.py runs/anchors161-s14/opus-6k/score/per_utterance.csv \\
-        runs/anchors161-s15/lrac-t1-v14/6kbps/score/per_utterance.csv
+    python benchmarks/paired.py runs/anchors161/opus-6k/score/per_utterance.csv \\
+        runs/anchors161/lrac-t1/6kbps/ref/score/per_utterance.csv
 """
 
 from __future__ import annotations
