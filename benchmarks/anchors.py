@@ -42,6 +42,7 @@ import numpy as np
 
 from lrac.audio import load_audio, resample, write_audio
 from lrac.eval import score as S
+from lrac.lists import write_scp
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_RATE = 24000  # references are prepared at the codec's rate
@@ -230,8 +231,8 @@ def prepare_references(sources: dict[str, Path], folder: Path, max_seconds: floa
             audio = audio[:int(max_seconds * EVAL_RATE)]
         refs[utt] = folder / f"{utt}.wav"
         write_audio(refs[utt], audio, EVAL_RATE)
-    S.write_scp(folder / "reference.scp", {u: p.resolve() for u, p in refs.items()})
-    S.write_scp(folder / "sources.scp", {u: Path(p).resolve() for u, p in sources.items()})
+    write_scp(folder / "reference.scp", {u: p.resolve() for u, p in refs.items()})
+    write_scp(folder / "sources.scp", {u: Path(p).resolve() for u, p in sources.items()})
     return refs
 
 

@@ -28,7 +28,8 @@ from scipy.signal import resample_poly
 
 from anchors import opus                 # benchmarks/anchors.py
 from compare import code, load_model     # benchmarks/compare.py
-from lrac.audio import AudioError, load_audio, read_scp, write_audio
+from lrac.audio import AudioError, load_audio, write_audio
+from lrac.lists import read_scp
 from lrac.eval.score import align, estimate_delay
 
 # STOI's analysis (pystoi): 10 kHz, 256-sample frames, 15 third-octave bands from 150 Hz,

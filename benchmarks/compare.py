@@ -8,7 +8,6 @@ reference: for every other one the table gives the mean difference and the two-s
 signed-rank p-value, clip by clip.
 
     python benchmarks/compare.py t1 exp/t1-main/last.pt --list exp/lists/valid77.scp
-    python benchmarks/compare.py t1 "t1@model.frame.voicing_hold=0.5" --list exp/lists/valid77.scp
     python benchmarks/compare.py t1 --list exp/lists/valid77.scp --gain-db -20 --by-corpus
     python benchmarks/compare.py t2 exp/t2-main/last.pt --list runs/track2-valid/degraded/noisy.scp \
         --targets runs/track2-valid/degraded/target.scp
@@ -16,8 +15,7 @@ signed-rank p-value, clip by clip.
 ``--targets`` scores against other references than the inputs, clip by clip (same ids): Track 2,
 whose degraded inputs and clean targets ``benchmarks/track2_eval.py`` writes and lists.
 
-A model is a model file, a training checkpoint or a pretrained name, optionally followed by
-``@key=value`` settings that need no weights (the voicing keys, for example). ``--gain-db`` scales
+A model is a model file, a training checkpoint or a pretrained name. ``--gain-db`` scales
 each input (clipped to full scale, as a PCM file would be) and scales the output back, so the scores
 measure how the codec copes with a quieter or louder talker. Scores are cached per clip in
 ``--cache`` (a JSON file), so a second run with one more model codes only that model.
@@ -35,7 +33,8 @@ import torch
 from scipy.stats import wilcoxon
 
 from lrac import Codec
-from lrac.audio import AudioError, load_audio, read_scp
+from lrac.audio import AudioError, load_audio
+from lrac.lists import read_scp
 from lrac.cli.common import load_codec
 from lrac.eval.metrics import estoi, mel_distance, pesq_wb
 
@@ -43,17 +42,15 @@ METRICS = {"pesq_wb": pesq_wb, "estoi": estoi, "mel_distance": mel_distance}
 
 
 def load_model(spec: str) -> Codec:
-    """``path-or-name[@key=value...]`` -> a codec; the settings must not change any weight."""
-    source, *settings = spec.split("@")
-    codec = load_codec(source)
-    return codec.with_settings(settings) if settings else codec
+    """A model file, checkpoint or pretrained name -> its codec."""
+    return load_codec(spec)
 
 
 def code(codec: Codec, clean: np.ndarray, bitrate_bps: int, gain_db: float) -> np.ndarray:
     """Clip ``[T]`` -> decoded ``[T]`` at the given input gain (the output is scaled back)."""
     gain = 10.0 ** (gain_db / 20.0)
     x = np.clip(clean * gain, -1.0, 1.0).astype(np.float32)
-    y = codec.decode(codec.encode(x, bitrate_bps))[0, 0].float().numpy()
+    y = codec.decode(codec.encode(x, bitrate_bps), length=len(x))[0, 0].float().numpy()
     return y / gain
 
 
@@ -113,7 +110,7 @@ def table(specs: list[str], scores: list[dict], bitrates: list[int], rows: np.nd
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="model files or pretrained names, [@key=value...]")
+    parser.add_argument("models", nargs="+", help="model files, checkpoints or pretrained names")
     parser.add_argument("--list", required=True, help="wav.scp-style list of clips (id path)")
     parser.add_argument("--bitrates", type=int, nargs="+", default=[1000, 6000])
     parser.add_argument("--targets", default=None,

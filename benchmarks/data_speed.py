@@ -19,7 +19,7 @@ import time
 import soundfile as sf
 import torch
 
-from lrac.audio import read_scp
+from lrac.lists import read_scp
 from lrac.config import Config
 from lrac.train.augment import Augmenter
 from lrac.train.data import ChunkStream, Utterance, pairs_from
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     utts = [Utterance(uid, path, None) for uid, path in read_scp(args.speech) if sf.info(path).duration >= 1.0]
     augmenter = None
     if args.track == 2:
-        augmenter = Augmenter(cfg.data, 2, [p for _, p in read_scp(args.noise)],
+        augmenter = Augmenter(cfg.data, [p for _, p in read_scp(args.noise)],
                               [p for _, p in read_scp(args.rir)], cfg.model.sample_rate, seed=0)
     for cache_mb in args.cache_mb:
         run = ChunkStream(utts, args.segment, pairs_from(augmenter), cfg.data.shuffle_chunks,

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from compare import METRICS, code, table   # benchmarks/compare.py: the same scores and table
-from lrac.audio import load_audio, read_scp
+from lrac.audio import load_audio
+from lrac.lists import read_scp
 from lrac.cli.common import load_codec
 
 MODES = ("voicing", "add", "onset", "pitch", "late")

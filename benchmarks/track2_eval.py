@@ -60,7 +60,7 @@ def make_degraded(clean: list[Path], noises: list[Path], rirs: list[Path], out: 
     """``(inputs, targets, conditions)``: ``out/noisy/<id>.wav`` and ``out/target/<id>.wav`` (made once,
     reused) and each clip's ``(snr_db, reverberant)`` as ``out/conditions.tsv`` keeps them."""
     cfg = DataConfig(noise_prob=1.0, reverb_prob=reverb_prob, snr_db=list(snr_db), simulate_rooms=False)
-    aug = Augmenter(cfg, track=2, noise_paths=[str(p) for p in noises], rir_paths=[str(p) for p in rirs],
+    aug = Augmenter(cfg, noise_paths=[str(p) for p in noises], rir_paths=[str(p) for p in rirs],
                     sample_rate=RATE, seed=seed)
     inputs, targets = {}, {}
     conditions = read_conditions(out / "conditions.tsv")   # of the clips made by an earlier run

@@ -24,7 +24,7 @@ from lrac import Codec
 from lrac.audio import load_audio
 from lrac.eval.metrics import MetricError, pesq_wb, stoi
 from lrac.train.augment import Augmenter
-from lrac.train.data import load_source, read_list, read_scp
+from lrac.train.data import load_prepared, load_source, read_list
 
 
 def main() -> None:
@@ -44,12 +44,12 @@ def main() -> None:
     torch.manual_seed(trained.config.train.seed)
     models = {"untrained": Codec(trained.config)}
     models.update({name: Codec.load(args.run / f"{name}.pt") for name in args.models})
-    clips = (load_source(args.clips) if args.clips else read_scp(args.run / "dump" / "valid"))[: args.max]
+    clips = (load_source(args.clips) if args.clips else load_prepared(args.run / "dump" / "valid"))[: args.max]
     augment = None
     if args.track == 2:
         noise = [u.path for u in read_list(args.noise)] if args.noise else []
         rir = [u.path for u in read_list(args.rir)] if args.rir else []
-        augment = Augmenter(trained.config.data, 2, noise, rir, trained.sample_rate, seed=1)
+        augment = Augmenter(trained.config.data, noise, rir, trained.sample_rate, seed=1)
 
     scores: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for i, clip in enumerate(clips):
@@ -62,7 +62,7 @@ def main() -> None:
             x, ref = clean, clean
         for name, codec in models.items():
             for bitrate in codec.bitrates_bps:
-                y = codec.decode(codec.encode(x, bitrate))[0, 0].numpy()
+                y = codec.decode(codec.encode(x, bitrate), length=len(x))[0, 0].numpy()
                 try:
                     row = (pesq_wb(ref, y, rate), stoi(ref, y, rate))
                 except MetricError:

@@ -13,15 +13,12 @@ Modes:
   discriminator forwards with ESPnet's layout: NCHW, out-of-place activations, weight norm
   recomputed per call; a full backward in the generator turn including unused discriminator weight
   gradients; every mel spectrogram computed twice for the L1 and the MSE terms; autograd's L1 for
-  feature matching; the SEANet layers with torch's own conv backward and out-of-place ELUs, see
-  :func:`lrac.models.conv.reference_layers`). Same results as ``lrac``, kept here only as the
-  reference for the speed-up.
-* ``lrac``: :meth:`lrac.train.trainer.Trainer.train_step`, the default (same results, less work).
+  feature matching). Same results as ``lrac``, kept here only as the reference for the speed-up.
+  (The SEANet layers run lrac's faster training kernels in both modes: tests/test_conv.py checks
+  that they compute what torch's own layers do.)
+* ``lrac``: :meth:`lrac.train.gan.GanStep.train_step`, the default (same results, less work).
 * ``recon-only``: no discriminator (``train.warmup_steps`` reconstruction warm-up: mel + commitment).
 * ``disc-3-scales``: discriminator with 3 of the 5 STFT scales (128, 512, 2048).
-* ``disc-every-4``: discriminator updated every 4th step (samples are means over 4 steps).
-* ``disc-crop``: the discriminator on a random 0.37 s span of each chunk
-  (``train.disc_segment_samples=8880``), the mel loss on the whole chunk.
 
 Usage::
 
@@ -41,8 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from lrac.config import load_config
-from lrac.models.conv import reference_layers
 from lrac.train.data import ChunkStream, Utterance
+from lrac.train.gan import GanStep
 from lrac.train.losses import discriminator_adversarial_loss, generator_adversarial_loss
 from lrac.train.trainer import Trainer
 
@@ -52,8 +49,6 @@ MODES = {  # mode -> (config overrides, steps per sample)
     "lrac": ([], 1),
     "recon-only": (["train.warmup_steps=1000000000"], 1),
     "disc-3-scales": (["train.disc_n_ffts=[128, 512, 2048]"], 1),
-    "disc-every-4": (["train.disc_every=4"], 4),
-    "disc-crop": (["train.disc_segment_samples=8880"], 1),   # 0.37 s of each 2.6 s chunk
 }
 
 
@@ -80,17 +75,18 @@ def plain_feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch
     return torch.stack([sum(F.l1_loss(a, b.detach()) for a, b in zip(sf, sr)) for sf, sr in zip(fake, real)]).mean()
 
 
-def espnet_order_step(tr: Trainer, x: torch.Tensor, y: torch.Tensor) -> None:
+def espnet_order_step(tr: GanStep, x: torch.Tensor, y: torch.Tensor, step: int) -> None:
     """One iteration computed the way ESPnet's GAN trainer does it (reference for the speed-up)."""
     tc = tr.tc
     # generator turn
-    y_hat, commit = tr.generator(x, tr.stages_at(tr.step))
+    y_hat, commit = tr.generator(x, tr.stages_at(step))
     mel = 0.0
-    for n_fft, alpha in zip(tr.mel_loss.n_ffts, tr.mel_loss.alphas):
-        l1 = (tr.mel_loss.log_mel(y_hat, n_fft) - tr.mel_loss.log_mel(y, n_fft)).abs().mean()
-        l2 = (tr.mel_loss.log_mel(y_hat, n_fft) - tr.mel_loss.log_mel(y, n_fft)).pow(2).mean()
+    mel_loss = tr.valid_mel
+    for n_fft, alpha in zip(mel_loss.n_ffts, mel_loss.alphas):
+        l1 = (mel_loss.log_mel(y_hat, n_fft) - mel_loss.log_mel(y, n_fft)).abs().mean()
+        l2 = (mel_loss.log_mel(y_hat, n_fft) - mel_loss.log_mel(y, n_fft)).pow(2).mean()
         mel = mel + l1 + alpha * l2
-    mel = mel / tr.mel_loss.total
+    mel = mel / mel_loss.total
     fake = plain_discriminator(tr.disc, y_hat)
     with torch.no_grad():
         real = plain_discriminator(tr.disc, y)
@@ -132,11 +128,11 @@ def measure(presets: list[str], modes: list[str], batch: int, iters: int, warmup
                     t0, c0 = time.perf_counter(), time.process_time()
                     for _ in range(steps):
                         if mode == "espnet-order":
-                            with reference_layers():  # ESPnet's SEANet: nn.Conv1d, nn.ELU as they are
-                                espnet_order_step(tr, x, x)
+                            espnet_order_step(tr.gan, x, x, tr.step)
                         else:
-                            tr.train_step(x, x)
-                        tr._after_step()
+                            tr.gan.train_step(x, x, tr.step)
+                        tr.step += 1
+                        tr.gan.after_step(tr.step)
                     if round_ >= warmup:
                         times[mode].append(((time.perf_counter() - t0) / steps,
                                             (time.process_time() - c0) / steps))

@@ -18,7 +18,8 @@ import argparse
 import numpy as np
 import torch
 
-from lrac.audio import load_audio, read_scp
+from lrac.audio import load_audio
+from lrac.lists import read_scp
 from lrac.models.pitch import PitchTracker
 
 RATE, HOP = 24000, 240

@@ -12,7 +12,7 @@ import sys
 import torch
 
 from lrac.codec import atomic_torch_save
-from lrac.train.trainer import save_gan_weights
+from lrac.train.checkpoint import save_gan_weights
 
 
 def with_discriminator(generator_from: str, discriminator_from: str, dest: str) -> None:

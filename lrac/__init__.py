@@ -3,9 +3,9 @@
 Quick use::
 
     import lrac
-    codec = lrac.Codec.load("model.pt")
-    tokens = codec.encode(wav, bitrate_bps=6000)   # [B, n_q, frames]
-    wav_hat = codec.decode(tokens)                 # [B, 1, T]
+    codec = lrac.Codec.pretrained("t1")            # or lrac.Codec.load("model.pt")
+    tokens = codec.encode(wav, bitrate_bps=6000)   # wav [B, 1, T] -> [B, n_q, frames]
+    wav_hat = codec.decode(tokens, length=wav.shape[-1])   # [B, 1, T]
 """
 
 from . import audio  # noqa: F401  (lrac.audio.load_audio etc.)

@@ -23,30 +23,33 @@ from .models import Decoder, Encoder, build_nets
 from .models.conv import fold_weight_norm
 from .models.streaming import StreamSession
 from .quant import ResidualVQ
+from .tokens import LATENT, TokenLayout, token_layout
 
 MODEL_FORMAT = "lrac-model"
+MODEL_VERSION = 2   # 2: the model's config only (name, model, quantizer); 1 stored the whole Config
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"  # the model files shipped in the package
 
 
 class Generator(nn.Module):
-    """Encoder -> ResidualVQ -> Decoder, the part a GAN trains and a model file ships."""
+    """Encoder -> ResidualVQ -> Decoder, the part a GAN trains and a model file ships.
+    ``layout`` (``lrac/tokens.py``) says which token bits carry the latent and which the symbols
+    the encoder sends beside it."""
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         encoder_net, decoder_net = build_nets(cfg.model)
         self.encoder = Encoder(cfg.model, encoder_net)
-        self.quantizer = ResidualVQ(cfg.model.latent_dim, cfg.quantizer, self.encoder.side_bits)
+        self.layout: TokenLayout = token_layout(cfg.model, cfg.quantizer)
+        self.quantizer = ResidualVQ(cfg.model.latent_dim, cfg.quantizer, self.layout.bits(LATENT))
         self.decoder = Decoder(cfg.model, decoder_net)
 
     def forward(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training forward: ``wav [B, 1, T]`` (T a multiple of the hop) -> ``(wav_hat [B, 1, T],
-        commitment loss)``. Codebooks update themselves in train mode; side symbols (the pitch
-        code) go to the decoder as they are, as they would through the tokens."""
-        latent, side = self.encoder.analyze(wav)
+        commitment loss)``. Codebooks update themselves in train mode; the symbols beside the
+        latent (the pitch) go to the decoder as the tokens of ``n_q`` stages would carry them."""
+        latent, symbols = self.encoder.analyze(wav)
         quantized, _, commit = self.quantizer(latent, n_q)
-        if side is not None:   # the side symbols this bitrate's tokens carry
-            side = side[:, :n_q]
-        return self.decoder(quantized, side), commit
+        return self.decoder(quantized, self.layout.carried(symbols, n_q)), commit
 
 
 def as_batch(audio: Any) -> torch.Tensor:
@@ -85,6 +88,7 @@ class Codec:
         self.weight_norm_folded = False
         self.model_id = self.compute_model_id()
         self.note = ""  # what users should know about these weights (stored in the model file)
+        self.made = ""  # how these weights were made: a run's step, a mean of steps (stored too)
 
     # -- properties ---------------------------------------------------------------------------------
     @property
@@ -98,6 +102,11 @@ class Codec:
     @property
     def decoder(self) -> Decoder:
         return self.generator.decoder
+
+    @property
+    def layout(self) -> TokenLayout:
+        """Which bits of the tokens carry what (``lrac/tokens.py``)."""
+        return self.generator.layout
 
     @property
     def sample_rate(self) -> int:
@@ -115,7 +124,13 @@ class Codec:
 
     @property
     def bits_per_index(self) -> int:
-        return self.quantizer.bits_per_index
+        """Bits per token."""
+        return self.layout.bits_per_token
+
+    @property
+    def n_stages(self) -> int:
+        """Tokens per frame at the highest bitrate."""
+        return self.layout.n_stages
 
     @property
     def bitrates_bps(self) -> list[int]:
@@ -127,7 +142,7 @@ class Codec:
 
     def stages_for_bitrate(self, bitrate_bps: int) -> int:
         """Number of RVQ stages for a supported bitrate; ``ValueError`` listing the valid ones."""
-        for n_q in range(1, self.quantizer.n_stages + 1):
+        for n_q in range(1, self.n_stages + 1):
             if self.bitrate_for_stages(n_q) == bitrate_bps and bitrate_bps in self.bitrates_bps:
                 return n_q
         valid = ", ".join(str(b) for b in self.bitrates_bps)
@@ -143,12 +158,9 @@ class Codec:
 
     # -- identity, save, load -----------------------------------------------------------------------
     def compute_model_id(self) -> bytes:
-        """8 bytes identifying config + weights; written into every ``.lrac`` header."""
-        h = hashlib.sha256(repr(self.config.to_dict()).encode())
-        for key, value in sorted(self._state_dict32().items()):
-            h.update(key.encode())
-            h.update(value.cpu().contiguous().numpy().tobytes())
-        return h.digest()[:8]
+        """8 bytes identifying the model's config and weights; written into every ``.lrac`` header
+        (:func:`model_identity`)."""
+        return model_identity(self.config.model_dict(), self._state_dict32())
 
     def _state_dict32(self) -> dict[str, torch.Tensor]:
         """Generator weights with floats in float32 (whatever :meth:`set_exact` chose)."""
@@ -156,7 +168,8 @@ class Codec:
                 for k, v in self.generator.state_dict().items()}
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None, half: bool = False) -> None:
-        """Write config + generator weights (+ ``extra`` entries) atomically; refreshes ``model_id``.
+        """Write the model's config, the generator weights and their provenance (:attr:`note`,
+        :attr:`made`; + ``extra`` entries) atomically; refreshes ``model_id``.
 
         With ``half`` the weights are first rounded to float16 (in this codec too, so that it
         behaves as the file will) and stored so: half the size, for the models shipped in the
@@ -170,16 +183,17 @@ class Codec:
         if half:
             weights = half_state_dict(weights)
         self.model_id = self.compute_model_id()
-        state = {"format": MODEL_FORMAT, "version": 1, "config": self.config.to_dict(),
+        state = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "config": self.config.model_dict(),
                  "generator": weights, "model_id": self.model_id.hex(), "note": self.note,
-                 "weight_norm_folded": self.weight_norm_folded}
+                 "made": self.made, "weight_norm_folded": self.weight_norm_folded}
         state.update(extra or {})
         atomic_torch_save(state, path)
 
     @classmethod
     def load(cls, path: str | Path, inference: bool = True, exact: bool = True,
              map_location: str = "cpu") -> "Codec":
-        """Rebuild a codec from a model file (or a training checkpoint holding one).
+        """Rebuild a codec from a model file (or a training checkpoint holding one). Files of earlier
+        versions, which stored the whole config, load too (:func:`lrac.config.upgrade_legacy`).
 
         With ``inference`` the weight norm is folded into plain weights (faster, not trainable) and,
         with ``exact``, the send side runs in float64 (see :meth:`set_exact`)."""
@@ -197,12 +211,14 @@ class Codec:
             codec.fold_weight_norm()
         try:
             codec.generator.load_state_dict(state["generator"])
-        except RuntimeError:  # e.g. a session-3 pitch-path file: checkpoints/convert.py converts it
+        except RuntimeError:  # e.g. a predicted-pitch file of lrac 0.1.0's first weeks
             raise ValueError(f"{path}: its weights do not fit the model its config describes "
                              "(a file of an earlier lrac version?)") from None
+        # the identity the file was made with: ids are hashed from the config as stored
         codec.model_id = bytes.fromhex(state["model_id"]) if "model_id" in state \
-            else codec.compute_model_id()
+            else model_identity(state["config"], codec._state_dict32())
         codec.note = str(state.get("note", ""))
+        codec.made = str(state.get("made", ""))
         if inference and not codec.weight_norm_folded:
             codec.fold_weight_norm()
         if inference:
@@ -231,13 +247,14 @@ class Codec:
 
     def _tokens(self, wav: torch.Tensor, n_q: int) -> torch.Tensor:
         """Send side: audio ``[B, 1, T]`` (whole frames, or a streamed chunk) -> tokens ``[B, n_q, F]``."""
-        latent, side = self.encoder.analyze(wav)
-        return self.quantizer.join_side(self.quantizer.encode(latent, n_q), side)
+        latent, symbols = self.encoder.analyze(wav)
+        return self.layout.pack({LATENT: self.quantizer.encode(latent, n_q), **symbols}, n_q)
 
     def _synthesize(self, tokens: torch.Tensor) -> torch.Tensor:
         """Receive side: tokens ``[B, n_q, F]`` -> audio ``[B, 1, F * hop]`` (or a streamed part)."""
-        indices, side = self.quantizer.split_side(tokens)
-        return self.decoder(self.quantizer.decode(indices).to(self.decode_dtype), side)
+        symbols = self.layout.unpack(tokens)
+        latent = self.quantizer.decode(symbols.pop(LATENT)).to(self.decode_dtype)
+        return self.decoder(latent, symbols)
 
     @staticmethod
     def pretrained_names() -> list[str]:
@@ -260,17 +277,9 @@ class Codec:
         if not path.is_file():
             have = ", ".join(cls.pretrained_names()) or "none installed"
             raise FileNotFoundError(f"no pretrained model {name!r} (installed: {have})")
-        return cls.load(path)
-
-    def with_settings(self, settings: list[str]) -> "Codec":
-        """A new codec with these weights under config ``settings`` that change no weight (the pitch
-        tracker's voicing keys, for example: ``["model.frame.voicing_onset_ms=6.67"]``), folded and
-        exact as this one. A setting that changes a weight's shape fails to load."""
-        changed = Codec(self.config.override(settings))
-        if self.weight_norm_folded:
-            changed.fold_weight_norm()
-        changed.generator.load_state_dict(self.generator.state_dict())
-        return changed.set_exact(self.encode_dtype == torch.float64)
+        codec = cls.load(path)
+        codec.config.name = name   # (files of lrac 0.1.0 named the preset they started from)
+        return codec
 
     def fold_weight_norm(self) -> "Codec":
         """Fold weight norm into plain weights for inference (irreversible, same outputs)."""
@@ -286,14 +295,12 @@ class Codec:
     def encode(self, audio: Any, bitrate_bps: int = 6000) -> torch.Tensor:
         """Audio ``[T]``, ``[1, T]`` or ``[B, 1, T]`` (numpy or torch) -> tokens ``[B, n_q, frames]``.
 
-        ``frames = ceil(T / hop_length)``. The returned tensor carries ``num_samples`` (T) so that
-        :meth:`decode` can crop its output to the input length."""
+        ``frames = ceil(T / hop_length)``: the last frame is padded with zeros, so pass
+        ``length=T`` to :meth:`decode` to get ``T`` samples back."""
         n_q = self.stages_for_bitrate(bitrate_bps)
         x = as_batch(audio).to(self.device, self.encode_dtype)
         with _eval(self.generator):
-            tokens = self._tokens(self._pad_to_frames(x), n_q)
-        tokens.num_samples = x.shape[-1]
-        return tokens
+            return self._tokens(self._pad_to_frames(x), n_q)
 
     def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Validate tokens ``[n_q, F]`` or ``[B, n_q, F]``; return them as ``[B, n_q, F]`` int64."""
@@ -305,18 +312,19 @@ class Codec:
         if t.dtype.is_floating_point:
             raise ValueError(f"tokens must be integers, got {t.dtype}")
         self.stages_for_bitrate(self.bitrate_for_stages(t.shape[1]))
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.quantizer.codebook_size):
-            raise ValueError(f"token values must be in 0..{self.quantizer.codebook_size - 1}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.layout.values):
+            raise ValueError(f"token values must be in 0..{self.layout.values - 1}")
         return t.long()
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """Tokens ``[B, n_q, frames]`` -> audio ``[B, 1, T]``.
 
-        ``T = frames * hop_length``, cropped to ``length`` or to the ``num_samples`` that
-        :meth:`encode` attached to the tokens."""
-        length = length if length is not None else getattr(tokens, "num_samples", None)
+        ``T = frames * hop_length``, or ``length`` (the input's length, at most that) when given."""
         t = self.check_tokens(tokens).to(self.device)
+        if length is not None and not 0 <= length <= t.shape[-1] * self.hop_length:
+            raise ValueError(f"length must be 0..{t.shape[-1] * self.hop_length} samples for "
+                             f"{t.shape[-1]} frames, got {length}")
         with _eval(self.generator):
             wav = self._synthesize(t)
         return wav[..., :length] if length is not None else wav
@@ -413,6 +421,17 @@ class _eval:
     def __exit__(self, *exc: Any) -> None:
         if self.was_training:
             self.module.train()
+
+
+def model_identity(config: dict[str, Any], weights: dict[str, torch.Tensor]) -> bytes:
+    """8 bytes identifying a model: a hash of its config as its file stores it (``repr`` of the
+    dict) and of its weights (floating-point tensors as float32, by name)."""
+    h = hashlib.sha256(repr(config).encode())
+    for key, value in sorted(weights.items()):
+        value = value.detach().float() if value.is_floating_point() else value.detach()
+        h.update(key.encode())
+        h.update(value.cpu().contiguous().numpy().tobytes())
+    return h.digest()[:8]
 
 
 def half_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,7 +1,9 @@
 """The one configuration of lrac: a tree of dataclasses, named presets, YAML, dotted overrides.
 
-Every command and every saved model uses :class:`Config`. A model file stores ``Config.to_dict()``,
-so the file alone rebuilds its codec. Presets live in ``lrac/presets/<name>.yaml``.
+Every command and every saved model uses :class:`Config`. A model file stores the model's part
+(:meth:`Config.model_dict`), so the file alone rebuilds its codec; a training checkpoint stores the
+whole tree. Presets live in ``lrac/presets/<name>.yaml``: ``t1`` and ``t2`` are the shipped models,
+``baseline-t1`` and ``baseline-t2`` the challenge's baselines.
 
 This module imports nothing of lrac (arrows point down only).
 """
@@ -13,7 +15,9 @@ import json
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+import types
+import warnings
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -60,6 +64,25 @@ class SeanetDecoderConfig:
 
 
 @dataclass
+class PitchConfig:
+    """The pitch path of the frame family (``lrac/models/pitch.py``): the encoder tracks the pitch
+    (causal YIN) and sends it as a code of ``bits`` bits every ``every_frames`` frames (64 levels per
+    20 ms: 300 bit/s inside the first token of each frame, so the bitrates stay); with ``fine_bits``
+    the second token (6 kbps) refines each frame's own pitch in that many bits (16-cent steps) and
+    carries late voicing onsets. The decoder mixes a pulse train at that pitch, with a learnt phase
+    per bin, into the iSTFT spectrum. The tracker's voicing rules are fixed in ``pitch.py``."""
+
+    bits: int = 6
+    every_frames: int = 2
+    fine_bits: int = 4
+
+    @property
+    def symbol_bits(self) -> tuple[int, ...]:
+        """Bits of the pitch symbols in each token row that carries some (row 0, then row 1)."""
+        return (self.bits // self.every_frames,) + ((self.fine_bits,) if self.fine_bits else ())
+
+
+@dataclass
 class FrameConfig:
     """Frame-rate model family: causal STFT encoder, ConvNeXt stacks at 100 Hz, iSTFT decoder
     (see ``lrac/models/frame.py`` and ``docs/frame_family.md``).
@@ -69,6 +92,7 @@ class FrameConfig:
     sets each block's hidden width; ``kernel`` is the depthwise (time) kernel in frames.
     ``*_lookahead_frames`` gives that many blocks one frame of look-ahead each (10 ms at hop 240).
     The decoder's overlap-add adds ``(n_fft - hop) / hop`` frames of latency on top.
+    ``pitch``: the pitch path, or null for a plain iSTFT head.
     """
 
     n_fft: int = 480
@@ -82,53 +106,19 @@ class FrameConfig:
     kernel: int = 7
     encoder_lookahead_frames: int = 0
     decoder_lookahead_frames: int = 1
-    # pitch path (lrac/models/pitch.py): the encoder tracks the pitch (causal YIN) and sends it as a
-    # code of pitch_bits bits every pitch_every_frames frames (64 levels / 20 ms: 300 bit/s, taken
-    # from the first token of each frame, so the bitrates stay); the decoder mixes a pulse train at
-    # that pitch, under the same envelope, into the iSTFT spectrum (a learnt harmonic share per bin)
-    harmonic: bool = False
-    pitch_bits: int = 6
-    pitch_every_frames: int = 2
-    # > 0: each frame's own pitch against that code, in this many bits of the second token (6 kbps
-    # and up; 16-cent steps): every frame's pitch instead of every other frame's
-    pitch_fine_bits: int = 0
-    # true (needs pitch_fine_bits): a voiced frame in a group coded unvoiced (its first frame was)
-    # sends its pitch class in its refinement bits, unused there, and is voiced at once instead of
-    # waiting for the next group's code (docs/frame_family.md, "Voicing"); 1 kbps does not carry it
-    pitch_late_onsets: bool = False
-    # true: the decoder also voices the frame before an onset, at the onset's pitch: the tracker finds
-    # a voice 10-15 ms after it starts, and the decoder's look-ahead frame shows the onset in time
-    pitch_backfill: bool = False
-    # true: the pulse train's pitch glides over each hop from the previous frame's pitch to this
-    # frame's, so it reaches a frame's pitch a hop after the envelope that goes with it (the first
-    # models); false: each hop holds its own frame's pitch and voicing (t1 version 12 coding that
-    # way: +0.07-0.11 PESQ-WB at 6 kbps, docs/results.md, session 14)
-    pitch_glide: bool = True
-    # the pitch path's pulse train has all harmonics in cosine phase; true: the decoder head also
-    # gives a phase per bin for the harmonic part (the phase response of the glottis and vocal tract)
-    harmonic_phase: bool = False
-    # voicing of the pitch tracker: frames quieter than voicing_floor_db (mean square, dB re full
-    # scale) are unvoiced; voicing_hold > 0 adds hysteresis: a voiced run goes on while the YIN dip
-    # stays below voicing_hold (the onset still needs a dip below 0.2)
-    voicing_floor_db: float = -50.0
-    voicing_hold: float = 0.0
-    # > 0: a second YIN on the newest voicing_onset_ms of each frame also voices a frame whose dip
-    # there is below voicing_onset_dip. A causal 13.3 ms window sees a voice only once a period and
-    # the window lie inside it; the short one finds onsets about a frame sooner (docs/frame_family.md)
-    voicing_onset_ms: float = 0.0
-    voicing_onset_dip: float = 0.4
-    # > 0: every voiced frame takes the period of the first YIN minimum within this much of the
-    # deepest (the long window's), not the first one below 0.2 (fewer octave errors; 0: off)
-    pitch_tolerance: float = 0.0
+    pitch: Optional[PitchConfig] = None
 
 
 @dataclass
 class ModelConfig:
-    """Which generator to build. ``family`` is ``"seanet"`` (the official baseline) or ``"frame"``."""
+    """Which generator to build. ``family`` is ``"seanet"`` (the official baseline) or ``"frame"``.
+    ``track`` is the LRAC track whose limits (latency, compute) the model is built for, and what it
+    is trained to do: 1 transparency, 2 enhancement."""
 
     family: str = "seanet"
     sample_rate: int = 24000
     latent_dim: int = 160
+    track: int = 1
     encoder: SeanetEncoderConfig = field(default_factory=SeanetEncoderConfig)
     decoder: SeanetDecoderConfig = field(default_factory=SeanetDecoderConfig)
     frame: FrameConfig = field(default_factory=FrameConfig)
@@ -136,18 +126,16 @@ class ModelConfig:
 
 @dataclass
 class QuantizerConfig:
-    """Residual VQ (spec §2.4). One stage carries ``log2(codebook_size)`` bits per frame."""
+    """Residual quantiser (spec §2.4). One stage carries ``log2(codebook_size)`` bits per frame.
+    ``kind`` "vq": EMA codebooks of ``codebook_dim`` floats (the baseline; their EMA settings are
+    the spec's, in ``lrac/quant/vq.py``); "fsq": a fixed scalar grid of ``fsq_levels`` bins per
+    dimension (``lrac/quant/fsq.py``)."""
 
-    kind: str = "vq"                    # "vq": EMA codebooks (baseline); "fsq": scalar grid (fsq.py)
+    kind: str = "vq"
     n_stages: int = 6
     codebook_size: int = 1024
     codebook_dim: int = 12
-    ema_decay: float = 0.99
-    epsilon: float = 1e-5
-    kmeans_iters: int = 50
-    dead_code_threshold: float = 2.0
-    dead_code_max_share: float = 0.1   # cap: share of a code's mean frames per step (vq.py)
-    fsq_levels: list[int] = field(default_factory=lambda: [4, 4, 4, 4, 4])  # kind "fsq": bins per dim
+    fsq_levels: list[int] = field(default_factory=lambda: [4, 4, 4, 4, 4])
     bitrates_bps: list[int] = field(default_factory=lambda: [1000, 6000])
 
 
@@ -158,43 +146,29 @@ class QuantizerConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and loss settings (spec §3). ``steps`` count generator updates."""
+    """Optimisation and loss settings (spec §3). ``steps`` count generator updates.
 
-    track: int = 1
+    The generator loss is the sum of ``lambda_<name> * loss`` over the losses whose weight is
+    above 0 (``lrac/train/losses.py``); the adversarial and feature-matching terms start at
+    ``warmup_steps`` (before: reconstruction only)."""
+
     batch_size: int = 384
     segment_samples: int = 62400
     max_steps: int = 11_500_000
     max_minutes: float = 0.0   # > 0: stop (with a checkpoint) after this much wall-clock time
     lr: float = 3e-4
-    disc_lr: float = 0.0       # > 0: the discriminator's own learning rate (0: train.lr, as the baseline)
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    adam_eps: float = 1e-9
     lr_gamma: float = 0.998
     lr_gamma_every_steps: int = 10_000
     lr_decay_from_step: int = 0   # the decay counts steps from here (a continued run that restarts its schedule)
-    grad_clip: float = 0.0
     lambda_adv: float = 1.0
     lambda_feat: float = 2.0
     lambda_mel: float = 5.0
     lambda_commit: float = 10.0
-    mel_n_ffts: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
-    mel_bins: list[int] = field(default_factory=lambda: [10, 20, 40, 80, 160])
-    lambda_stft: float = 0.0   # > 0: add a linear-frequency log-STFT loss (losses.LogSTFTLoss)
-    stft_n_ffts: list[int] = field(default_factory=lambda: [512, 1024, 2048])
-    # > 0: add 1 - (an ESTOI-like band-envelope correlation) (losses.EnvelopeCorrelationLoss)
+    # 1 - (an ESTOI-like band-envelope correlation) (losses.EnvelopeCorrelationLoss)
     lambda_estoi: float = 0.0
     disc_n_ffts: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])
     disc_filters: int = 16
-    disc_every: int = 1
-    # > 0: the discriminator sees a random crop of this many samples of each chunk (the same span of
-    # y and y_hat; HiFi-GAN's 0.37 s segments), the mel loss still the whole chunk: about 2x faster
-    disc_segment_samples: int = 0
     warmup_steps: int = 0
-    # > 0: the first N steps from warmup_steps train the discriminator alone (the generator frozen):
-    # a GAN phase started from a reconstruction-only run first learns to tell real from coded
-    # speech, so the generator does not follow an untrained critic (docs/results.md, session 11)
-    disc_only_steps: int = 0
-    bitrate_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
     seed: int = 777
     valid_every_steps: int = 10_000
     valid_batches: int = 8
@@ -202,19 +176,13 @@ class TrainConfig:
     log_every_steps: int = 50
     checkpoint_every_steps: int = 500
     checkpoint_every_minutes: float = 10.0   # also save last.pt this often (slow CPU runs)
-    num_workers: int = 0       # data worker processes per rank (0: one background thread); GPUs want 4-8
-    threads: int = 0
 
 
 @dataclass
 class DataConfig:
-    """Where the audio is and how it is filtered and augmented (spec §3.4, §4)."""
+    """How training audio is filtered and augmented (spec §3.4, §4). Track 2 inputs get noise and
+    reverb (RIR files, or simulated rooms without them); Track 1 trains on the speech as it is."""
 
-    train: str = ""
-    valid: str = ""
-    noise: str = ""
-    rir: str = ""
-    cache_dir: str = ""
     min_seconds: float = 2.9
     max_seconds: float = 240.0
     reverb_prob: float = 0.5
@@ -224,19 +192,11 @@ class DataConfig:
     simulate_rooms: bool = True
     room_size_m: list[float] = field(default_factory=lambda: [3.0, 10.0])
     rt60_s: list[float] = field(default_factory=lambda: [0.2, 1.0])
-    track1_augment: bool = False
-    track1_reverb_prob: float = 0.25        # mild Track 1 degradation (only with track1_augment)
-    track1_noise_prob: float = 0.5
-    track1_snr_db: list[float] = field(default_factory=lambda: [15.0, 40.0])
     # a random level per training chunk, uniform in dB over this range, the same gain on input and
     # target: talkers quieter or louder than the corpora's own levels; gains above 0 dB stop at full
-    # scale ([0, 0]: off; docs/results.md, sessions 8 and 9)
+    # scale ([0, 0]: off)
     level_db: list[float] = field(default_factory=lambda: [0.0, 0.0])
     shuffle_chunks: int = 12000
-    # memory (MiB, per run, shared by its data workers) for augmented utterances, so that each one is
-    # decoded and augmented once per epoch rather than once per chunk: about 10x the chunks per
-    # second (docs/results.md, session 10); the train split needs about 1 GiB (Track 1) or 2 (Track 2)
-    augment_cache_mb: float = 2048.0
 
 
 @dataclass
@@ -245,12 +205,16 @@ class ScoreConfig:
 
     bitrates_kbps: list[int] = field(default_factory=lambda: [1, 6])
     max_delay_ms: float = 100.0
-    jobs: int = 1
+
+
+MODEL_SECTIONS = ("name", "model", "quantizer")   # what a model file stores: the model's config only
 
 
 @dataclass
 class Config:
-    """The whole tree. ``name`` is the preset it came from (informational)."""
+    """The whole tree. ``name`` is the model's name (a preset's, or ``custom``); ``model`` and
+    ``quantizer`` describe the model (:meth:`model_dict`), the other sections how to train and
+    score it."""
 
     name: str = "custom"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -262,16 +226,23 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def model_dict(self) -> dict[str, Any]:
+        """The sections that describe the model (:data:`MODEL_SECTIONS`), as a model file stores them."""
+        data = self.to_dict()
+        return {key: data[key] for key in MODEL_SECTIONS}
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
-        return _build(cls, data, "")
+        """Build from a (possibly partial) dict; sections left out take their defaults. Keys of
+        earlier lrac versions are translated (:func:`upgrade_legacy`)."""
+        return _build(cls, upgrade_legacy(data), "")
 
     def model_changes(self, other: "Config") -> list[str]:
         """The ``model`` and ``quantizer`` keys whose values differ in ``other``, as
-        ``"model.frame.voicing_hold: 0.0 -> 0.35"`` lines (empty: the same model)."""
+        ``"model.frame.encoder_layers: 6 -> 8"`` lines (empty: the same model)."""
         def flat(tree: Any, prefix: str) -> dict[str, Any]:
             if not isinstance(tree, dict):
                 return {prefix: tree}
@@ -284,7 +255,8 @@ class Config:
     def override(self, assignments: list[str] | dict[str, Any]) -> "Config":
         """Return a copy with dotted keys replaced, e.g. ``["train.lr=1e-4", "quantizer.n_stages=8"]``.
 
-        Values are parsed as YAML (``[1, 2]``, ``true``, ``3e-4``)."""
+        Values are parsed as YAML (``[1, 2]``, ``true``, ``3e-4``, ``null``; ``{}`` turns an optional
+        section such as ``model.frame.pitch`` on with its defaults)."""
         if isinstance(assignments, dict):
             items = list(assignments.items())
         else:
@@ -296,9 +268,15 @@ class Config:
                 items.append((key.strip(), yaml.safe_load(value)))
         data = self.to_dict()
         for key, value in items:
+            if key in LEGACY_KEYS:
+                raise ConfigError(f"{key} is no longer a setting of lrac ({LEGACY_KEYS[key][1]})")
             node = data
             parts = key.split(".")
-            for part in parts[:-1]:
+            for i, part in enumerate(parts[:-1]):
+                if node.get(part) is None and part in node:
+                    where = ".".join(parts[: i + 1])
+                    raise ConfigError(f"config section {where!r} is off (null); turn it on first "
+                                      f"with --set {where}={{}}")
                 if not isinstance(node.get(part), dict):
                     raise ConfigError(f"unknown config key {key!r}")
                 node = node[part]
@@ -308,17 +286,114 @@ class Config:
         return Config.from_dict(data)
 
 
-# Keys of earlier versions that no longer mean anything; model files and YAMLs that still have
-# them load as if they were absent. (The training settings of the predicted-pitch decoder, which
-# the coded pitch replaced: they never changed what a trained model computes.)
-RETIRED_KEYS = {"train.lambda_f0", "train.lambda_voicing", "train.pitch_teacher_forcing"}
+# --------------------------------------------------------------------------------------------
+# keys of earlier versions
+# --------------------------------------------------------------------------------------------
+
+# Keys that earlier lrac versions wrote into model files and checkpoints and that are no longer
+# settings: key -> (the value that behaves as lrac does now, or None, why it went). Files that have
+# them still load; a value other than that one warns that it is ignored. The pitch rules are the
+# shipped models' (fixed in lrac/models/pitch.py); the others were experiments that did not help
+# (docs/results.md keeps their record) or settings of one machine (now lrac-train options).
+_EXPERIMENT = "an experiment that was not kept"
+_MACHINE = "a setting of one machine: an lrac-train option"
+_PITCH_RULE = "the pitch path's rules are fixed (lrac/models/pitch.py)"
+LEGACY_KEYS: dict[str, tuple[Any, str]] = {
+    "model.frame.pitch_late_onsets": (True, _PITCH_RULE),
+    "model.frame.pitch_backfill": (True, _PITCH_RULE),
+    "model.frame.pitch_glide": (False, _PITCH_RULE),
+    "model.frame.voicing_floor_db": (-70.0, _PITCH_RULE),
+    "model.frame.voicing_hold": (0.55, _PITCH_RULE),
+    "model.frame.voicing_onset_ms": (6.67, _PITCH_RULE),
+    "model.frame.voicing_onset_dip": (0.4, _PITCH_RULE),
+    "model.frame.pitch_tolerance": (0.06, _PITCH_RULE),
+    "quantizer.ema_decay": (0.99, "the baseline's EMA settings are fixed (lrac/quant/vq.py)"),
+    "quantizer.epsilon": (1e-5, "the baseline's EMA settings are fixed (lrac/quant/vq.py)"),
+    "quantizer.kmeans_iters": (50, "the baseline's EMA settings are fixed (lrac/quant/vq.py)"),
+    "quantizer.dead_code_threshold": (2.0, "the baseline's EMA settings are fixed (lrac/quant/vq.py)"),
+    "quantizer.dead_code_max_share": (0.1, "the baseline's EMA settings are fixed (lrac/quant/vq.py)"),
+    "train.disc_lr": (0.0, _EXPERIMENT),
+    "train.betas": ([0.9, 0.999], "the optimiser's settings are fixed (lrac/train/loop.py)"),
+    "train.adam_eps": (1e-9, "the optimiser's settings are fixed (lrac/train/loop.py)"),
+    "train.grad_clip": (0.0, _EXPERIMENT),
+    "train.mel_n_ffts": ([64, 128, 256, 512, 1024], "the mel loss's scales are the baseline's"),
+    "train.mel_bins": ([10, 20, 40, 80, 160], "the mel loss's scales are the baseline's"),
+    "train.lambda_stft": (0.0, _EXPERIMENT),
+    "train.stft_n_ffts": ([512, 1024, 2048], _EXPERIMENT),
+    "train.disc_every": (1, _EXPERIMENT),
+    "train.disc_segment_samples": (0, _EXPERIMENT),
+    "train.disc_only_steps": (0, _EXPERIMENT),
+    "train.bitrate_weights": ([1.0, 1.0], _EXPERIMENT),
+    "train.num_workers": (None, _MACHINE),
+    "train.threads": (None, _MACHINE),
+    "train.lambda_f0": (None, "the predicted pitch was replaced by the coded pitch"),
+    "train.lambda_voicing": (None, "the predicted pitch was replaced by the coded pitch"),
+    "train.pitch_teacher_forcing": (None, "the predicted pitch was replaced by the coded pitch"),
+    "data.train": (None, _MACHINE),
+    "data.valid": (None, _MACHINE),
+    "data.noise": (None, _MACHINE),
+    "data.rir": (None, _MACHINE),
+    "data.cache_dir": (None, _MACHINE),
+    "data.augment_cache_mb": (None, _MACHINE),
+    "data.track1_augment": (False, _EXPERIMENT),
+    "data.track1_reverb_prob": (0.25, _EXPERIMENT),
+    "data.track1_noise_prob": (0.5, _EXPERIMENT),
+    "data.track1_snr_db": ([15.0, 40.0], _EXPERIMENT),
+    "score.jobs": (None, "a setting of one machine: lrac-score --jobs"),
+}
+
+
+def upgrade_legacy(data: Any) -> Any:
+    """A config dict of an earlier lrac version in today's keys (others pass through unchanged).
+
+    ``model.frame.harmonic`` with its ``pitch_bits`` / ``pitch_every_frames`` / ``pitch_fine_bits``
+    becomes the optional ``model.frame.pitch`` section (``harmonic_phase`` must be on: it has
+    weights, and lrac builds the pitch path with it only); ``train.track`` becomes ``model.track``;
+    the keys of :data:`LEGACY_KEYS` are dropped, with a warning where their value changed behaviour."""
+    if not isinstance(data, dict):
+        return data
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    model = data.get("model")
+    if isinstance(model, dict):
+        frame = model.get("frame")
+        if isinstance(frame, dict) and "harmonic" in frame:
+            frame = dict(frame)
+            harmonic = frame.pop("harmonic")
+            pitch = {new: frame.pop(old) for old, new in (("pitch_bits", "bits"),
+                                                          ("pitch_every_frames", "every_frames"),
+                                                          ("pitch_fine_bits", "fine_bits")) if old in frame}
+            phase = frame.pop("harmonic_phase", False)
+            if harmonic and not phase:
+                raise ConfigError("model.frame.harmonic_phase=false: a pitch path without the learnt "
+                                  "harmonic phase, which lrac no longer builds (lrac 0.1.0 and earlier did)")
+            frame["pitch"] = pitch if harmonic else None
+            if not harmonic:   # the pitch rules of a model without a pitch path change nothing
+                frame = {k: v for k, v in frame.items() if f"model.frame.{k}" not in LEGACY_KEYS}
+            model["frame"] = frame
+    train = data.get("train")
+    if isinstance(train, dict) and "track" in train:
+        track = train.pop("track")
+        if isinstance(model, dict):
+            model.setdefault("track", track)
+        else:
+            data["model"] = {"track": track}
+    for key, (current, why) in LEGACY_KEYS.items():
+        section, name = key.rsplit(".", 1)
+        node = data
+        for part in section.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or name not in node:
+            continue
+        value = node.pop(name)
+        if current is not None and value != current:
+            warnings.warn(f"{key}={value} is ignored: {why}", stacklevel=3)
+    return data
 
 
 def _build(cls, data: Any, path: str):
     """Recursively build dataclass ``cls`` from a dict, refusing unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"config section {path or '<root>'!r} must be a mapping, got {data!r}")
-    data = {k: v for k, v in data.items() if f"{path}.{k}" not in RETIRED_KEYS}
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
@@ -335,13 +410,16 @@ def _coerce(tp, value, path):
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
     origin = get_origin(tp)
+    if origin in (Union, types.UnionType):   # Optional[X]: None, or an X
+        if value is None:
+            return None
+        (inner,) = [a for a in get_args(tp) if a is not type(None)]
+        return _coerce(inner, value, path)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {path!r} must be a list, got {value!r}")
         (item_tp,) = get_args(tp)
         return [_coerce(item_tp, v, path) for v in value]
-    if origin is Union:
-        return value
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config key {path!r} must be true or false, got {value!r}")
@@ -374,9 +452,9 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_config(name_or_path: str | Path | dict | Config = "baseline-t1",
+def load_config(name_or_path: str | Path | dict | Config = "t1",
                 overrides: list[str] | dict[str, Any] | None = None) -> Config:
-    """Load a preset by name (``baseline-t1``), a YAML file path, a dict, or pass a Config through.
+    """Load a preset by name (``t1``, ``baseline-t1``), a YAML file path, a dict, or pass a Config through.
 
     ``overrides`` are dotted ``KEY=VALUE`` strings or a dict, applied last."""
     if isinstance(name_or_path, Config):

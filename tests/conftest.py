@@ -11,11 +11,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-# model.frame keys that switch the pitch path and every part that needs it off (lrac-t1 without it)
-NO_PITCH_PATH = {"harmonic": False, "pitch_fine_bits": 0, "harmonic_phase": False, "voicing_hold": 0.0,
-                 "voicing_onset_ms": 0.0, "pitch_late_onsets": False, "pitch_backfill": False,
-                 "pitch_tolerance": 0.0, "pitch_glide": True}
-NO_PITCH_PATH_SETTINGS = [f"model.frame.{k}={str(v).lower()}" for k, v in NO_PITCH_PATH.items()]
+# the frame family with a plain iSTFT head: t1 without its pitch path
+PLAIN_HEAD = ["model.frame.pitch=null"]
 
 
 def shared_data() -> Path | None:

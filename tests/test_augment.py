@@ -61,7 +61,7 @@ def test_early_reflection_target_is_truncated_rir_convolution():
 
 def test_achieved_snr_matches_drawn(files):
     cfg = DataConfig(reverb_prob=0.0, noise_prob=1.0, snr_db=[-5.0, 30.0])
-    aug = Augmenter(cfg, track=2, noise_paths=files["noise"][:1])
+    aug = Augmenter(cfg, noise_paths=files["noise"][:1])
     speech = _speech()
     drawn = []
     for seed in range(12):
@@ -78,7 +78,7 @@ def test_achieved_snr_matches_drawn(files):
 def test_clipping_scales_input_and_target_together(files):
     cfg = DataConfig(reverb_prob=0.0, noise_prob=1.0, snr_db=[-5.0, -5.0])
     speech = _speech() * 4.5  # peaks near 1 already; -5 dB noise pushes the mix over
-    out = Augmenter(cfg, track=2, noise_paths=files["noise"][:1])(speech, np.random.default_rng(0))
+    out = Augmenter(cfg, noise_paths=files["noise"][:1])(speech, np.random.default_rng(0))
     assert out.clip_scale < 1.0
     assert np.max(np.abs(out.input)) == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose(out.target, speech * out.clip_scale, atol=1e-6)
@@ -87,27 +87,19 @@ def test_clipping_scales_input_and_target_together(files):
 def test_reverb_target_is_early_reflections(files):
     cfg = DataConfig(reverb_prob=1.0, noise_prob=0.0)
     speech = _speech()
-    out = Augmenter(cfg, track=2, rir_paths=files["rir"])(speech, np.random.default_rng(0))
+    out = Augmenter(cfg, rir_paths=files["rir"])(speech, np.random.default_rng(0))
     reverberant, early = reverberate(speech, _rir(), SR)
     np.testing.assert_allclose(out.input, reverberant, atol=1e-4)
     np.testing.assert_allclose(out.target, early, atol=1e-4)
 
 
-def test_probabilities_and_track1(files):
+def test_probabilities(files):
     cfg = DataConfig()  # 0.5 reverb, 0.8 noise
-    aug = Augmenter(cfg, track=2, noise_paths=files["noise"], rir_paths=files["rir"])
+    aug = Augmenter(cfg, noise_paths=files["noise"], rir_paths=files["rir"])
     speech = _speech(1.0)
     outs = [aug(speech, np.random.default_rng(s)) for s in range(200)]
     assert 0.4 < np.mean([o.rir is not None for o in outs]) < 0.6
     assert 0.7 < np.mean([o.snr_db is not None for o in outs]) < 0.9
-    # Track 1: transparent by default, and with track1_augment the target is the degraded input
-    plain = Augmenter(cfg, track=1, noise_paths=files["noise"])(speech, np.random.default_rng(0))
-    np.testing.assert_array_equal(plain.input, speech)
-    np.testing.assert_array_equal(plain.target, speech)
-    t1 = DataConfig(track1_augment=True, track1_noise_prob=1.0, track1_snr_db=[20.0, 20.0])
-    out = Augmenter(t1, track=1, noise_paths=files["noise"])(speech, np.random.default_rng(0))
-    assert out.snr_db == 20.0 and not np.allclose(out.input, speech)
-    np.testing.assert_array_equal(out.input, out.target)
 
 
 def test_short_noise_wraps_and_bad_files_are_skipped(files, tmp_path):
@@ -117,7 +109,7 @@ def test_short_noise_wraps_and_bad_files_are_skipped(files, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio")
     cfg = DataConfig(reverb_prob=0.0, noise_prob=1.0)
-    aug = Augmenter(cfg, track=2, noise_paths=[str(bad), files["noise"][1]])
+    aug = Augmenter(cfg, noise_paths=[str(bad), files["noise"][1]])
     with pytest.warns(UserWarning, match="skipping augmentation file"):
         outs = [aug(_speech(1.0), np.random.default_rng(s)) for s in range(6)]
     assert str(bad) in aug.failed
@@ -131,7 +123,7 @@ def test_simulated_rooms_are_seeded():
     np.testing.assert_array_equal(a, b)
     assert len(a) > 0.1 * SR and np.isfinite(a).all()
     cfg = DataConfig(reverb_prob=1.0, noise_prob=0.0, room_size_m=[3.0, 6.0], rt60_s=[0.2, 0.4])
-    out = Augmenter(cfg, track=2)(_speech(1.0), np.random.default_rng(0))
+    out = Augmenter(cfg)(_speech(1.0), np.random.default_rng(0))
     assert out.rir is not None and not np.allclose(out.input, out.target)
 
 
@@ -146,7 +138,7 @@ def test_missing_pyroomacoustics_falls_back_with_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     cfg = DataConfig(reverb_prob=1.0, noise_prob=0.0)
     with pytest.warns(UserWarning, match="pyroomacoustics is not installed"):
-        aug = Augmenter(cfg, track=2)
+        aug = Augmenter(cfg)
     out = aug(_speech(1.0), np.random.default_rng(0))
     assert out.rir is not None
     rir = synthetic_rir(np.random.default_rng(0), SR, [0.3, 0.3])

@@ -14,7 +14,7 @@ from lrac.cli.decode import main as decode_main
 from lrac.cli.encode import main as encode_main
 from click.testing import CliRunner
 
-from conftest import NO_PITCH_PATH, speechlike
+from conftest import speechlike
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +136,9 @@ def test_decode_bad_bitstreams(tmp_path, wav, model):
         assert code == 2 and out.startswith("error: ") and len(out.strip().splitlines()) == 1, (name, out)
         assert not (tmp_path / "o.wav").exists()
     old = tmp_path / "old.pt"   # weights that do not fit their config (an earlier version's file)
-    Codec("lrac-t1").save(old)
+    Codec("t1").save(old)
     state = torch.load(old, weights_only=False)
-    state["config"]["model"]["frame"].update(NO_PITCH_PATH)
+    state["config"]["model"]["frame"]["pitch"] = None
     torch.save(state, old)
     code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "o.wav"), "--model", str(old)])
     assert code == 2 and "weights do not fit" in out and len(out.strip().splitlines()) == 1
@@ -178,7 +178,7 @@ def test_shipped_models_work_out_of_the_box(tmp_path, wav):
         pytest.skip("no pretrained t1/t2 in lrac/pretrained")
     t1, t2 = Codec.pretrained("t1"), Codec.pretrained("t2")
     assert t1.model_id != t2.model_id
-    assert (t1.config.train.track, t2.config.train.track) == (1, 2)
+    assert (t1.config.model.track, t2.config.model.track) == (1, 2)
     from lrac.eval.complexity import complexity_report
     for codec in (t1, t2):  # within its track's compute and latency limits, RVQ included
         report = complexity_report(codec)

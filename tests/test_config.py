@@ -1,10 +1,13 @@
+from pathlib import Path
+
 import pytest
+import torch
 
 from lrac.config import Config, ConfigError, load_config, preset_names
 
 
 def test_presets_present():
-    assert {"baseline-t1", "baseline-t2"} <= set(preset_names())
+    assert {"t1", "t2", "baseline-t1", "baseline-t2"} == set(preset_names())
 
 
 def test_yaml_round_trip(tmp_path):
@@ -24,6 +27,68 @@ def test_baseline_values_match_spec():
     assert t2.model.decoder.strides == [5, 4, 3, 2, 2] and t2.model.latent_dim == 320
     assert t1.train.lambda_mel == 5.0 and t1.train.lambda_commit == 10.0
     assert t1.train.segment_samples == 62400 and t1.train.batch_size == 384
+    assert (t1.model.track, t2.model.track) == (1, 2)
+
+
+def test_the_pitch_section_is_optional():
+    t1 = load_config("t1")
+    assert t1.model.frame.pitch.symbol_bits == (3, 4)
+    plain = t1.override(["model.frame.pitch=null"])
+    assert plain.model.frame.pitch is None and Config.from_dict(plain.to_dict()) == plain
+    again = plain.override(["model.frame.pitch={}"])       # on again, with the defaults
+    assert again.model.frame.pitch == t1.model.frame.pitch
+
+
+def _legacy_t1() -> dict:
+    """The config of a t1 model file of lrac 0.1.0 (the whole Config, the pitch path's keys flat)."""
+    data = load_config("t1").to_dict()
+    frame = data["model"]["frame"]
+    pitch = frame.pop("pitch")
+    frame.update(harmonic=True, pitch_bits=pitch["bits"], pitch_every_frames=pitch["every_frames"],
+                 pitch_fine_bits=pitch["fine_bits"], pitch_late_onsets=True, pitch_backfill=True,
+                 pitch_glide=False, harmonic_phase=True, voicing_floor_db=-70.0, voicing_hold=0.55,
+                 voicing_onset_ms=6.67, voicing_onset_dip=0.4, pitch_tolerance=0.06)
+    data["train"].update(track=data["model"].pop("track"), disc_lr=0.0, lambda_stft=0.0, num_workers=6,
+                         threads=8, lambda_f0=1.0)
+    data["data"].update(cache_dir="/gpu/cache", track1_augment=False)
+    data["quantizer"].update(ema_decay=0.99, kmeans_iters=50)
+    data["score"]["jobs"] = 3
+    return data
+
+
+def test_files_of_earlier_versions_load(recwarn):
+    assert Config.from_dict(_legacy_t1()) == load_config("t1")
+    assert not recwarn.list                                # the shipped rules and machine settings: silent
+    data = _legacy_t1()
+    data["model"]["frame"]["voicing_hold"] = 0.35
+    data["train"]["lambda_stft"] = 1.0
+    with pytest.warns(UserWarning, match="voicing_hold=0.35 is ignored") as caught:
+        assert Config.from_dict(data) == load_config("t1")
+    assert any("lambda_stft=1.0 is ignored" in str(w.message) for w in caught)
+    data = _legacy_t1()
+    data["model"]["frame"]["harmonic"] = False
+    assert Config.from_dict(data).model.frame.pitch is None
+    data = _legacy_t1()
+    data["model"]["frame"]["harmonic_phase"] = False
+    with pytest.raises(ConfigError, match="harmonic_phase"):
+        Config.from_dict(data)
+
+
+@pytest.mark.filterwarnings("ignore:model.frame.voicing_hold")
+@pytest.mark.parametrize("preset", ["t1", "t2"])
+def test_the_continuation_files_are_runs_of_the_presets(preset):
+    """checkpoints/<preset>-*gd.pt, of lrac 0.1.0, start runs of today's t1 and t2."""
+    files = sorted((Path(__file__).resolve().parents[1] / "checkpoints").glob(f"{preset}-*gd.pt"))
+    if not files:
+        pytest.skip("no continuation file in checkpoints/")
+    for path in files:
+        saved = Config.from_dict(torch.load(path, weights_only=False)["config"])
+        assert saved.model == load_config(preset).model and saved.quantizer == load_config(preset).quantizer
+
+
+def test_settings_that_went_are_named_as_such():
+    with pytest.raises(ConfigError, match="train.lambda_stft is no longer a setting"):
+        load_config("t1", ["train.lambda_stft=1"])
 
 
 @pytest.mark.parametrize("bad, message", [

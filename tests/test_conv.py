@@ -1,12 +1,12 @@
-"""The faster training kernels of lrac.models.conv compute the same function and gradients as the
-plain torch layers (``reference_layers``, what ESPnet's SEANet runs)."""
+"""The faster training kernels of lrac.models.conv (used while autograd records) compute the same
+function and gradients as the plain torch layers (what ESPnet's SEANet runs, and lrac at inference)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lrac.config import load_config
-from lrac.models.conv import PadConv1d, ResidualUnit, reference_layers
+from lrac.models.conv import PadConv1d, ResidualUnit
 from lrac.models.seanet import build_seanet
 
 
@@ -47,28 +47,19 @@ def test_residual_unit_keeps_its_input():
     x0 = x.detach().clone()
     y = unit(x)
     assert torch.equal(x.detach(), x0)
-    with reference_layers():
+    with torch.no_grad():   # the plain layers
         assert _rel_err(y, unit(x)) <= 1e-6
 
 
 @pytest.mark.parametrize("preset", ["baseline-t1", "baseline-t2"])
-def test_seanet_fast_layers_equal_reference(preset):
-    """Encoder + decoder: same output, input gradient and weight gradients with and without the
-    faster kernels (float32; differences are float rounding only)."""
+def test_seanet_fast_layers_equal_plain_layers(preset):
+    """Encoder + decoder: the same output with the faster kernels (autograd on) as with the plain
+    layers (off); float32, so the differences are float rounding only. The gradients of the faster
+    kernels are checked layer by layer above."""
     torch.manual_seed(0)
     enc, dec = build_seanet(load_config(preset).model)
-    params = list(enc.parameters()) + list(dec.parameters())
     x = torch.randn(2, 1, enc.hop_length * 12) * 0.3
-
-    def run():
-        xi = x.clone().requires_grad_()
-        y = dec(enc(xi))
-        grads = torch.autograd.grad(y.square().mean() + y.mean(), [xi] + params)
-        return y.detach(), grads
-
-    y, grads = run()
-    with reference_layers():
-        y_ref, grads_ref = run()
-    assert _rel_err(y, y_ref) <= 1e-5
-    for g, g_ref in zip(grads, grads_ref):
-        assert _rel_err(g, g_ref) <= 1e-4
+    y = dec(enc(x.clone().requires_grad_()))
+    with torch.no_grad():
+        y_plain = dec(enc(x))
+    assert y.requires_grad and _rel_err(y, y_plain) <= 1e-5

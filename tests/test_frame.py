@@ -1,4 +1,4 @@
-"""The frame-rate family (lrac/models/frame.py) and its presets lrac-t1 / lrac-t2.
+"""The frame-rate family (lrac/models/frame.py) and its presets t1 / t2 (the shipped models' architectures).
 
 Streaming == one pass on random chunk sizes, compute and latency inside the track limits as
 complexity_report measures them, exact 1 / 6 kbps token rates, save/load round trip.
@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import NO_PITCH_PATH_SETTINGS, speechlike
+from conftest import PLAIN_HEAD, speechlike
 
 from lrac.codec import Codec, Generator
 from lrac.config import ConfigError, load_config
@@ -21,22 +21,15 @@ from lrac.models.streaming import StreamSession
 
 torch.set_num_threads(1)
 
-PRESETS = ["lrac-t1", "lrac-t2"]
-LIMITS = {"lrac-t1": (700.0, 300.0, 30.0), "lrac-t2": (2600.0, 600.0, 50.0)}
-# the plain iSTFT head: no pitch path, so none of its parts
-PLAIN_HEAD = NO_PITCH_PATH_SETTINGS
+PRESETS = ["t1", "t2"]
+LIMITS = {"t1": (700.0, 300.0, 30.0), "t2": (2600.0, 600.0, 50.0)}
 
 
 def _config(preset: str):
-    """``PRESET``, ``PRESET+pitch`` or ``PRESET+plain`` (the pitch path, with the preset's
-    refinement, switched on or off), ``PRESET+nohphase`` (without the learnt harmonic phase: the
-    architecture of the shipped t2 version 5)."""
+    """``PRESET`` or ``PRESET+plain`` (a plain iSTFT head: the pitch path off), ``PRESET+coarse``
+    (the pitch path without its refinement)."""
     name, _, extra = preset.partition("+")
-    if extra == "plain":
-        return load_config(name, PLAIN_HEAD)
-    if extra == "nohphase":
-        return load_config(name, ["model.frame.harmonic_phase=false"])
-    return load_config(name, ["model.frame.harmonic=true"] if extra else [])
+    return load_config(name, {"": [], "plain": PLAIN_HEAD, "coarse": ["model.frame.pitch.fine_bits=0"]}[extra])
 
 
 def _codec(preset: str, seed: int = 0) -> Codec:
@@ -68,14 +61,14 @@ def _chunks(total: int, high: int, gen: torch.Generator) -> list[tuple[int, int]
     return out
 
 
-@pytest.fixture(scope="module", params=PRESETS + ["lrac-t1+plain", "lrac-t2+pitch", "lrac-t1+nohphase"])
+@pytest.fixture(scope="module", params=PRESETS + ["t1+plain", "t1+coarse"])
 def codec(request) -> Codec:
     return _codec(request.param)
 
 
 # -- compute, latency, bitrate --------------------------------------------------------------------
 
-@pytest.mark.parametrize("preset", PRESETS + ["lrac-t1+plain", "lrac-t2+pitch"])
+@pytest.mark.parametrize("preset", PRESETS + ["t1+plain", "t2+plain"])
 def test_preset_within_track_limits(preset: str) -> None:
     report = complexity_report(Codec(_config(preset)))
     total, receive, latency = LIMITS[preset.partition("+")[0]]
@@ -92,7 +85,7 @@ def test_preset_within_track_limits(preset: str) -> None:
 def test_t1_compute_counted_by_hand() -> None:
     """The decoder count (plain head) equals the sum of its matrix products, depthwise convs and
     the iSTFT."""
-    cfg = load_config("lrac-t1", PLAIN_HEAD)
+    cfg = load_config("t1", PLAIN_HEAD)
     f, latent = cfg.model.frame, cfg.model.latent_dim
     hidden = int(round(f.decoder_dim * f.decoder_mlp_ratio))
     bins = f.n_fft // 2 + 1
@@ -126,21 +119,24 @@ def test_streaming_networks_equal_one_pass(codec: Codec) -> None:
     gen = torch.Generator().manual_seed(1)
     hop = codec.hop_length
     wav = _voiced_audio(2, hop * 41, gen)
-    latent, side = codec.encoder.analyze(wav)
+    latent, symbols = codec.encoder.analyze(wav)
     session = StreamSession(codec.encoder, batch_size=2, fn=codec.encoder.analyze)
     parts = [session(wav[..., a:b]) for a, b in _chunks(wav.shape[-1], 3 * hop, gen)]
     parts.append(session.flush(wav[..., :0]))
     streamed = torch.cat([p[0] for p in parts], dim=-1)
     assert streamed.shape == latent.shape
     assert (streamed - latent).abs().max() <= 1e-5
-    if side is not None:   # the pitch path's side symbols (the pitch code), voiced frames among them
-        assert torch.equal(torch.cat([p[1] for p in parts], dim=-1), side) and side.any()
+    assert set(symbols) == ({"pitch"} if codec.config.model.frame.pitch else set())
+    for name, rows in symbols.items():   # the pitch symbols, voiced frames among them
+        assert torch.equal(torch.cat([p[1][name] for p in parts], dim=-1), rows) and rows.any()
 
-    audio = codec.decoder(latent, side)
+    def cut(a: int, b: int) -> dict:
+        return {name: rows[..., a:b] for name, rows in symbols.items()}
+
+    audio = codec.decoder(latent, symbols)
     session = StreamSession(codec.decoder, batch_size=2)
-    parts = [session(latent[..., a:b], None if side is None else side[..., a:b])
-             for a, b in _chunks(latent.shape[-1], 5, gen)]
-    parts.append(session.flush(latent[..., :0], None if side is None else side[..., :0]))
+    parts = [session(latent[..., a:b], cut(a, b)) for a, b in _chunks(latent.shape[-1], 5, gen)]
+    parts.append(session.flush(latent[..., :0], cut(0, 0)))
     streamed = torch.cat(parts, dim=-1)
     assert streamed.shape == audio.shape == (2, 1, hop * 41)
     assert (streamed - audio).abs().max() <= 1e-5
@@ -152,7 +148,7 @@ def test_stream_codec_equals_one_pass(codec: Codec) -> None:
     wav = _voiced_audio(1, length, gen)
     for bitrate in (1000, 6000):
         tokens = codec.encode(wav, bitrate)
-        audio = codec.decode(tokens)
+        audio = codec.decode(tokens, length=length)
         enc = codec.stream_encoder(bitrate)
         parts = [enc.push(wav[..., a:b]) for a, b in _chunks(length, 700, gen)]
         parts.append(enc.flush())
@@ -166,14 +162,14 @@ def test_stream_codec_equals_one_pass(codec: Codec) -> None:
 
 
 def test_streaming_holds_back_exactly_the_declared_lookahead() -> None:
-    """lrac-t1 decoder: after f frames, (f - 2) * hop samples are final (1 conv frame + overlap-add;
+    """t1 decoder: after f frames, (f - 2) * hop samples are final (1 conv frame + overlap-add;
     the pitch code's one frame of look-ahead runs beside the conv's)."""
-    codec = _codec("lrac-t1")
+    codec = _codec("t1")
     session = StreamSession(codec.decoder, batch_size=1)
-    side = torch.full((1, 1, 10), 5, dtype=torch.long)
-    out = session(torch.randn(1, codec.quantizer.latent_dim, 10), side)
+    pitch = torch.full((1, 1, 10), 5, dtype=torch.long)
+    out = session(torch.randn(1, codec.quantizer.latent_dim, 10), {"pitch": pitch})
     assert out.shape[-1] == (10 - 2) * codec.hop_length
-    flushed = session.flush(torch.zeros(1, codec.quantizer.latent_dim, 0), side[..., :0])
+    flushed = session.flush(torch.zeros(1, codec.quantizer.latent_dim, 0), {"pitch": pitch[..., :0]})
     assert flushed.shape[-1] == 2 * codec.hop_length
 
 
@@ -206,7 +202,7 @@ def test_stft_costs_are_declared() -> None:
 
 def test_training_step_has_finite_gradients() -> None:
     torch.manual_seed(3)
-    gen = Generator(load_config("lrac-t1"))
+    gen = Generator(load_config("t1"))
     gen.train()
     wav = 0.1 * torch.randn(2, 1, 240 * 30)
     for n_q in (1, 6):
@@ -220,7 +216,7 @@ def test_training_step_has_finite_gradients() -> None:
 
 
 def test_save_load_round_trip(tmp_path) -> None:
-    codec = _codec("lrac-t1", seed=4)
+    codec = _codec("t1", seed=4)
     wav = 0.2 * torch.randn(1, 1, 240 * 25 + 10)
     tokens = codec.encode(wav, 6000)
     audio = codec.decode(tokens)
@@ -228,7 +224,7 @@ def test_save_load_round_trip(tmp_path) -> None:
     codec.save(path)
     loaded = Codec.load(path)
     assert loaded.config.model.family == "frame"
-    assert loaded.config.to_dict() == codec.config.to_dict()
+    assert loaded.config.model_dict() == codec.config.model_dict()
     assert loaded.model_id == codec.model_id
     assert torch.equal(loaded.encode(wav, 6000), tokens)
     assert (loaded.decode(tokens) - audio).abs().max() <= 1e-6
@@ -236,14 +232,12 @@ def test_save_load_round_trip(tmp_path) -> None:
 
 def test_bad_frame_config_is_refused() -> None:
     with pytest.raises(ValueError, match="multiple of model.frame.hop"):
-        Codec(load_config("lrac-t1", ["model.frame.n_fft=500"]))
+        Codec(load_config("t1", ["model.frame.n_fft=500"]))
     with pytest.raises(ValueError, match="lookahead_frames"):
-        Codec(load_config("lrac-t1", ["model.frame.decoder_lookahead_frames=9"]))
+        Codec(load_config("t1", ["model.frame.decoder_lookahead_frames=9"]))
     with pytest.raises(ConfigError):
-        load_config("lrac-t1", ["model.frame.window=hann"])
-    with pytest.raises(ValueError, match="harmonic_phase needs the pitch path"):
-        Codec(load_config("lrac-t1", PLAIN_HEAD[:2] + PLAIN_HEAD[3:] + ["model.frame.harmonic_phase=true"]))
-    with pytest.raises(ValueError, match="voicing_hold"):
-        Codec(load_config("lrac-t1", ["model.frame.voicing_hold=0.1"]))
-    with pytest.raises(ValueError, match="voicing_hold"):
-        Codec(load_config("lrac-t1", PLAIN_HEAD + ["model.frame.voicing_hold=0.35"]))
+        load_config("t1", ["model.frame.window=hann"])
+    with pytest.raises(ConfigError, match="no longer a setting"):     # the pitch rules are fixed
+        load_config("t1", ["model.frame.voicing_hold=0.1"])
+    with pytest.raises(ConfigError, match="model.frame.pitch.*off"):
+        load_config("t1", PLAIN_HEAD + ["model.frame.pitch.bits=6"])

@@ -15,7 +15,7 @@ GROWN = ["model.frame.encoder_layers=4", "model.frame.encoder_lookahead_frames=2
 
 
 def _small(extra=()):
-    return load_config("lrac-t1", ["model.frame.encoder_dim=64", "model.frame.encoder_layers=2",
+    return load_config("t1", ["model.frame.encoder_dim=64", "model.frame.encoder_layers=2",
                                    "model.frame.decoder_dim=64", "model.frame.decoder_layers=2", *extra])
 
 
@@ -59,7 +59,7 @@ def test_only_growth_is_accepted():
                             ("model.frame.decoder_layers=1", "can only grow"),
                             ("model.frame.encoder_mlp_ratio=1", "can only grow"),
                             ("model.frame.encoder_lookahead_frames=1", "at most the number of new"),
-                            ("model.frame.harmonic_phase=false", "harmonic_phase differs")]:
+                            ("model.frame.pitch=null", "model.frame.pitch differs")]:
         with pytest.raises(ValueError, match=message):
             growth_plan(src, _small([change]).model)
     with pytest.raises(ValueError, match="frame-family"):

@@ -1,6 +1,6 @@
 """The pitch path (lrac/models/pitch.py): causal tracker, pitch code, harmonic source, and their
 place in the tokens and the decoder. Streaming == one pass for a codec with the pitch path is
-covered in test_frame.py ("lrac-t1+pitch")."""
+covered in test_frame.py."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ import math
 
 import pytest
 import torch
-from conftest import NO_PITCH_PATH_SETTINGS
-
 from lrac.codec import Codec
-from lrac.config import Config, load_config
+from lrac.config import load_config
 from lrac.models.frame import CausalSTFT, sqrt_hann
 from lrac.models.pitch import (HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker, code_to_f0,
                                YinCurve, hold_voicing, late_code_to_f0, pitch_to_code, pitch_to_late_code,
                                yin_cmnd)
 from lrac.models.streaming import StreamSession
-from lrac.quant.rvq import fsq_levels_less
+from lrac.quant.fsq import grid_with_bits
 
 torch.set_num_threads(1)
 SR, HOP = 24000, 240
@@ -90,22 +88,21 @@ def _breathy_tone(seconds: float, seed: int) -> torch.Tensor:
 
 def test_voicing_hold_keeps_a_noisy_voiced_run_voiced() -> None:
     wav = _breathy_tone(1.0, 0)
-    _, _, plain = PitchTracker(SR, HOP)(wav)
-    f0, _, held = PitchTracker(SR, HOP, hold_threshold=0.35)(wav)
+    f0, dip, held = PitchTracker(SR, HOP)(wav)
     inner = slice(4, None)
-    assert plain[0, inner].float().mean() < 0.5                   # the strict rule drops most frames
-    assert held[0, inner].float().mean() > plain[0, inner].float().mean() + 0.3
-    assert (held | ~plain).all()                                  # it only adds voiced frames
+    strict = dip[0, inner] < 0.2                                  # YIN's own rule
+    assert strict.float().mean() < 0.5                            # drops most frames
+    assert held[0, inner].float().mean() > strict.float().mean() + 0.3
     assert _cents(f0[0, inner][held[0, inner]], torch.tensor(150.0)).median() < 30
     # noise alone has no strict frame to start a run from
-    _, _, noise = PitchTracker(SR, HOP, hold_threshold=0.35)(0.1 * torch.randn(1, 1, SR))
+    _, _, noise = PitchTracker(SR, HOP)(0.1 * torch.randn(1, 1, SR, generator=torch.Generator().manual_seed(4)))
     assert noise.float().mean() < 0.05
 
 
 def test_voicing_floor_is_a_level_not_a_voice() -> None:
-    quiet = _gliding_tone(torch.full((SR // 2,), 140.0)) * 10 ** (-45 / 20)   # about -62 dB rms
-    assert not PitchTracker(SR, HOP)(quiet)[2].any()                          # the -50 dB floor
-    assert PitchTracker(SR, HOP, floor_db=-70.0)(quiet)[2][0, 4:].all()
+    tone = _gliding_tone(torch.full((SR // 2,), 140.0))
+    assert PitchTracker(SR, HOP)(tone * 10 ** (-45 / 20))[2][0, 4:].all()     # about -62 dB rms
+    assert not PitchTracker(SR, HOP)(tone * 10 ** (-60 / 20))[2].any()        # about -77 dB: below -70
 
 
 def _onset_tone(silence_s: float, tone_s: float) -> tuple[torch.Tensor, int]:
@@ -118,30 +115,28 @@ def _onset_tone(silence_s: float, tone_s: float) -> tuple[torch.Tensor, int]:
 
 def test_onset_window_voices_an_onset_sooner() -> None:
     wav, onset = _onset_tone(0.2, 0.3)
-    _, _, plain = PitchTracker(SR, HOP, floor_db=-70.0, hold_threshold=0.35)(wav)
-    f0, _, early = PitchTracker(SR, HOP, floor_db=-70.0, hold_threshold=0.35, onset_width=160)(wav)
-    first_plain = int(plain[0].int().argmax())
-    first_early = int(early[0].int().argmax())
-    assert not early[0, :onset].any()                           # nothing voiced in the silence
-    assert onset <= first_early < first_plain                   # the short window hears it sooner
-    assert _cents(f0[0, first_early:first_plain], torch.tensor(200.0)).max() < 30
-    assert (early | ~plain).all()                               # it only adds voiced frames
+    f0, dip, voiced = PitchTracker(SR, HOP)(wav)
+    first = int(voiced[0].int().argmax())
+    # where the long window's own rule hears it (the silence before has no level to voice)
+    first_long = onset + int((dip[0, onset:] < 0.2).int().argmax())
+    assert not voiced[0, :onset].any()                          # nothing voiced in the silence
+    assert onset <= first < first_long                          # the short window hears it sooner
+    assert _cents(f0[0, first:first_long], torch.tensor(200.0)).max() < 30
     # noise gives the short window no more to voice than the long one
     gen = torch.Generator().manual_seed(3)
-    _, _, noise = PitchTracker(SR, HOP, hold_threshold=0.35, onset_width=160)(
-        0.1 * torch.randn(1, 1, SR, generator=gen))
+    _, _, noise = PitchTracker(SR, HOP)(0.1 * torch.randn(1, 1, SR, generator=gen))
     assert noise.float().mean() < 0.05
 
 
-@pytest.mark.parametrize("onset_width", [0, 160])
-def test_tracker_with_hold_and_onset_window_streams_like_one_pass(onset_width: int) -> None:
-    """The hold's state (the last decision) and the onset window (no state of its own) stream."""
+def test_tracker_with_hold_onset_window_and_period_pick_streams_like_one_pass() -> None:
+    """The hold's state (the last decision), the onset window and the period pick (no state of
+    their own) stream."""
     wav = torch.cat([_onset_tone(0.1, 0.3)[0], _breathy_tone(0.4, 1), 0.05 * torch.randn(1, 1, 4000),
-                     _breathy_tone(0.4, 2)], -1)
-    tracker = PitchTracker(SR, HOP, floor_db=-70.0, hold_threshold=0.35, onset_width=onset_width)
+                     _breathy_tone(0.4, 2), _strong_second_harmonic(120.0)], -1)
+    tracker = PitchTracker(SR, HOP)
     whole = tracker(wav)
     session = StreamSession(tracker, batch_size=1)
-    cuts = (0, 100, 100, 2500, 7000, 9700, 16000, wav.shape[-1])
+    cuts = (0, 100, 100, 2500, 7000, 9700, 16000, 30000, wav.shape[-1])
     parts = [session(wav[..., a:b]) for a, b in zip(cuts, cuts[1:])]
     for i in range(3):
         assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
@@ -155,54 +150,15 @@ def _strong_second_harmonic(f0_hz: float, seconds: float = 0.25) -> torch.Tensor
     return (0.06 * torch.sin(phase) + 0.3 * torch.sin(2 * phase + 0.5) + 0.05 * torch.sin(3 * phase)).float()[None, None]
 
 
-def test_period_tolerance_takes_the_period_not_its_half() -> None:
+def test_the_tracker_takes_the_period_not_its_half() -> None:
     wav = _strong_second_harmonic(120.0)
     segs = wav[0, :, -(SR // 75 + 481):].double().flip(-1)[None]     # the tracker's newest window
     cmnd, _ = yin_cmnd(segs, SR, SR // 75)
-    assert _cents(YinCurve(cmnd, SR).pick()[0], torch.tensor(240.0)) < 30     # the old pick: an octave up
+    assert _cents(YinCurve(cmnd, SR).pick()[0], torch.tensor(240.0)) < 30     # YIN's pick: an octave up
     assert _cents(YinCurve(cmnd, SR).period(0.06), torch.tensor(120.0)) < 30
-    plain, tolerant = PitchTracker(SR, HOP, -70.0, 0.35), PitchTracker(SR, HOP, -70.0, 0.35, period_tolerance=0.06)
-    f0_a, dip_a, voiced_a = plain(wav)
-    f0_b, dip_b, voiced_b = tolerant(wav)
-    assert torch.equal(voiced_a, voiced_b) and torch.equal(dip_a, dip_b)    # only the pitch changes
-    inner = voiced_b[0, 4:]
-    assert _cents(f0_b[0, 4:][inner], torch.tensor(120.0)).median() < 15
-    assert _cents(f0_a[0, 4:][inner], torch.tensor(240.0)).median() < 15
-
-
-def test_period_tolerance_streams_like_one_pass() -> None:
-    wav = torch.cat([_strong_second_harmonic(120.0), _gliding_tone(torch.full((SR // 4,), 200.0))], -1)
-    tracker = PitchTracker(SR, HOP, -70.0, 0.35, round(6.67 * SR / 1000), period_tolerance=0.06)
-    whole = tracker(wav)
-    session = StreamSession(tracker, batch_size=1)
-    cuts = (0, 100, 2500, 7000, 9700, wav.shape[-1])
-    parts = [session(wav[..., a:b]) for a, b in zip(cuts, cuts[1:])]
-    for i in range(3):
-        assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
-
-
-@pytest.mark.parametrize("setting", ["model.frame.voicing_onset_ms=14", "model.frame.voicing_onset_dip=0",
-                                     "model.frame.harmonic=false"])
-def test_onset_window_settings_are_checked(setting: str) -> None:
-    cfg = load_config("lrac-t1").override(["model.frame.voicing_onset_ms=6.67", setting])
-    if setting.endswith("harmonic=false"):   # everything else that needs the pitch path off
-        cfg = cfg.override([s for s in NO_PITCH_PATH_SETTINGS if "voicing_onset_ms" not in s])
-    with pytest.raises(ValueError, match="voicing_onset"):
-        Codec(cfg)
-
-
-@pytest.mark.parametrize("settings,match", [
-    (["model.frame.pitch_tolerance=1.5"], "pitch_tolerance"),
-    (["model.frame.pitch_tolerance=-0.1"], "pitch_tolerance"),
-    (["model.frame.pitch_backfill=true", "model.frame.decoder_lookahead_frames=0",
-      "model.frame.pitch_every_frames=1", "model.frame.pitch_bits=3"], "pitch_backfill"),
-    ([s for s in NO_PITCH_PATH_SETTINGS if "pitch_tolerance" not in s] + ["model.frame.pitch_tolerance=0.06"],
-     "pitch_tolerance"),
-    ([s for s in NO_PITCH_PATH_SETTINGS if "pitch_glide" not in s] + ["model.frame.pitch_glide=false"],
-     "pitch_glide")])
-def test_pitch_pick_and_backfill_settings_are_checked(settings: list[str], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        Codec(load_config("lrac-t1").override(settings))
+    f0, _, voiced = PitchTracker(SR, HOP)(wav)
+    inner = voiced[0, 4:]
+    assert inner.float().mean() > 0.5 and _cents(f0[0, 4:][inner], torch.tensor(120.0)).median() < 15
 
 
 # -- the pitch code ---------------------------------------------------------------------------------
@@ -228,23 +184,27 @@ def test_packed_pitch_unpacks_to_each_groups_first_frame() -> None:
     full = slice(0, 30)                                    # complete groups
     first = torch.arange(31)[full] // 2 * 2
     code = pitch_to_code(f0, voiced, 64)[:, first]
-    assert torch.equal(voicing[:, full], (code > 0).float())
     voiced_out = code > 0
     assert torch.allclose(f0_out[:, full][voiced_out], code_to_f0(code, 64)[voiced_out].float())
+    # the backfill voices the frame before a voiced one too; nothing else
+    backfilled = ~voiced_out[:, :-1] & voiced_out[:, 1:]
+    expected = voiced_out.clone()
+    expected[:, :-1] |= backfilled
+    assert torch.equal(voicing[:, :29].bool(), expected[:, :29])
     # unvoiced frames keep the last voiced pitch
+    on = voicing[:, full].bool()
     for b in range(2):
         for k in range(1, 30):
-            if not voiced_out[b, k] and voiced_out[b, :k].any():
-                last = int(torch.nonzero(voiced_out[b, :k])[-1])
+            if not on[b, k] and on[b, :k].any():
+                last = int(torch.nonzero(on[b, :k])[-1])
                 assert f0_out[b, k] == f0_out[b, last]
 
 
-@pytest.mark.parametrize("fine_bits,late", [(0, False), (4, False), (4, True)],
-                         ids=["code", "code+refinement", "code+refinement+late-onsets"])
-def test_pitch_code_streams_like_one_pass(fine_bits: int, late: bool) -> None:
+@pytest.mark.parametrize("fine_bits", [0, 4], ids=["code", "code+refinement+late-onsets"])
+def test_pitch_code_streams_like_one_pass(fine_bits: int) -> None:
     f0, voiced = _random_pitch(40, seed=2)
-    packer = PitchPacker(6, 2, fine_bits, late_onsets=late)
-    unpacker = PitchUnpacker(6, 2, delay=1, fine_bits=fine_bits, late_onsets=late)
+    packer = PitchPacker(6, 2, fine_bits)
+    unpacker = PitchUnpacker(6, 2, delay=1, fine_bits=fine_bits)
     symbols = packer(f0, voiced)
     whole = unpacker(symbols)
     cuts = ((0, 1), (1, 4), (4, 4), (4, 17), (17, 40))
@@ -265,8 +225,8 @@ def test_refinement_gives_every_frame_its_own_pitch() -> None:
     assert symbols.shape == (2, 2, 30) and symbols[:, 1].max() < 16
     coarse, _ = PitchUnpacker(6, 2, delay=1)(symbols[:, :1])
     fine, voicing = PitchUnpacker(6, 2, delay=1, fine_bits=4)(symbols)
-    assert torch.equal(voicing, PitchUnpacker(6, 2, delay=1)(symbols[:, :1])[1])
-    on = voicing.bool() & voiced   # (a frame the tracker found unvoiced keeps its group's code)
+    # the frames whose group's code is voiced (the others are late onsets and their backfill)
+    on = voiced & voiced[:, torch.arange(30) // 2 * 2]
     assert _cents(fine[on], f0[on]).max() <= 8.01                   # half a 16-cent step
     assert _cents(coarse[on], f0[on]).max() > 30                    # the held 64-cent code alone
     # a bitrate without the second token decodes as the code alone
@@ -282,20 +242,20 @@ def test_late_code_classes_cover_the_range_around_the_middle_value() -> None:
 
 def test_late_onsets_voice_a_groups_second_frame_at_once() -> None:
     """A group whose first frame is unvoiced is coded unvoiced; its voiced second frame (an onset
-    found a frame late) waits for the next group unless its refinement bits carry it."""
-    f0 = torch.tensor([[110.0, 180.0, 185.0, 190.0, 100.0, 260.0, 250.0, 240.0]])
-    voiced = torch.tensor([[False, True, True, True, False, True, False, False]])
-    plain = PitchUnpacker(6, 2, delay=1, fine_bits=4)(PitchPacker(6, 2, 4)(f0, voiced))
-    symbols = PitchPacker(6, 2, 4, late_onsets=True)(f0, voiced)
-    unpacker = PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True)
+    found a frame late) would wait for the next group: its refinement bits carry it instead."""
+    f0 = torch.tensor([[110.0, 180.0, 185.0, 190.0, 100.0, 260.0, 250.0, 240.0, 100.0, 100.0]])
+    voiced = torch.tensor([[False, True, True, True, False, True, False, False, False, False]])
+    symbols = PitchPacker(6, 2, 4)(f0, voiced)
+    assert symbols[0, 0, [0, 1, 4, 5]].eq(0).all() and symbols[0, 1, 6:].eq(8).all()   # coded unvoiced
+    unpacker = PitchUnpacker(6, 2, delay=1, fine_bits=4)
     f0_out, voicing = unpacker(symbols)
-    assert plain[1].tolist() == [[0, 0, 1, 1, 0, 0, 0, 0]]
-    assert voicing.tolist() == [[0, 1, 1, 1, 0, 1, 0, 0]]
+    # frames 1 and 5 by their late onsets, frames 0 and 4 by the backfill
+    assert voicing.tolist() == [[1, 1, 1, 1, 1, 1, 0, 0, 0, 0]]
     assert _cents(f0_out[0, [1, 5]], f0[0, [1, 5]]).max() <= 133
-    assert torch.equal(f0_out[0, 2:4], plain[0][0, 2:4])          # voiced groups as before
-    assert f0_out[0, 6] == f0_out[0, 5]                           # the onset's pitch carries on
-    # one token (1 kbps) has no refinement row: no late onsets, the same as without them
-    assert torch.equal(unpacker(symbols[:, :1])[1], PitchUnpacker(6, 2, delay=1, fine_bits=4)(symbols[:, :1])[1])
+    assert f0_out[0, 0] == f0_out[0, 1] and f0_out[0, 4] == f0_out[0, 5]   # backfilled at the onset's pitch
+    assert f0_out[0, 6] == f0_out[0, 5]                                    # the onset's pitch carries on
+    # one token (1 kbps) has no refinement row: no late onsets
+    assert unpacker(symbols[:, :1])[1].tolist() == [[0, 1, 1, 1, 0, 0, 0, 0, 0, 0]]
 
 
 def test_backfill_voices_the_frame_before_an_onset() -> None:
@@ -303,27 +263,21 @@ def test_backfill_voices_the_frame_before_an_onset() -> None:
     emitted; the one at frame 8 (a group's first frame) only by its first 3 bits."""
     f0 = torch.tensor([[100.0, 100.0, 100.0, 200.0, 210.0, 220.0, 100.0, 100.0, 150.0, 155.0, 160.0, 100.0]])
     voiced = torch.tensor([[False, False, False, True, True, True, False, False, True, True, True, False]])
-    symbols = PitchPacker(6, 2, 4, late_onsets=True)(f0, voiced)
-    plain_f0, plain = PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True)(symbols)
-    filled_f0, filled = PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True, backfill=True)(symbols)
-    assert plain.tolist() == [[0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1]]     # (frame 11 takes its group's code)
-    assert filled.tolist() == [[0, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1]]
-    assert filled_f0[0, 2] == plain_f0[0, 3]                          # the late onset's class pitch
+    symbols = PitchPacker(6, 2, 4)(f0, voiced)
+    filled_f0, filled = PitchUnpacker(6, 2, delay=1, fine_bits=4)(symbols)
+    assert filled.tolist() == [[0, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1]]   # (frame 11 takes its group's code)
+    assert filled_f0[0, 2] == filled_f0[0, 3]                         # the late onset's class pitch
     assert _cents(filled_f0[0, 7], f0[0, 8]) <= 257                   # within the group's first 3 bits
-    changed = torch.tensor([2, 7])
-    keep = torch.ones(12, dtype=torch.bool); keep[changed] = False
-    assert torch.equal(filled_f0[0, keep], plain_f0[0, keep])        # nothing else moves
     # 1 kbps (the code alone): the onset at frame 8 is backfilled the same way
-    assert PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True, backfill=True)(symbols[:, :1])[1][0, 7] == 1
+    assert PitchUnpacker(6, 2, delay=1, fine_bits=4)(symbols[:, :1])[1][0, 7] == 1
 
 
 @pytest.mark.parametrize("rows", [1, 2], ids=["1kbps", "6kbps"])
 def test_backfill_streams_like_one_pass(rows: int) -> None:
     f0, voiced = _random_pitch(41, seed=5)
-    symbols = PitchPacker(6, 2, 4, late_onsets=True)(f0, voiced)[:, :rows]
-    unpacker = PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True, backfill=True)
+    symbols = PitchPacker(6, 2, 4)(f0, voiced)[:, :rows]
+    unpacker = PitchUnpacker(6, 2, delay=1, fine_bits=4)
     whole = unpacker(symbols)
-    assert not torch.equal(whole[1], PitchUnpacker(6, 2, delay=1, fine_bits=4, late_onsets=True)(symbols)[1])
     for cuts in (((0, 1), (1, 4), (4, 4), (4, 17), (17, 41)), tuple((i, i + 1) for i in range(41))):
         dec = StreamSession(unpacker, batch_size=2)
         parts = [dec(symbols[..., a:b]) for a, b in cuts] + [dec.flush(symbols[..., :0])]
@@ -336,19 +290,18 @@ def test_unpacker_needs_the_lookahead_the_code_takes() -> None:
         PitchUnpacker(6, 2, delay=0)
 
 
-@pytest.mark.parametrize("override", ["model.frame.pitch_bits=5", "model.frame.pitch_bits=1",
+@pytest.mark.parametrize("override", ["model.frame.pitch.bits=5", "model.frame.pitch.bits=1",
                                       "model.frame.decoder_lookahead_frames=0",
-                                      "model.frame.pitch_fine_bits=1", "model.frame.pitch_fine_bits=10",
-                                      "model.frame.pitch_fine_bits=0"])
+                                      "model.frame.pitch.fine_bits=1", "model.frame.pitch.fine_bits=10"])
 def test_pitch_code_settings_that_cannot_work_are_refused(override: str) -> None:
-    with pytest.raises(ValueError, match="pitch_bits|look-ahead|pitch_fine_bits|side bits"):
-        Codec(load_config("lrac-t1", [override]))
+    with pytest.raises(ValueError, match="pitch.bits|look-ahead|pitch.fine_bits|do not fit"):
+        Codec(load_config("t1", [override]))
 
 
 def test_refinement_rides_in_the_second_token_at_6_kbps_only() -> None:
     torch.manual_seed(0)
-    codec = Codec(load_config("lrac-t1", ["model.frame.pitch_fine_bits=4"]))
-    assert codec.quantizer.side_bits == (3, 4)
+    codec = Codec(load_config("t1"))
+    assert codec.layout.bits("pitch") == (3, 4) and codec.layout.bits("latent") == (7, 6) + (10,) * 4
     assert [s.codebook.codebook_size for s in codec.quantizer.stages] == [128, 64] + [1024] * 4
     t = torch.arange(SR) / SR
     f0 = 150 * 2 ** (0.15 * torch.sin(2 * math.pi * 2 * t))            # +-180 cents at 2 Hz
@@ -358,9 +311,10 @@ def test_refinement_rides_in_the_second_token_at_6_kbps_only() -> None:
     for bitrate in (1000, 6000):
         tokens = codec.encode(tone, bitrate)
         assert tokens.max() < 1024                                       # 10 bits per token, as without
-        indices, side = codec.quantizer.split_side(tokens)
+        parts = codec.layout.unpack(tokens)
+        side = parts["pitch"]
         assert side.shape == (1, min(2, tokens.shape[1]), 100)
-        assert torch.equal(codec.quantizer.join_side(indices, side), tokens)
+        assert torch.equal(codec.layout.pack(parts, tokens.shape[1]), tokens)
         f0_out, voicing = codec.decoder.net.pitch_unpacker(side)
         errors[bitrate] = _cents(f0_out[0, 5:-1], truth[5:-1]).max()
         assert voicing[0, 5:-1].all() and codec.decode(tokens).shape == tone.shape
@@ -369,8 +323,8 @@ def test_refinement_rides_in_the_second_token_at_6_kbps_only() -> None:
 
 # -- the source -------------------------------------------------------------------------------------
 
-def _source(glide: bool = True) -> HarmonicSource:
-    return HarmonicSource(SR, HOP, sqrt_hann(2 * HOP), glide)
+def _source() -> HarmonicSource:
+    return HarmonicSource(SR, HOP, sqrt_hann(2 * HOP))
 
 
 @pytest.mark.parametrize("f0", [90.0, 200.0, 400.0])
@@ -393,32 +347,25 @@ def _pulse_positions(wav: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(peak).flatten() + 1
 
 
-@pytest.mark.parametrize("glide", [True, False])
-def test_source_holds_or_glides_to_each_frames_pitch(glide: bool) -> None:
+def test_source_holds_each_frames_pitch() -> None:
     # 100 Hz (a 240-sample period: one pulse per hop) for two frames, then 300 Hz (80 samples)
     f0 = torch.tensor([[100.0, 100.0, 300.0, 300.0]])
-    wav = _source(glide)(f0, torch.ones(1, 4))
+    wav = _source()(f0, torch.ones(1, 4))
     pulses = _pulse_positions(wav[..., 2 * HOP:3 * HOP + 1])            # the third hop
-    if glide:   # it glides from 100 to 300 Hz: 200 Hz on average, at most 2 pulses in the hop
-        assert pulses.numel() <= 2
-    else:       # it is at 300 Hz from the hop's first sample: a pulse every 80 samples
-        assert pulses.numel() == 3 and (pulses.diff() - 80).abs().max() <= 1
-    # an onset at 200 Hz (pulses 120 samples apart): the first voiced hop's pulses are at full
-    # level at once, or ramp up from silence with the voicing
-    onset = _source(glide)(torch.full((1, 3), 200.0), torch.tensor([[0.0, 1.0, 1.0]]))
+    # it is at 300 Hz from the hop's first sample: a pulse every 80 samples
+    assert pulses.numel() == 3 and (pulses.diff() - 80).abs().max() <= 1
+    # an onset at 200 Hz (pulses 120 samples apart): the first voiced hop's pulses are at full level at once
+    onset = _source()(torch.full((1, 3), 200.0), torch.tensor([[0.0, 1.0, 1.0]]))
     assert onset[..., :HOP].abs().max() == 0
     peaks = onset.flatten()[HOP + _pulse_positions(onset[..., HOP:2 * HOP + 1])]
-    late = onset[..., 2 * HOP:].max()
-    assert peaks.numel() == 2
-    assert (peaks[0] < 0.7 * late) if glide else (peaks.min() > 0.95 * late)
+    assert peaks.numel() == 2 and peaks.min() > 0.95 * onset[..., 2 * HOP:].max()
 
 
-@pytest.mark.parametrize("glide", [True, False])
-def test_source_streams_with_a_continuous_phase(glide: bool) -> None:
+def test_source_streams_with_a_continuous_phase() -> None:
     gen = torch.Generator().manual_seed(3)
     f0 = 80 + 300 * torch.rand(2, 30, generator=gen)
     voicing = (torch.rand(2, 30, generator=gen) > 0.3).float()
-    source = _source(glide)
+    source = _source()
     whole = source(f0, voicing)
     session = StreamSession(source, batch_size=2)
     parts = [session(f0[:, a:b], voicing[:, a:b]) for a, b in ((0, 1), (1, 8), (8, 8), (8, 30))]
@@ -429,8 +376,7 @@ def test_source_streams_with_a_continuous_phase(glide: bool) -> None:
 
 def _pitch_codec(seed: int = 0) -> Codec:
     torch.manual_seed(seed)
-    return Codec(load_config("lrac-t1", ["model.frame.harmonic=true", "model.frame.pitch_fine_bits=0",
-                                         "model.frame.pitch_late_onsets=false"]))
+    return Codec(load_config("t1", ["model.frame.pitch.fine_bits=0"]))
 
 
 def test_decoder_mixes_the_source_on_voiced_frames_only() -> None:
@@ -443,13 +389,13 @@ def test_decoder_mixes_the_source_on_voiced_frames_only() -> None:
     assert torch.allclose(unvoiced, aperiodic_only, atol=1e-6)
     voiced = net(latent, torch.full((1, 1, 20), 5, dtype=torch.long))      # code 45 every 2 frames
     assert (voiced - aperiodic_only).abs().max() > 1e-4
-    with pytest.raises(ValueError, match="side symbols"):
+    with pytest.raises(ValueError, match="pitch symbols"):
         net(latent)
 
 
 def test_harmonic_phase_turns_the_harmonic_part_only() -> None:
     torch.manual_seed(0)
-    net = Codec(load_config("lrac-t1", ["model.frame.harmonic_phase=true"])).decoder.net
+    net = Codec(load_config("t1")).decoder.net
     bins = net.istft.n_fft // 2 + 1
     latent = torch.randn(1, net.backbone.embed.in_features, 20)
     side = torch.stack([torch.full((1, 20), 5), torch.full((1, 20), 8)], 1)   # voiced, no refinement
@@ -470,27 +416,22 @@ def test_harmonic_phase_turns_the_harmonic_part_only() -> None:
 
 def test_tokens_carry_the_pitch_code_within_the_bitrate() -> None:
     codec = _pitch_codec()
-    assert codec.quantizer.side_bits == (3,)
+    assert codec.layout.bits("pitch") == (3,)
     assert [s.codebook.codebook_size for s in codec.quantizer.stages] == [128] + [1024] * 5
     tone = _gliding_tone(torch.full((SR,), 150.0))
     for bitrate, n_q in ((1000, 1), (6000, 6)):
         tokens = codec.encode(tone, bitrate)
         assert tokens.shape == (1, n_q, 100) and tokens.max() < 1024   # 10 bits per token, as without
-    indices, side = codec.quantizer.split_side(tokens)
-    assert torch.equal(codec.quantizer.join_side(indices, side), tokens) and indices[:, 0].max() < 128
-    f0, voicing = codec.decoder.net.pitch_unpacker(side)
+    parts = codec.layout.unpack(tokens)
+    assert torch.equal(codec.layout.pack(parts, 6), tokens) and parts["latent"][:, 0].max() < 128
+    f0, voicing = codec.decoder.net.pitch_unpacker(parts["pitch"])
     assert voicing[0, 5:-1].all() and _cents(f0[0, 5:-1], torch.tensor(150.0)).max() < 40
     assert codec.decode(tokens).shape == tone.shape
 
 
-def test_fsq_grid_gives_up_the_side_bits() -> None:
-    assert fsq_levels_less([4, 4, 4, 4, 4], 3) == [4, 4, 4, 2]
-    assert fsq_levels_less([8, 8], 0) == [8, 8]
+def test_fsq_grid_gives_up_the_pitch_bits() -> None:
+    assert grid_with_bits([4, 4, 4, 4, 4], 7) == [4, 4, 4, 2]
+    assert grid_with_bits([4, 4, 4, 4, 4], 6) == [4, 4, 4]
+    assert grid_with_bits([8, 8], 6) == [8, 8]
     with pytest.raises(ValueError, match="powers of two"):
-        fsq_levels_less([3, 5], 1)
-
-
-def test_model_files_with_retired_pitch_keys_still_load() -> None:
-    data = load_config("lrac-t1").to_dict()
-    data["train"].update(lambda_f0=1.0, lambda_voicing=1.0, pitch_teacher_forcing=0.5)
-    assert Config.from_dict(data).to_dict() == load_config("lrac-t1").to_dict()
+        grid_with_bits([3, 5], 3)

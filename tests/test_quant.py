@@ -13,7 +13,7 @@ from lrac.quant import EMACodebook, ResidualVQ, ScalarCodebook
 
 
 def _cfg(**kw):
-    base = dict(n_stages=3, codebook_size=16, codebook_dim=4, kmeans_iters=10)
+    base = dict(n_stages=3, codebook_size=16, codebook_dim=4)
     base.update(kw)
     return QuantizerConfig(**base)
 

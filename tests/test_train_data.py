@@ -11,7 +11,7 @@ import torch
 
 from lrac.train.data import (ChunkStream, Prefetcher, Utterance, check_entries, chunk_starts,
                              find_toolkit_layout, fixed_chunks, format_entries, length_filter,
-                             load_source, make_prefetcher, read_list, read_scp, scan_folder)
+                             load_prepared, load_source, make_prefetcher, read_list, scan_folder)
 
 torch.set_num_threads(1)
 SR = 24000
@@ -82,7 +82,7 @@ def test_stages_count_and_skip_bad_entries(corpus, tmp_path):
     for u in formatted:
         info = sf.info(u.path)
         assert info.samplerate == SR and info.channels == 1 and info.frames == u.num_samples
-    assert read_scp(out) == formatted
+    assert load_prepared(out) == formatted
     # cached: a second run converts nothing (files untouched)
     mtimes = {u.path: os.stat(u.path).st_mtime_ns for u in formatted}
     again, _ = format_entries(checked, out, SR)
@@ -198,9 +198,9 @@ def test_data_workers_take_turns_and_resume_exactly(tmp_path):
     # the shards split the utterances between them
     orders = [set(int(i) for i in shard._epoch_order(0)) for shard in shards]
     assert orders[0].isdisjoint(orders[1]) and orders[0] | orders[1] == set(range(6))
-    with pytest.raises(ValueError, match="num_workers=2; this run has 0"):
+    with pytest.raises(ValueError, match=r"2 data worker\(s\) \(--workers\); this run has 0"):
         make_prefetcher(make(), 3, workers=0, state=state)
-    with pytest.raises(ValueError, match="num_workers=0; this run has 2"):
+    with pytest.raises(ValueError, match=r"0 data worker\(s\) \(--workers\); this run has 2"):
         make_prefetcher(make(), 3, workers=2, state=make().state_dict())
 
 

@@ -1,6 +1,6 @@
 """Device side: the small files that come back (generator + discriminator, float16; no optimiser)."""
 import os, shutil, sys
-from lrac.train.trainer import save_gan_weights
+from lrac.train.checkpoint import save_gan_weights
 out = os.environ["OUT"]
 for run in sys.argv[1:]:
     name = os.path.basename(run)

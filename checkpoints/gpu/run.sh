@@ -21,14 +21,12 @@ N1=${N1:-t1}; N2=${N2:-t2}; LR=${LR:-5e-4}; TH=${TH:-2}
 step_of() { python3 -c "import torch; print(torch.load('$1', map_location='cpu', weights_only=False)['step'])"; }
 S1=$(step_of $T1_INIT) && S2=$(step_of $T2_INIT) || exit 1
 TR="python3 -m lrac.cli.train"
-C="--config lrac-t1 --batch-size $B --device $DEV --no-progress --threads $TH --data /tmp/train.speech.scp
- --valid .gpu/lists/valid13.scp --set data.cache_dir=/tmp/cache --set data.min_seconds=1.0
+C="--config t1 --batch-size $B --device $DEV --no-progress --threads $TH --data /tmp/train.speech.scp
+ --valid .gpu/lists/valid13.scp --cache-dir /tmp/cache --set data.min_seconds=1.0
  --set train.segment_samples=28800 --set train.warmup_steps=1000000 --set train.valid_batches=2
- --set train.checkpoint_every_minutes=1.5 --set train.checkpoint_every_steps=2000 --set train.log_every_steps=$LOG
- --set model.frame.voicing_onset_ms=6.67 --set model.frame.voicing_onset_dip=0.4 --set model.frame.pitch_late_onsets=true
- --set model.frame.pitch_tolerance=0.06 --set model.frame.pitch_backfill=true --set model.frame.pitch_glide=false"
-T1="--track 1 --init-from $T1_INIT --set train.num_workers=$W1"
-T2=${B_ARGS:-"--track 2 --init-from $T2_INIT --set train.num_workers=$W2 --noise .gpu/lists/train.noise.scp
+ --set train.checkpoint_every_minutes=1.5 --set train.checkpoint_every_steps=2000 --set train.log_every_steps=$LOG"
+T1="--track 1 --init-from $T1_INIT --workers $W1"
+T2=${B_ARGS:-"--track 2 --init-from $T2_INIT --workers $W2 --noise .gpu/lists/train.noise.scp
  --rir .gpu/lists/train.rir.scp --valid-noise .gpu/lists/valid.noise.scp --valid-rir .gpu/lists/valid.rir.scp"}
 $TR $C $T1 --out /tmp/p1 --stop-stage 3 2>&1 | tail -4 && $TR $C $T2 --out /tmp/p2 --stop-stage 3 2>&1 | tail -6 || exit 1
 log stages done

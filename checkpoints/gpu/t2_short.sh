@@ -11,15 +11,13 @@ export PYTHONPATH=/tmp/site:$PWD
 python3 checkpoints/gpu/prep.py || exit 1
 INIT=${INIT:-checkpoints/t2-gd.pt}   # the t2 line's continuation file (already grown)
 S=$(python3 -c "import torch; print(torch.load('$INIT', map_location='cpu', weights_only=False).get('step', 0))")
-python3 -m lrac.cli.train --config lrac-t1 --track 2 --init-from $INIT --batch-size ${B:-256} --device cuda --no-progress \
+python3 -m lrac.cli.train --config t2 --track 2 --init-from $INIT --batch-size ${B:-256} --device cuda --no-progress \
   --threads 1 --data /tmp/train.speech.scp --valid .gpu/lists/valid13.scp --noise .gpu/lists/train.noise.scp \
   --rir .gpu/lists/train.rir.scp --valid-noise .gpu/lists/valid.noise.scp --valid-rir .gpu/lists/valid.rir.scp \
-  --set data.cache_dir=/tmp/cache --set data.min_seconds=1.0 --set train.segment_samples=28800 \
-  --set train.warmup_steps=1000000 --set train.valid_batches=2 --set train.num_workers=14 \
+  --cache-dir /tmp/cache --set data.min_seconds=1.0 --set train.segment_samples=28800 \
+  --set train.warmup_steps=1000000 --set train.valid_batches=2 --workers 14 \
   --set train.checkpoint_every_minutes=0.5 --set train.log_every_steps=50 --set train.valid_every_steps=200 \
-  --set model.frame.voicing_onset_ms=6.67 --set model.frame.voicing_onset_dip=0.4 --set model.frame.pitch_late_onsets=true \
-  --set model.frame.pitch_tolerance=0.06 --set model.frame.pitch_backfill=true \
-  --set model.frame.pitch_glide=false --set train.lambda_estoi=25 --set train.lr=2e-4 \
+  --set train.lambda_estoi=25 --set train.lr=2e-4 \
   --set train.lr_decay_from_step=$S --set train.lr_gamma=0.8 --set train.lr_gamma_every_steps=150 \
   --set train.max_minutes=$MIN ${EXTRA:-} --out /tmp/runs/t2e-gpu > $OUT/t2e.log 2>&1
 echo "[$(( $(date +%s) - T0 ))s] trained"; tail -n 3 $OUT/t2e.log

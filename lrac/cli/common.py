@@ -15,12 +15,14 @@ from typing import Any, Callable
 
 import click
 
-from ..audio import AudioError, list_audio
+from ..audio import AudioError
+from ..lists import list_audio
 from ..bitstream import BitstreamError
 from ..config import Config, ConfigError, load_config
 
 USER_ERRORS = (AudioError, BitstreamError, ConfigError, ValueError, FileNotFoundError, OSError)
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 def fail(message: str) -> None:
@@ -53,7 +55,8 @@ def user_errors(fn: Callable) -> Callable:
         except USER_ERRORS as exc:
             fail(one_line(exc))
         except KeyboardInterrupt:
-            fail("interrupted")
+            click.echo("error: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper
 
@@ -64,7 +67,7 @@ def config_options(fn: Callable) -> Callable:
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                       help="Override a config value, e.g. --set train.lr=1e-4 (repeatable).")(fn)
     fn = click.option("--config", "config_name", default=None, metavar="PRESET_OR_YAML",
-                      help="Preset name (baseline-t1, baseline-t2, lrac-t1, lrac-t2) or YAML file.")(fn)
+                      help="Preset name (t1, t2: the shipped models; baseline-t1, baseline-t2) or YAML file.")(fn)
     return fn
 
 

@@ -16,7 +16,7 @@ def _lrac_inputs(source: str) -> list[tuple[str, str]]:
         if not files:
             fail(f"{source}: no .lrac files found")
         return [(str(p.relative_to(path).with_suffix("")), str(p)) for p in files]
-    from ..audio import read_scp
+    from ..lists import read_scp
     return read_scp(path)
 
 

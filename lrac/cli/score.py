@@ -95,7 +95,7 @@ def _effective_config(config: str | None, model: str | None, overrides: tuple[st
 @click.option("--metrics", default=None,
               help="Comma-separated metrics [default: every installed one of pesq_wb, pesq_nb, stoi, "
                    "estoi, si_sdr, mel_distance, lsd, dnsmos, visqol].")
-@click.option("--jobs", type=int, default=None, help="Parallel scoring processes [config score.jobs].")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Parallel scoring processes.")
 @click.option("--max-delay-ms", type=float, default=None,
               help="Largest delay searched and compensated [config score.max_delay_ms].")
 @click.option("--plots", is_flag=True, help="Spectrogram PNG per utterance and a summary chart (matplotlib).")
@@ -104,13 +104,13 @@ def _effective_config(config: str | None, model: str | None, overrides: tuple[st
 @config_options
 @user_errors
 def main(ref: str | None, deg: str | None, out_dir: str | None, model: str | None, testset: str | None,
-         bitrates: tuple[int, ...], metrics: str | None, jobs: int | None, max_delay_ms: float | None,
+         bitrates: tuple[int, ...], metrics: str | None, jobs: int, max_delay_ms: float | None,
          plots: bool, complexity: bool, as_json: bool, config_name: str | None,
          overrides: tuple[str, ...], print_config: bool) -> None:
     """Score decoded speech against references (PESQ, STOI, SI-SDR, mel distance, LSD, DNSMOS, ...).
 
     REF and DEG are folders or Kaldi-style scp files; utterances are paired by id."""
-    options = {"jobs": jobs, "max_delay_ms": max_delay_ms, "bitrates_kbps": list(bitrates) or None}
+    options = {"max_delay_ms": max_delay_ms, "bitrates_kbps": list(bitrates) or None}
     cfg, codec = _effective_config(config_name, model, overrides, options)
     if print_config:
         click.echo(cfg.to_yaml(), nl=False)
@@ -124,12 +124,12 @@ def main(ref: str | None, deg: str | None, out_dir: str | None, model: str | Non
             raise ValueError("give REF DEG, or --model with --testset, not both")
         if codec is None or not testset or not out_dir:
             raise ValueError("coding a test set needs --model, --testset and --out")
-        _code_and_score(codec, cfg, testset, Path(out_dir), names, plots)
+        _code_and_score(codec, cfg, testset, Path(out_dir), names, plots, jobs)
     else:
         if not ref or not deg:
             raise ValueError("give REF and DEG (folders or .scp files), or --model with "
                              "--testset; see lrac-score --help")
-        _score(ref, deg, cfg, out_dir, names, plots)
+        _score(ref, deg, cfg, out_dir, names, plots, jobs)
 
 
 def _complexity(codec: Any, cfg: Config, as_json: bool) -> None:
@@ -144,12 +144,12 @@ def _complexity(codec: Any, cfg: Config, as_json: bool) -> None:
 
 
 def _score(ref: str, deg: str, cfg: Config, out_dir: str | None, names: list[str] | None,
-           plots: bool) -> None:
+           plots: bool, jobs: int) -> None:
     from ..eval.score import score, write_report
 
     if plots and not out_dir:
         raise ValueError("--plots needs --out DIR to write the pictures into")
-    result = score(ref, deg, names, cfg.score.max_delay_ms, cfg.score.jobs, _Progress().stage("scoring"))
+    result = score(ref, deg, names, cfg.score.max_delay_ms, jobs, _Progress().stage("scoring"))
     title = f"lrac-score: {deg} against {ref}"
     if out_dir:
         paths = write_report(out_dir, result, title)
@@ -166,11 +166,11 @@ def _score(ref: str, deg: str, cfg: Config, out_dir: str | None, names: list[str
 
 
 def _code_and_score(codec: Any, cfg: Config, testset: str, out_dir: Path, names: list[str] | None,
-                    plots: bool) -> None:
+                    plots: bool, jobs: int) -> None:
     from ..eval.score import code_and_score
 
     runs = code_and_score(codec, testset, out_dir, cfg.score.bitrates_kbps, names,
-                          cfg.score.max_delay_ms, cfg.score.jobs, _Progress())
+                          cfg.score.max_delay_ms, jobs, _Progress())
     click.echo((out_dir / "summary.md").read_text(), nl=False)
     click.echo(f"wrote {out_dir / 'summary.md'}, {out_dir / 'summary.json'} and per-bitrate reports "
                f"under {out_dir}/<B>kbps/", err=True)

@@ -75,16 +75,17 @@ def complexity_report(codec) -> dict:
     ``quantizer_encode_mflops``/``quantizer_decode_mflops`` (RVQ at the highest bitrate),
     ``total_mflops``/``receive_mflops`` (networks, checked in ``pass``),
     ``total_with_rvq_mflops``/``receive_with_rvq_mflops`` (checked in ``pass_with_rvq``), ``params``, ``latency_ms`` and its parts,
-    ``bitrates_bps``, ``track``, ``limits`` and ``pass`` (per limit)."""
+    ``bitrates_bps``, ``track``, ``limits`` (the model's track's) and ``pass`` (per limit)."""
     sr, hop = codec.sample_rate, codec.hop_length
     seconds = 1.0
     frames = int(round(sr * seconds / hop))
     device = codec.device
     enc = measure(codec.encoder, (torch.zeros(1, 1, frames * hop, device=device),), seconds)
     latent = torch.zeros(1, codec.quantizer.latent_dim, frames, device=device)
-    n_side = len(codec.quantizer.side_bits)
-    side = torch.zeros(1, n_side, frames, dtype=torch.long, device=device) if n_side else None
-    dec = measure(codec.decoder, (latent, side), seconds)
+    # the symbols beside the latent (the pitch) that the tokens of the highest bitrate carry
+    symbols = codec.layout.unpack(torch.zeros(1, codec.n_stages, frames, dtype=torch.long, device=device))
+    symbols.pop("latent")
+    dec = measure(codec.decoder, (latent, symbols), seconds)
 
     q = codec.quantizer
     n_q = max(codec.stages_for_bitrate(b) for b in codec.bitrates_bps)
@@ -120,8 +121,10 @@ def complexity_report(codec) -> dict:
         report["decoder_lookahead_ms"]
     report["bitrates_bps"] = codec.bitrates_bps
     report["frame_rate"] = codec.frame_rate
-    track = codec.config.train.track
-    limits = TRACK_LIMITS.get(track, TRACK_LIMITS[1])
+    track = codec.config.model.track
+    if track not in TRACK_LIMITS:
+        raise ValueError(f"model.track must be one of {sorted(TRACK_LIMITS)}, got {track}")
+    limits = TRACK_LIMITS[track]
     report["track"] = track
     report["limits"] = limits
     report["pass"] = {key: report[key] <= limit + 1e-9 for key, limit in limits.items()}

@@ -5,7 +5,7 @@ its metric is defined at. Intrusive metrics need ``ref`` and ``deg`` time-aligne
 (:mod:`lrac.eval.score` aligns them). A metric that cannot be computed raises :class:`MetricError`
 with a one-line reason; :func:`compute_metrics` turns that into NaN plus the reason.
 
-Imports nothing of lrac but :mod:`lrac.audio` (resampling).
+Imports nothing of lrac but :mod:`lrac.audio` (resampling) and :mod:`lrac.mel`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ..audio import resample
+from ..mel import mel_filterbank
 
 # Below this peak level (-80 dBFS) a signal counts as silence: PESQ and STOI are undefined on it.
 SILENCE_PEAK = 1e-4
@@ -140,20 +141,6 @@ def _power_spectrogram(audio: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return np.abs(np.fft.rfft(frames * np.hanning(n_fft + 1)[:-1], axis=-1)) ** 2
 
 
-def mel_filterbank(rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
-                   fmax: float | None = None) -> np.ndarray:
-    """Slaney-normalised triangular mel filters (HTK mel scale), ``[n_mels, n_fft // 2 + 1]``."""
-    fmax = rate / 2 if fmax is None else fmax
-    mel = lambda f: 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)  # noqa: E731
-    hz = lambda m: 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)  # noqa: E731
-    edges = hz(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
-    freqs = np.linspace(0.0, rate / 2, n_fft // 2 + 1)
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (freqs[None] - lower) / (centre - lower)
-    falling = (upper - freqs[None]) / (upper - centre)
-    return np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (upper - lower))
-
-
 _FILTERBANKS: dict[tuple[int, int, int], np.ndarray] = {}
 
 
@@ -170,7 +157,7 @@ def mel_distance(ref: np.ndarray, deg: np.ndarray, rate: int) -> float:
     for n_fft, n_mels in MEL_RESOLUTIONS:
         key = (MEL_RATE, n_fft, n_mels)
         if key not in _FILTERBANKS:
-            _FILTERBANKS[key] = mel_filterbank(MEL_RATE, n_fft, n_mels)
+            _FILTERBANKS[key] = mel_filterbank(MEL_RATE, n_fft, n_mels, scale="htk")
         fb = _FILTERBANKS[key]
         mr = 10 * np.log10(_power_spectrogram(r, n_fft, n_fft // 4) @ fb.T + 1e-20)
         md = 10 * np.log10(_power_spectrogram(d, n_fft, n_fft // 4) @ fb.T + 1e-20)

@@ -27,8 +27,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..audio import AudioError, list_audio, load_audio, resample
-from .metrics import METRICS, column_spec, compute_metrics, mel_filterbank, resolve_metrics
+from ..audio import AudioError, load_audio, resample
+from ..lists import list_audio, write_scp
+from ..mel import mel_filterbank
+from .metrics import column_spec, compute_metrics, resolve_metrics
 
 # Waveform correlation below this means synthetic phase (vocoders): align on band envelopes instead.
 MIN_WAVEFORM_CORRELATION = 0.3
@@ -111,13 +113,6 @@ def load_list(source: str | Path | dict[str, Path]) -> dict[str, Path]:
     return items
 
 
-def write_scp(path: str | Path, items: dict[str, Path]) -> None:
-    """Write ``<uttid> <path>`` lines, sorted by id (what :func:`lrac.audio.read_scp` reads)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{utt} {items[utt]}\n" for utt in sorted(items)))
-
-
 def pair_utterances(ref: str | Path | dict[str, Path], deg: str | Path | dict[str, Path]
                     ) -> tuple[list[Pair], list[Skipped]]:
     """Match reference and decoded audio by utterance id.
@@ -152,7 +147,7 @@ def _xcorr(a: np.ndarray, b: np.ndarray, max_lag: int) -> tuple[np.ndarray, np.n
 def _band_envelopes(audio: np.ndarray, rate: int, hop: int) -> np.ndarray:
     """``[frames, 16]`` mean-removed log energies of 16 mel bands in 100-4000 Hz, one per ``hop``."""
     n_fft = 1 << max(8, int(math.ceil(math.log2(rate * 0.02))))  # >= 20 ms window
-    fb = mel_filterbank(rate, n_fft, 16, 100.0, min(4000.0, rate / 2))
+    fb = mel_filterbank(rate, n_fft, 16, 100.0, min(4000.0, rate / 2), scale="htk")
     x = np.pad(audio.astype(np.float64), (n_fft // 2, n_fft // 2))
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
     power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2
@@ -561,8 +556,3 @@ def write_bitrate_summary(out_dir: str | Path, runs: dict[str, dict[str, Any]], 
         lines.append("| " + " | ".join(cells) + " |")
     md_path.write_text("\n".join(lines) + "\n")
     return {"summary.json": json_path, "summary.md": md_path}
-
-
-def known_metrics() -> list[str]:
-    """Names accepted by ``metric_names`` (for help texts)."""
-    return list(METRICS)

@@ -1,7 +1,8 @@
 """Generator halves. :class:`Encoder` and :class:`Decoder` build the family named in the config.
 
 Families register a builder ``ModelConfig -> (encoder_net, decoder_net)`` in :data:`FAMILIES`:
-``encoder_net`` maps ``[B, 1, T] -> [B, D, T // hop]`` and ``decoder_net`` the reverse, both made of
+``encoder_net.analyze`` maps ``[B, 1, T]`` to ``([B, D, T // hop], symbols)`` and ``decoder_net``
+the reverse (symbols as keyword arguments), both made of
 :class:`~lrac.models.streaming.StreamingModule` layers wherever they hold memory.
 """
 
@@ -31,29 +32,26 @@ class Encoder(nn.Module):
     """Waveform ``[B, 1, T]`` at ``sample_rate`` -> latent ``[B, latent_dim, T // hop_length]``.
 
     ``T`` must be a multiple of ``hop_length`` (the codec pads whole frames). A family may also send
-    side symbols beside the latent (the frame family's pitch code; :attr:`side_bits` holds their
-    width in each token that carries them); :meth:`analyze` returns both. ``net``: the half
-    :func:`build_nets` made, when the caller builds both (default: built here)."""
+    symbols of its own beside the latent (the frame family's pitch: ``{"pitch": [B, rows, F]}``);
+    :meth:`analyze` returns both, and ``lrac/tokens.py`` places them in the tokens. ``net``: the
+    half :func:`build_nets` made, when the caller builds both (default: built here)."""
 
     def __init__(self, cfg: ModelConfig, net: nn.Module | None = None) -> None:
         super().__init__()
         self.net = net if net is not None else build_nets(cfg)[0]
         self.hop_length = self.net.hop_length
         self.latent_dim = cfg.latent_dim
-        self.side_bits: tuple[int, ...] = tuple(getattr(self.net, "side_bits", ()))
 
-    def analyze(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(latent [B, latent_dim, F], side symbols [B, S, F] int64, or None without side bits)``."""
-        if self.side_bits:
-            return self.net.analyze(wav)
-        return self.net(wav), None
+    def analyze(self, wav: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(latent [B, latent_dim, F], {sub-code name: symbols [B, rows, F] int64})``."""
+        return self.net.analyze(wav)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.net(wav)
+        return self.analyze(wav)[0]
 
 
 class Decoder(nn.Module):
-    """Latent ``[B, latent_dim, F]`` (and side symbols ``[B, S, F]`` when the encoder sends them)
+    """Latent ``[B, latent_dim, F]`` (and the symbols the encoder sent, by sub-code name)
     -> waveform ``[B, 1, F * hop_length]``. ``net`` as for :class:`Encoder`."""
 
     def __init__(self, cfg: ModelConfig, net: nn.Module | None = None) -> None:
@@ -62,8 +60,8 @@ class Decoder(nn.Module):
         self.hop_length = self.net.hop_length
         self.latent_dim = cfg.latent_dim
 
-    def forward(self, latent: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(latent) if side is None else self.net(latent, side)
+    def forward(self, latent: torch.Tensor, symbols: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return self.net(latent, **(symbols or {}))
 
 
 __all__ = ["Encoder", "Decoder", "FAMILIES", "build_nets"]

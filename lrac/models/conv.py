@@ -9,9 +9,6 @@ has ``T // s`` samples, offline and streaming alike.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,28 +27,11 @@ def fold_weight_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-_FAST = True
-
-
-@contextmanager
-def reference_layers() -> Iterator[None]:
-    """Within this block the SEANet layers compute as ESPnet's do: torch's own conv backward and
-    out-of-place ELUs.
-
-    Only for reference timings (``benchmarks/train_speed.py``, mode ``espnet-order``): the results
-    are the same up to float rounding; :class:`PadConv1d`, 1x1 convs as matmuls and in-place ELUs
-    are just faster on CPU."""
-    global _FAST
-    old, _FAST = _FAST, False
-    try:
-        yield
-    finally:
-        _FAST = old
-
-
 def fast_layers() -> bool:
-    """True when training may use the faster kernels (the default; see :func:`reference_layers`)."""
-    return _FAST and torch.is_grad_enabled()
+    """True while autograd records (training): then :class:`PadConv1d`, 1x1 convs as matmuls and
+    in-place ELUs replace the plain torch layers, the same function and gradients, faster on CPU
+    (tests/test_conv.py compares them). Inference runs the plain layers."""
+    return torch.is_grad_enabled()
 
 
 def _pad_time(x: torch.Tensor, left: int, right: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..config import FrameConfig, ModelConfig
 from .conv import Residual, SConv1d
-from .pitch import YIN_THRESHOLD, HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker
+from .pitch import HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker
 from .streaming import FrameDelay, State, StreamingModule, causal_frames
 
 LOG_MAG_MAX = 7.0   # decoder magnitudes are exp(min(log_mag, 7)) ~ 1100: a guard against overflow
@@ -228,37 +228,32 @@ def spectral_features(spec: torch.Tensor) -> torch.Tensor:
 class FrameEncoder(nn.Module):
     """Waveform ``[B, 1, T]`` -> latent ``[B, latent_dim, T // hop]``.
 
-    With ``cfg.harmonic`` a causal :class:`~lrac.models.pitch.PitchTracker` runs beside the STFT: its
-    pitch and periodicity join the spectral features, and :meth:`analyze` also returns the pitch
-    code as side symbols ``[B, S, F]`` (:class:`~lrac.models.pitch.PitchPacker`; :attr:`side_bits`
-    gives their widths per token)."""
+    With the pitch path (``cfg.pitch``) a causal :class:`~lrac.models.pitch.PitchTracker` runs beside
+    the STFT: its pitch and periodicity join the spectral features, and :meth:`analyze` also returns
+    the pitch symbols ``{"pitch": [B, S, F]}`` (:class:`~lrac.models.pitch.PitchPacker`)."""
 
     def __init__(self, cfg: FrameConfig, latent_dim: int, sample_rate: int) -> None:
         super().__init__()
         bins = cfg.n_fft // 2 + 1
+        pitch = cfg.pitch
         self.stft = CausalSTFT(cfg.n_fft, cfg.hop)
-        onset_width = round(cfg.voicing_onset_ms * sample_rate / 1000)
-        self.pitch = (PitchTracker(sample_rate, cfg.hop, cfg.voicing_floor_db, cfg.voicing_hold or None,
-                                   onset_width, cfg.voicing_onset_dip, cfg.pitch_tolerance)
-                      if cfg.harmonic else None)
-        self.pitch_packer = (PitchPacker(cfg.pitch_bits, cfg.pitch_every_frames, cfg.pitch_fine_bits,
-                                         cfg.pitch_late_onsets) if cfg.harmonic else None)
-        self.side_bits = self.pitch_packer.side_bits if cfg.harmonic else ()
-        # streaming: the code waits for the backbone's look-ahead frames, so both stay aligned
-        self.side_delay = FrameDelay(cfg.encoder_lookahead_frames) if cfg.harmonic else None
-        in_dim = 3 * bins + (2 if cfg.harmonic else 0)
+        self.pitch = PitchTracker(sample_rate, cfg.hop) if pitch else None
+        self.pitch_packer = PitchPacker(pitch.bits, pitch.every_frames, pitch.fine_bits) if pitch else None
+        # streaming: the symbols wait for the backbone's look-ahead frames, so both stay aligned
+        self.pitch_delay = FrameDelay(cfg.encoder_lookahead_frames) if pitch else None
+        in_dim = 3 * bins + (2 if pitch else 0)
         self.backbone = Backbone(in_dim, cfg.encoder_dim, latent_dim, cfg.encoder_layers,
                                  cfg.encoder_mlp_ratio, cfg.kernel, cfg.encoder_lookahead_frames)
         self.hop_length = cfg.hop
 
-    def analyze(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(latent [B, latent_dim, F], side symbols [B, S, F] int64 or None)``."""
+    def analyze(self, wav: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(latent [B, latent_dim, F], {"pitch": symbols [B, S, F] int64} or {})``."""
         features = spectral_features(self.stft(wav))
         if self.pitch is None:
-            return self.backbone(features), None
+            return self.backbone(features), {}
         f0, dip, voiced = self.pitch(wav)
         features = torch.cat([features, torch.log2(f0 / 100.0)[:, None].to(features), dip[:, None].to(features)], 1)
-        return self.backbone(features), self.side_delay(self.pitch_packer(f0, voiced))
+        return self.backbone(features), {"pitch": self.pitch_delay(self.pitch_packer(f0, voiced))}
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.analyze(wav)[0]
@@ -267,56 +262,52 @@ class FrameEncoder(nn.Module):
 class FrameDecoder(nn.Module):
     """Latent ``[B, latent_dim, F]`` -> waveform ``[B, 1, F * hop]`` (Vocos-style iSTFT head).
 
-    With ``cfg.harmonic`` the head also gives a harmonic share per bin, and the pitch comes from the
-    side symbols of the tokens (:class:`~lrac.models.pitch.PitchUnpacker`). One envelope ``|S|``
-    serves both parts: the spectrum is ``|S| * ((1 - m) * exp(i phase) + m * H)``, with
-    ``m = sigmoid(share) * voicing`` and ``H`` the STFT of a :class:`~lrac.models.pitch.HarmonicSource`
-    pulse train at the pitch, as a vocoder mixes periodic and aperiodic excitation under one
-    spectral envelope. With ``cfg.harmonic_phase`` the head gives a phase ``psi`` per bin too and
-    ``H`` becomes ``H * exp(i psi)``: the pulse train's harmonics all start in cosine phase, a
-    shape no voice has (trained, ``psi`` is mostly a fixed offset per bin, a dispersion filter)."""
+    With the pitch path (``cfg.pitch``) the head also gives a harmonic share and a harmonic phase per
+    bin, and the pitch comes from the pitch symbols of the tokens (:class:`~lrac.models.pitch.PitchUnpacker`).
+    One envelope ``|S|`` serves both parts: the spectrum is
+    ``|S| * ((1 - m) * exp(i phase) + m * H * exp(i psi))``, with ``m = sigmoid(share) * voicing``
+    and ``H`` the STFT of a :class:`~lrac.models.pitch.HarmonicSource` pulse train at the pitch, as a
+    vocoder mixes periodic and aperiodic excitation under one spectral envelope. The pulse train's
+    harmonics all start in cosine phase, a shape no voice has; trained, ``psi`` is mostly a fixed
+    offset per bin, a dispersion filter."""
 
     def __init__(self, cfg: FrameConfig, latent_dim: int, sample_rate: int) -> None:
         super().__init__()
         bins = cfg.n_fft // 2 + 1
-        self.harmonic = cfg.harmonic
-        if cfg.harmonic_phase and not cfg.harmonic:
-            raise ValueError("model.frame.harmonic_phase needs the pitch path (model.frame.harmonic)")
-        out_dim = (3 + cfg.harmonic_phase) * bins if cfg.harmonic else 2 * bins
+        pitch = cfg.pitch
+        self.harmonic = pitch is not None
+        # log-magnitude and phase; with the pitch path also the harmonic share and phase
+        out_dim = (4 if pitch else 2) * bins
         self.backbone = Backbone(latent_dim, cfg.decoder_dim, out_dim, cfg.decoder_layers,
                                  cfg.decoder_mlp_ratio, cfg.kernel, cfg.decoder_lookahead_frames)
         self.istft = CausalISTFT(cfg.n_fft, cfg.hop)
         self.hop_length = cfg.hop
-        if cfg.harmonic:
+        if pitch:
             # the unpacker holds back as many frames as the backbone, so their outputs stay aligned
-            self.pitch_unpacker = PitchUnpacker(cfg.pitch_bits, cfg.pitch_every_frames,
-                                                cfg.decoder_lookahead_frames, cfg.pitch_fine_bits,
-                                                cfg.pitch_late_onsets, cfg.pitch_backfill)
-            self.source = HarmonicSource(sample_rate, cfg.hop, sqrt_hann(cfg.n_fft), cfg.pitch_glide)
+            self.pitch_unpacker = PitchUnpacker(pitch.bits, pitch.every_frames, cfg.decoder_lookahead_frames,
+                                                pitch.fine_bits)
+            self.source = HarmonicSource(sample_rate, cfg.hop, sqrt_hann(cfg.n_fft))
             self.source_stft = CausalSTFT(cfg.n_fft, cfg.hop)
+            self.harmonic_phase = PhaseRotation()
             with torch.no_grad():  # voiced frames start with a harmonic share of sigmoid(1) = 0.73
                 self.backbone.out.bias[2 * bins:3 * bins].fill_(1.0)
-        # the harmonic phase starts at zero: the pulse train as it is, so a trained model can take it on
-        self.harmonic_phase = PhaseRotation() if cfg.harmonic_phase else None
-        if self.harmonic_phase is not None:
-            with torch.no_grad():
+                # and the harmonic phase at zero: the pulse train as it is, for training to take on
                 self.backbone.out.weight[3 * bins:].zero_()
                 self.backbone.out.bias[3 * bins:].zero_()
 
-    def forward(self, latent: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
-        """``latent [B, latent_dim, F]`` and, with the pitch path, ``side`` symbols ``[B, S, F]``."""
+    def forward(self, latent: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
+        """``latent [B, latent_dim, F]`` and, with the pitch path, the ``pitch`` symbols ``[B, S, F]``."""
         out = self.backbone(latent)
         if not self.harmonic:
             return self.istft(out)
-        if side is None:
-            raise ValueError("this decoder has a pitch path: it needs the side symbols of the tokens")
-        f0, voicing = self.pitch_unpacker(side)
+        if pitch is None:
+            raise ValueError("this decoder has a pitch path: it needs the pitch symbols of the tokens")
+        f0, voicing = self.pitch_unpacker(pitch)
         bins = self.istft.n_fft // 2 + 1
-        log_mag, phase, share, *psi = out.split(bins, dim=1)      # psi: with the harmonic phase
+        log_mag, phase, share, psi = out.split(bins, dim=1)
         share = torch.sigmoid(share) * voicing.to(out.dtype)[:, None]      # unvoiced frames stay aperiodic
         harmonics = self.source_stft(self.source(f0.to(out.dtype), voicing.to(out.dtype)))
-        if self.harmonic_phase is not None:
-            harmonics = self.harmonic_phase(harmonics, psi[0])
+        harmonics = self.harmonic_phase(harmonics, psi)
         harmonics = harmonics * torch.exp(log_mag.clamp(max=LOG_MAG_MAX)) * share
         aperiodic = torch.cat([log_mag + torch.log((1 - share).clamp(min=1e-6)), phase], dim=1)
         return self.istft(aperiodic, harmonics)
@@ -326,30 +317,16 @@ def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
     f = cfg.frame
     if f.n_fft < f.hop or f.n_fft % f.hop:
         raise ValueError(f"model.frame.n_fft ({f.n_fft}) must be a multiple of model.frame.hop ({f.hop})")
-    if f.harmonic and (f.pitch_bits < 2 or f.pitch_every_frames < 1 or f.pitch_bits % f.pitch_every_frames):
-        raise ValueError(f"model.frame.pitch_bits ({f.pitch_bits}) must be at least 2 (code 0 is unvoiced) "
-                         f"and split evenly over model.frame.pitch_every_frames ({f.pitch_every_frames})")
-    if f.voicing_hold and not (f.harmonic and YIN_THRESHOLD <= f.voicing_hold < 1):
-        raise ValueError(f"model.frame.voicing_hold ({f.voicing_hold}) needs the pitch path "
-                         f"(model.frame.harmonic) and must be 0 (off) or in [{YIN_THRESHOLD}, 1)")
-    if f.pitch_late_onsets and not (f.harmonic and f.pitch_fine_bits):
-        raise ValueError("model.frame.pitch_late_onsets needs the pitch path (model.frame.harmonic) and its "
-                         "refinement (model.frame.pitch_fine_bits), whose bits carry them")
-    if f.voicing_onset_ms and not (f.harmonic and 0 < f.voicing_onset_ms < 1000 / 75
-                                   and 0 < f.voicing_onset_dip < 1):
-        raise ValueError(f"model.frame.voicing_onset_ms ({f.voicing_onset_ms}) needs the pitch path "
-                         "(model.frame.harmonic) and must be 0 (off) or below the tracker's 13.3 ms, "
-                         f"with model.frame.voicing_onset_dip ({f.voicing_onset_dip}) in (0, 1)")
-    if f.pitch_backfill and not (f.harmonic and f.decoder_lookahead_frames >= 1):
-        raise ValueError("model.frame.pitch_backfill needs the pitch path (model.frame.harmonic) and a "
-                         "decoder look-ahead (model.frame.decoder_lookahead_frames >= 1) to see the onset")
-    if not f.pitch_glide and not f.harmonic:
-        raise ValueError("model.frame.pitch_glide=false sets the pitch path's source (model.frame.harmonic), "
-                         "which this model has not")
-    if f.pitch_tolerance and not (f.harmonic and 0 < f.pitch_tolerance < 1):
-        raise ValueError(f"model.frame.pitch_tolerance ({f.pitch_tolerance}) needs the pitch path "
-                         "(model.frame.harmonic) and must be 0 (off) or in (0, 1)")
-    if f.pitch_fine_bits and (not f.harmonic or f.pitch_fine_bits < 2):
-        raise ValueError(f"model.frame.pitch_fine_bits ({f.pitch_fine_bits}) needs the pitch path "
-                         "(model.frame.harmonic) and at least 2 bits")
+    p = f.pitch
+    if p is not None:
+        if p.bits < 2 or p.every_frames < 1 or p.bits % p.every_frames:
+            raise ValueError(f"model.frame.pitch.bits ({p.bits}) must be at least 2 (code 0 is unvoiced) and "
+                             f"split evenly over model.frame.pitch.every_frames ({p.every_frames})")
+        if p.fine_bits and p.fine_bits < 2:
+            raise ValueError(f"model.frame.pitch.fine_bits ({p.fine_bits}) must be 0 (off) or at least 2")
+        if f.decoder_lookahead_frames < max(p.every_frames - 1, 1):
+            raise ValueError(f"the pitch path needs a decoder look-ahead (model.frame.decoder_lookahead_frames) "
+                             f"of at least {max(p.every_frames - 1, 1)} frame(s): a pitch code spread over "
+                             f"{p.every_frames} frame(s), and the onset of the next frame; have "
+                             f"{f.decoder_lookahead_frames}")
     return FrameEncoder(f, cfg.latent_dim, cfg.sample_rate), FrameDecoder(f, cfg.latent_dim, cfg.sample_rate)

@@ -11,8 +11,13 @@ envelope is harmonic (``lrac/models/frame.py``). A decoder that had to infer the
 latent learnt it too slowly on a CPU (docs/frame_family.md, "Pitch path").
 
 Frame convention (as the rest of the frame family): pitch frame ``k`` describes the instant
-``(k + 1) * hop``, the end of the hop the frame completes. The source on the hop
-``[k * hop, (k + 1) * hop)`` moves linearly from frame ``k - 1``'s pitch to frame ``k``'s.
+``(k + 1) * hop``, the end of the hop the frame completes. The source holds frame ``k``'s pitch
+and voicing on the hop ``[k * hop, (k + 1) * hop)``.
+
+The rules below are those of the shipped models, each measured on them (docs/frame_family.md,
+"Voicing"; docs/results.md): a -70 dB voicing floor and a hold at 0.55, a second, 6.67 ms onset
+window, the period within 0.06 of the deepest YIN minimum, late onsets in the refinement bits,
+the decoder's backfill of the frame before an onset, and a pitch held over each hop.
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ from .streaming import State, StreamingModule, causal_frames
 
 F0_MIN_HZ = 50.0
 F0_MAX_HZ = 500.0
-VOICING_FLOOR_DB = -50.0   # frames quieter than this (mean square, dB re full scale) are unvoiced
+VOICING_FLOOR_DB = -70.0   # frames quieter than this (mean square, dB re full scale) are unvoiced
 YIN_THRESHOLD = 0.2        # a YIN dip below this marks a periodic frame
+HOLD_THRESHOLD = 0.55      # a voiced run goes on while the dip stays below this (hysteresis)
+ONSET_MS = 6.67            # the onset window: the newest 6.67 ms of each frame, a second YIN
+ONSET_DIP = 0.4            # a dip below this in the onset window voices a frame
+PERIOD_TOLERANCE = 0.06    # the period: the first YIN minimum within this much of the deepest
 START_F0_HZ = 100.0        # the decoder's pitch before the first voiced frame (the source is silent then)
 FINE_STEP_CENTS = 16.0     # step of the pitch refinement: 4 bits reach +-128 cents around the code
 
@@ -128,33 +137,29 @@ class PitchTracker(StreamingModule):
     as recent as a centred analysis (on 13 validation clips: a median 4 cents from YIN centred on
     the frame end, voicing agreeing on 95 % of frames; a window of one ``1 / f0_min`` period, as
     classic YIN uses, lags by 36 cents). A frame is voiced when it has a YIN dip below
-    ``YIN_THRESHOLD``, a pitch in ``[F0_MIN_HZ, F0_MAX_HZ]`` and a level above ``floor_db``.
+    ``YIN_THRESHOLD``, a pitch in ``[F0_MIN_HZ, F0_MAX_HZ]`` and a level above ``VOICING_FLOOR_DB``.
 
-    With ``hold_threshold`` the voicing has hysteresis (:func:`hold_voicing`): a voiced run goes on
-    while the frames have a dip below ``hold_threshold``, and those frames take the pitch of that
-    dip. On a window this short the dip of a voiced frame often lies between 0.2 and 0.4
-    (docs/frame_family.md, "Voicing").
+    Hysteresis (:func:`hold_voicing`): a voiced run goes on while the frames have a dip below
+    ``HOLD_THRESHOLD``, and those frames take the pitch of that dip. On a window this short the dip
+    of a voiced frame often lies between 0.2 and 0.5 (docs/frame_family.md, "Voicing").
 
-    With ``onset_width`` (samples) a second YIN compares only the newest ``onset_width`` samples: a
-    frame whose dip there is below ``onset_dip`` is voiced too, with that window's pitch, and starts
-    a run the hold can continue. A causal window sees a voice only once one period and the window
-    both lie inside it, so a shorter one finds an onset sooner (about a frame; docs/frame_family.md).
-    The returned ``dip`` stays the long window's (an encoder feature).
+    Onsets: a second YIN compares only the newest ``ONSET_MS``: a frame whose dip there is below
+    ``ONSET_DIP`` is voiced too, with that window's pitch, and starts a run the hold can continue.
+    A causal window sees a voice only once one period and the window both lie inside it, so a
+    shorter one finds an onset sooner (about a frame; docs/frame_family.md).
+
+    Every voiced frame then takes the period of the first YIN minimum within ``PERIOD_TOLERANCE``
+    of the deepest (:meth:`YinCurve.period`). The returned ``dip`` stays the long window's (an
+    encoder feature).
     """
 
-    def __init__(self, sample_rate: int, hop: int, floor_db: float = VOICING_FLOOR_DB,
-                 hold_threshold: float | None = None, onset_width: int = 0, onset_dip: float = 0.4,
-                 period_tolerance: float = 0.0) -> None:
+    def __init__(self, sample_rate: int, hop: int) -> None:
         super().__init__()
         self.sample_rate, self.hop = sample_rate, hop
-        self.floor_db, self.hold_threshold = floor_db, hold_threshold
         self.width = sample_rate // 75
-        if not 0 <= onset_width < self.width:
-            raise ValueError(f"onset_width {onset_width} must be 0 (off) or below the window, {self.width}")
-        self.onset_width, self.onset_dip = onset_width, onset_dip
-        self.period_tolerance = period_tolerance
+        self.onset_width = round(ONSET_MS * sample_rate / 1000)
         self.span = self.width + yin_lags(sample_rate)[1]
-        self.onset_span = onset_width + yin_lags(sample_rate)[1]   # the newest part of each frame
+        self.onset_span = self.onset_width + yin_lags(sample_rate)[1]   # the newest part of each frame
 
     def init_state(self, batch_size: int) -> State:
         return State(buffer=torch.zeros(batch_size, 1, self.span - self.hop),
@@ -169,7 +174,7 @@ class PitchTracker(StreamingModule):
         # reversed frames: YIN's compared span is then the newest samples
         newest_first = frames.flip(-1)
         cmnd, power_db = yin_cmnd(newest_first, self.sample_rate, self.width)
-        loud = power_db > self.floor_db
+        loud = power_db > VOICING_FLOOR_DB
 
         def periodic(f0: torch.Tensor, has_dip: torch.Tensor) -> torch.Tensor:
             return has_dip & loud & (f0 >= F0_MIN_HZ) & (f0 <= F0_MAX_HZ)
@@ -177,40 +182,35 @@ class PitchTracker(StreamingModule):
         curve = YinCurve(cmnd, self.sample_rate)
         f0, dip, has_dip = curve.pick()
         voiced = periodic(f0, has_dip)
-        onset = torch.zeros_like(voiced)
-        if self.onset_width:
-            short = newest_first[..., : self.onset_span]
-            f0_short, dip_short, _ = YinCurve(yin_cmnd(short, self.sample_rate, self.onset_width)[0],
-                                              self.sample_rate).pick()
-            onset = periodic(f0_short, dip_short < self.onset_dip) & ~voiced
-            f0 = torch.where(onset, f0_short, f0)
-        if self.hold_threshold is not None:
-            f0_hold, dip_hold, has_hold = curve.pick(self.hold_threshold)
-            loose = periodic(f0_hold, has_hold)
-            held = hold_voicing(voiced | onset, loose, None if state is None else state.voiced) & ~voiced
-            # the long window's pitch where it has one: more precise than the short window's
-            take_hold = held & loose
-            f0, dip = torch.where(take_hold, f0_hold, f0), torch.where(take_hold, dip_hold, dip)
-            voiced = voiced | held
-            if state is not None:
-                state.voiced = voiced[:, -1]
+        short = newest_first[..., : self.onset_span]
+        f0_short, dip_short, _ = YinCurve(yin_cmnd(short, self.sample_rate, self.onset_width)[0],
+                                          self.sample_rate).pick()
+        onset = periodic(f0_short, dip_short < ONSET_DIP) & ~voiced
+        f0 = torch.where(onset, f0_short, f0)
+        f0_hold, dip_hold, has_hold = curve.pick(HOLD_THRESHOLD)
+        loose = periodic(f0_hold, has_hold)
+        held = hold_voicing(voiced | onset, loose, None if state is None else state.voiced) & ~voiced
+        # the long window's pitch where it has one: more precise than the short window's
+        take_hold = held & loose
+        f0, dip = torch.where(take_hold, f0_hold, f0), torch.where(take_hold, dip_hold, dip)
+        voiced = voiced | held
+        if state is not None:
+            state.voiced = voiced[:, -1]
         voiced = voiced | onset
-        if self.period_tolerance:   # the voicing stays; every voiced frame takes the long window's period
-            f0 = torch.where(voiced, curve.period(self.period_tolerance), f0)
+        # the voicing stays; every voiced frame takes the long window's period
+        f0 = torch.where(voiced, curve.period(PERIOD_TOLERANCE), f0)
         return f0.clamp(F0_MIN_HZ, F0_MAX_HZ), dip, voiced
 
     def extra_macs(self, inputs: tuple, output: tuple) -> int:
         n_fft = 1 << (self.span - 1).bit_length()
         bins = n_fft // 2 + 1
         # two forward FFTs and one inverse, the cross-spectrum, and ~8 operations per lag: 4 for the
-        # difference function, 4 for the dip search (again with the hold threshold and the tolerance)
-        picks = 1 + (self.hold_threshold is not None) + bool(self.period_tolerance)
-        per_frame = (3 * math.ceil(2.5 * n_fft * math.log2(n_fft)) + 3 * bins
-                     + (4 + 4 * picks) * self.span // 2)
-        if self.onset_width:  # the short window's own YIN: three FFTs, cross-spectrum, one pick
-            n_short = 1 << (self.onset_span - 1).bit_length()
-            per_frame += (3 * math.ceil(2.5 * n_short * math.log2(n_short)) + 3 * (n_short // 2 + 1)
-                          + 8 * self.onset_span // 2)
+        # difference function, 4 for each of the three dip searches (YIN's, the hold's, the period's)
+        per_frame = 3 * math.ceil(2.5 * n_fft * math.log2(n_fft)) + 3 * bins + (4 + 4 * 3) * self.span // 2
+        # the onset window's own YIN: three FFTs, cross-spectrum, one pick
+        n_short = 1 << (self.onset_span - 1).bit_length()
+        per_frame += (3 * math.ceil(2.5 * n_short * math.log2(n_short)) + 3 * (n_short // 2 + 1)
+                      + 8 * self.onset_span // 2)
         return output[0].shape[-1] * per_frame
 
 
@@ -262,28 +262,25 @@ def late_code_to_f0(code: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 class PitchPacker(StreamingModule):
-    """Encoder side: pitch per frame ``[B, F]`` -> side symbols ``[B, S, F]``, one row per token that
-    carries pitch bits (:attr:`side_bits` gives their widths).
+    """Encoder side: pitch per frame ``[B, F]`` -> pitch symbols ``[B, S, F]``, one row per token
+    that carries pitch bits (:attr:`symbol_bits` gives their widths; ``lrac/tokens.py`` places them).
 
     Row 0: every ``every`` frames the pitch of the first frame of the group is coded in ``bits`` bits
     (:func:`pitch_to_code`) and sent most significant part first, ``bits // every`` bits in each
-    frame of the group (the first token of each frame carries them, lrac/quant/rvq.py). A code is
-    complete ``every - 1`` frames after it was measured, which the decoder's look-ahead covers.
+    frame of the group (in the first token of each frame). A code is complete ``every - 1`` frames
+    after it was measured, which the decoder's look-ahead covers.
     Row 1, with ``fine_bits``: each frame's own pitch against the group's code
     (:func:`pitch_to_fine_code`), in the second token, so only bitrates of two stages or more carry it.
-
-    With ``late_onsets`` (and ``fine_bits``), a voiced frame in a group whose code says unvoiced (its
-    first frame was) sends its pitch class in row 1 instead (:func:`pitch_to_late_code`): the code
-    holds the first frame's voicing for the whole group, so an onset on a later frame would wait for
-    the next group. Row 1 is otherwise unused there, so the bitrate stays.
+    Late onsets, there too: a voiced frame in a group whose code says unvoiced (its first frame was)
+    sends its pitch class in row 1 instead (:func:`pitch_to_late_code`): the code holds the first
+    frame's voicing for the whole group, so an onset on a later frame would wait for the next group.
+    Row 1 is otherwise unused there, so the bitrate stays.
     """
 
-    def __init__(self, bits: int, every: int, fine_bits: int = 0, late_onsets: bool = False) -> None:
+    def __init__(self, bits: int, every: int, fine_bits: int = 0) -> None:
         super().__init__()
-        if late_onsets and not fine_bits:
-            raise ValueError("late onsets are sent in the pitch refinement: they need fine_bits")
-        self.levels, self.every, self.fine_bits, self.late_onsets = 1 << bits, every, fine_bits, late_onsets
-        self.side_bits = (bits // every,) + ((fine_bits,) if fine_bits else ())
+        self.levels, self.every, self.fine_bits = 1 << bits, every, fine_bits
+        self.symbol_bits = (bits // every,) + ((fine_bits,) if fine_bits else ())
 
     def init_state(self, batch_size: int) -> State:
         return State(frames_seen=0, code=torch.zeros(batch_size, 1, dtype=torch.long))
@@ -301,23 +298,22 @@ class PitchPacker(StreamingModule):
             state.frames_seen += code.shape[-1]
             if code.shape[-1]:
                 state.code = code[:, -1:]
-        shift = self.side_bits[0] * (self.every - 1 - position)
-        coarse = (code >> shift) & ((1 << self.side_bits[0]) - 1)
+        shift = self.symbol_bits[0] * (self.every - 1 - position)
+        coarse = (code >> shift) & ((1 << self.symbol_bits[0]) - 1)
         if not self.fine_bits:
             return coarse[:, None]
         fine = pitch_to_fine_code(f0_hz, code_to_f0(code, self.levels), voiced & (code > 0), self.fine_bits)
-        if self.late_onsets:
-            fine = torch.where(voiced & (code == 0), pitch_to_late_code(f0_hz, self.fine_bits), fine)
+        fine = torch.where(voiced & (code == 0), pitch_to_late_code(f0_hz, self.fine_bits), fine)
         return torch.stack([coarse, fine], 1)
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         # log, scale, round, select, shift and mask per frame; the refinement: exp, log, scale, round;
         # a late onset's class: log, scale, floor, select
-        return output.shape[-1] * (8 + 8 * bool(self.fine_bits) + 4 * self.late_onsets)
+        return output.shape[-1] * (8 + 12 * bool(self.fine_bits))
 
 
 class PitchUnpacker(StreamingModule):
-    """Decoder side: side symbols ``[B, S, F]`` -> ``(f0_hz, voicing)`` ``[B, F]`` (voicing 0. or 1.).
+    """Decoder side: pitch symbols ``[B, S, F]`` -> ``(f0_hz, voicing)`` ``[B, F]`` (voicing 0. or 1.).
 
     Row 1 (the refinement, :class:`PitchPacker`) is used when present: a bitrate of one stage has
     only row 0. Unvoiced frames keep the last voiced pitch, so that the source glides out instead
@@ -325,24 +321,20 @@ class PitchUnpacker(StreamingModule):
     ``every - 1``) so that every emitted frame's code is complete and the output stays aligned with
     the backbone; the flush completes a last partial group with zero symbols, as one pass does.
 
-    With ``backfill``, an unvoiced frame whose next frame is voiced is voiced too, at that frame's
+    Backfill: an unvoiced frame whose next frame is voiced is voiced too, at that frame's
     pitch: the encoder's causal tracker sees a voice only some 10-15 ms after it starts, so the voice
     had usually begun by the end of the frame before. The decoder holds the next frame back anyway
     (``delay``), but may know only the first symbols of its group: the next frame's pitch is what
     its group's symbols up to it say (:meth:`_known_codes`), the unknown low bits at their middle.
     """
 
-    def __init__(self, bits: int, every: int, delay: int, fine_bits: int = 0, late_onsets: bool = False,
-                 backfill: bool = False) -> None:
+    def __init__(self, bits: int, every: int, delay: int, fine_bits: int = 0) -> None:
         super().__init__()
-        if delay < every - 1 or (backfill and delay < 1):
-            raise ValueError(f"a pitch code spread over {every} frames needs a decoder look-ahead of at "
-                             f"least {max(every - 1, int(backfill))} frame(s), have {delay}")
-        if late_onsets and not fine_bits:
-            raise ValueError("late onsets are sent in the pitch refinement: they need fine_bits")
+        if delay < max(every - 1, 1):
+            raise ValueError(f"a pitch code spread over {every} frame(s) and the backfill need a decoder "
+                             f"look-ahead of at least {max(every - 1, 1)} frame(s), have {delay}")
         self.levels, self.every, self.delay = 1 << bits, every, delay
-        self.side_bits, self.fine_bits, self.late_onsets = bits // every, fine_bits, late_onsets
-        self.backfill = backfill
+        self.row_bits, self.fine_bits = bits // every, fine_bits
         # the refinement symbol that changes nothing: what stands in where row 1 is absent or unknown
         self.no_refinement = 1 << max(fine_bits - 1, 0)
 
@@ -356,7 +348,7 @@ class PitchUnpacker(StreamingModule):
         partial group is completed with zero symbols). The last column is the whole code."""
         b, n = symbols.shape
         groups = F.pad(symbols, (0, (-n) % self.every)).reshape(b, -1, self.every)
-        shifts = self.side_bits * torch.arange(self.every - 1, -1, -1, device=symbols.device)
+        shifts = self.row_bits * torch.arange(self.every - 1, -1, -1, device=symbols.device)
         return (groups << shifts).cumsum(-1)
 
     def _pitch(self, code: torch.Tensor, fine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -365,7 +357,7 @@ class PitchUnpacker(StreamingModule):
         f0 = code_to_f0(code, self.levels)
         if self.fine_bits:
             f0 = f0 * fine_code_to_ratio(fine, self.fine_bits)
-        if self.late_onsets:   # (a bitrate without row 1 has only the middle value there: no onset)
+            # late onsets (a bitrate without row 1 has only the middle value there: no onset)
             late = ~voiced & (fine != self.no_refinement)
             f0, voiced = torch.where(late, late_code_to_f0(fine, self.fine_bits), f0), voiced | late
         return f0, voiced
@@ -379,7 +371,7 @@ class PitchUnpacker(StreamingModule):
         n = fine.shape[-1]
         frames = torch.arange(start + 1, max(min(end + 1, n), start + 1), device=fine.device)
         code = known.flatten(1)[:, frames]
-        unknown = self.side_bits * (self.every - 1 - frames % self.every)
+        unknown = self.row_bits * (self.every - 1 - frames % self.every)
         middle = torch.where(code > 0, ((1 << unknown) - 1) / 2, 0.0)
         complete = unknown == 0
         f0, voiced = self._pitch(code + middle, torch.where(complete, fine[:, frames], self.no_refinement))
@@ -401,10 +393,9 @@ class PitchUnpacker(StreamingModule):
         known = self._known_codes(buf[:, 0])
         codes = known[..., -1:].expand_as(known).flatten(1)          # each frame's group code
         f0, voiced = self._pitch(codes[:, start:end], buf[:, 1, start:end])
-        if self.backfill:
-            next_f0, next_voiced = self._next_frames(known, buf[:, 1], start, end)
-            onset = ~voiced & next_voiced
-            f0, voiced = torch.where(onset, next_f0, f0), voiced | onset
+        next_f0, next_voiced = self._next_frames(known, buf[:, 1], start, end)    # the backfill
+        onset = ~voiced & next_voiced
+        f0, voiced = torch.where(onset, next_f0, f0), voiced | onset
         if state is not None:
             keep = (end // self.every) * self.every          # drop whole groups already emitted
             state.pending, state.emitted = buf[..., keep:], end - keep
@@ -421,8 +412,8 @@ class PitchUnpacker(StreamingModule):
     def extra_macs(self, inputs: tuple, output: tuple) -> int:
         # combine symbols, exp of the level, select per frame; the refinement: offset, exp, product;
         # a late onset: compare, exp, two selects; the backfill decodes the next frame too, and selects
-        per_frame = 8 + 4 * bool(self.fine_bits) + 4 * self.late_onsets
-        return output[0].shape[-1] * (per_frame * (1 + self.backfill) + 4 * self.backfill)
+        per_frame = 8 + 8 * bool(self.fine_bits)
+        return output[0].shape[-1] * (2 * per_frame + 4)
 
 
 class HarmonicSource(StreamingModule):
@@ -436,24 +427,21 @@ class HarmonicSource(StreamingModule):
     across frames. The source carries no gradient (the pitch comes from the code, not from a
     learnt layer).
 
-    With ``glide`` (the first models), each hop's pitch and voicing glide linearly from the previous
-    frame's to this frame's, so the source reaches a frame's pitch at the end of its hop, a hop
-    after the centre of the decoder frame whose envelope goes with it. Without, each hop holds its
-    frame's pitch and voicing (a step at each hop; the phase stays continuous).
+    Each hop holds its frame's pitch and voicing (a step at each hop; the phase stays continuous):
+    the source then has a frame's pitch under the decoder frame whose envelope goes with it (a
+    glide from the previous frame's pitch, as the first models had, left it a hop behind).
     """
 
-    def __init__(self, sample_rate: int, hop: int, window: torch.Tensor, glide: bool = True) -> None:
+    def __init__(self, sample_rate: int, hop: int, window: torch.Tensor) -> None:
         super().__init__()
-        self.sample_rate, self.hop, self.glide = sample_rate, hop, glide
+        self.sample_rate, self.hop = sample_rate, hop
         n = window.numel()
         peak_gain = 2.0 / float(window.sum())                            # a harmonic peaks at 1
         spread = n * float(window.pow(2).sum()) / float(window.sum()) ** 2
         self.gain = peak_gain * math.sqrt((n // 2 + 1) / spread)        # times 1 / sqrt(K) per sample
-        self.register_buffer("ramp", (torch.arange(hop, dtype=torch.float64) + 1) / hop,
-                             persistent=False)
 
     def init_state(self, batch_size: int) -> State:
-        return State(f0=None, voicing=None, phase=None)
+        return State(phase=None)
 
     @torch.no_grad()
     def forward(self, f0_hz: torch.Tensor, voicing: torch.Tensor) -> torch.Tensor:
@@ -464,18 +452,13 @@ class HarmonicSource(StreamingModule):
         f0, v = f0_hz.double(), voicing.double()
         state = self.stream_state
         phase0 = torch.zeros_like(f0[:, :1]) if state is None or state.phase is None else state.phase
-        if self.glide:  # per-sample pitch/voicing: a linear glide from the previous frame to this one
-            prev_f0 = f0[:, :1] if state is None or state.f0 is None else state.f0
-            prev_v = torch.zeros_like(v[:, :1]) if state is None or state.voicing is None else state.voicing
-            f0_s = torch.lerp(torch.cat([prev_f0, f0[:, :-1]], 1)[..., None], f0[..., None], self.ramp)
-            v_s = torch.lerp(torch.cat([prev_v, v[:, :-1]], 1)[..., None], v[..., None], self.ramp)
-        else:           # each hop at its own frame's pitch and voicing
-            f0_s, v_s = f0[..., None].expand(-1, -1, self.hop), v[..., None].expand(-1, -1, self.hop)
-        f0_s, v_s = f0_s.reshape(b, -1), v_s.reshape(b, -1)
+        # each hop at its own frame's pitch and voicing, per sample
+        f0_s = f0[..., None].expand(-1, -1, self.hop).reshape(b, -1)
+        v_s = v[..., None].expand(-1, -1, self.hop).reshape(b, -1)
         cycles = phase0 + (f0_s / self.sample_rate).cumsum(-1)
         cycles = cycles - cycles.floor()
         if state is not None:
-            state.f0, state.voicing, state.phase = f0[:, -1:], v[:, -1:], cycles[:, -1:]
+            state.phase = cycles[:, -1:]
         # sum_{k=1..K} cos(k theta) = sin((K + 1/2) theta) / (2 sin(theta / 2)) - 1/2, K harmonics < Nyquist
         theta = 2 * math.pi * cycles
         n_harm = torch.ceil(0.5 * self.sample_rate / f0_s) - 1      # strictly below Nyquist
@@ -486,5 +469,5 @@ class HarmonicSource(StreamingModule):
         return (pulses * (v_s * self.gain) * n_harm.rsqrt()).to(out_dtype)[:, None]
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
-        # per sample: glides (4), phase sum and wrap (3), three sines (charged 8 each), division, gains, rsqrt (6)
-        return output.shape[-1] * (33 + 4 * self.glide)
+        # per sample: phase sum and wrap (3), three sines (charged 8 each), division, gains, rsqrt (6)
+        return output.shape[-1] * 33

@@ -45,6 +45,10 @@ class SeanetEncoder(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return run_layers(self.layers, wav)
 
+    def analyze(self, wav: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The latent, and no symbols beside it."""
+        return self(wav), {}
+
 
 class SeanetDecoder(nn.Module):
     """Latent ``[B, latent_dim, F]`` -> waveform ``[B, 1, F * hop]`` in (-1, 1) (Tanh output)."""

@@ -20,6 +20,21 @@ import torch
 from torch import nn
 
 
+def grid_with_bits(levels: list[int], bits: int) -> list[int]:
+    """The FSQ grid of ``2 ** bits`` cells made from ``levels`` (at least that many): halve the last
+    dimensions' levels, dropping those that reach 1, e.g. ``[4, 4, 4, 4, 4]`` at 7 bits ->
+    ``[4, 4, 4, 2]``. Levels that must be halved must be powers of two."""
+    out = list(levels)
+    while out and math.prod(out) > 1 << bits:
+        if out[-1] & (out[-1] - 1):
+            raise ValueError(f"cannot make a grid of {bits} bits from quantizer.fsq_levels={levels}: "
+                             "the levels must be powers of two")
+        out[-1] //= 2
+        if out[-1] == 1:
+            out.pop()
+    return out
+
+
 class ScalarCodebook(nn.Module):
     """The FSQ grid for vectors of ``len(levels)`` floats; the same interface as ``EMACodebook``.
 

@@ -4,88 +4,66 @@ Stage ``i`` projects the current residual ``[B, D, F]`` to the codebook space (`
 nearest code, projects back (``d -> D``) and subtracts that from the residual: residuals live in the
 latent space, after each stage's output projection.
 
-Side bits. An encoder may send side symbols beside the latent (the frame family's pitch code):
-``side_bits[s]`` bits per frame in the low bits of stage ``s``'s token. That stage then has
-``codebook_size >> side_bits[s]`` codes, every token keeps ``log2(codebook_size)`` bits, and the
-bitrates do not change (1 kbps = one token per 10 ms, pitch included). A bitrate of ``n_q`` stages
-carries the side symbols of its first ``n_q`` stages only.
+A stage may have fewer bits than another (``stage_bits``): the token layout (``lrac/tokens.py``)
+gives some of a token's bits to other sub-codes, and the stage in that token has the rest.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import QuantizerConfig
-from .fsq import ScalarCodebook
+from .fsq import ScalarCodebook, grid_with_bits
 from .vq import EMACodebook
 
 
-def fsq_levels_less(levels: list[int], bits: int) -> list[int]:
-    """An FSQ grid with ``bits`` fewer bits: halve the last dimensions' levels (dropping those that
-    reach 1), e.g. ``[4, 4, 4, 4, 4]`` less 3 bits -> ``[4, 4, 4, 2]``. Levels must be powers of two."""
-    out = list(levels)
-    for _ in range(bits):
-        if not out or out[-1] & (out[-1] - 1):
-            raise ValueError(f"cannot take {bits} side bits from quantizer.fsq_levels={levels}: "
-                             "the levels must be powers of two")
-        out[-1] //= 2
-        if out[-1] == 1:
-            out.pop()
-    return out
-
-
-def make_codebook(cfg: QuantizerConfig, side_bits: int = 0) -> EMACodebook | ScalarCodebook:
-    """The codebook of one stage: ``quantizer.kind`` "vq" (EMA, the baseline) or "fsq" (a grid),
-    with ``codebook_size >> side_bits`` codes."""
-    size = cfg.codebook_size >> side_bits
+def make_codebook(cfg: QuantizerConfig, bits: int) -> EMACodebook | ScalarCodebook:
+    """The codebook of one stage of ``bits`` bits: ``quantizer.kind`` "vq" (EMA, the baseline) or
+    "fsq" (a grid; ``quantizer.fsq_levels`` is the grid of a whole token, ``codebook_size`` cells)."""
     if cfg.kind == "vq":
-        return EMACodebook(size, cfg.codebook_dim, cfg.ema_decay, cfg.epsilon,
-                           cfg.kmeans_iters, cfg.dead_code_threshold, cfg.dead_code_max_share)
+        return EMACodebook(1 << bits, cfg.codebook_dim)
     if cfg.kind == "fsq":
-        codebook = ScalarCodebook(fsq_levels_less(cfg.fsq_levels, side_bits))
-        if codebook.codebook_size != size:
-            raise ValueError(f"quantizer.fsq_levels={cfg.fsq_levels} give {codebook.codebook_size << side_bits} "
-                             f"codes, but quantizer.codebook_size is {cfg.codebook_size}")
-        return codebook
+        full = ScalarCodebook(cfg.fsq_levels)
+        if full.codebook_size != cfg.codebook_size:
+            raise ValueError(f"quantizer.fsq_levels={cfg.fsq_levels} give {full.codebook_size} codes, "
+                             f"but quantizer.codebook_size is {cfg.codebook_size}")
+        return ScalarCodebook(grid_with_bits(cfg.fsq_levels, bits))
     raise ValueError(f"quantizer.kind must be 'vq' or 'fsq', got {cfg.kind!r}")
 
 
 class QuantizerStage(nn.Module):
     """One RVQ stage: ``Linear(D, d)`` -> codebook -> ``Linear(d, D)``."""
 
-    def __init__(self, latent_dim: int, cfg: QuantizerConfig, side_bits: int = 0) -> None:
+    def __init__(self, latent_dim: int, cfg: QuantizerConfig, bits: int) -> None:
         super().__init__()
         # (projections first, as before FSQ existed, so a seed gives the baseline the same weights)
-        dim = len(fsq_levels_less(cfg.fsq_levels, side_bits)) if cfg.kind == "fsq" else cfg.codebook_dim
+        dim = len(grid_with_bits(cfg.fsq_levels, bits)) if cfg.kind == "fsq" else cfg.codebook_dim
         self.project_in = nn.Linear(latent_dim, dim)
         self.project_out = nn.Linear(dim, latent_dim)
-        self.codebook = make_codebook(cfg, side_bits)
+        self.codebook = make_codebook(cfg, bits)
 
 
 class ResidualVQ(nn.Module):
-    """Residual VQ over ``n_stages`` codebooks of ``codebook_size`` codes.
+    """Residual VQ over ``n_stages`` codebooks; stage ``s`` has ``2 ** stage_bits[s]`` codes
+    (default: ``codebook_size`` codes each).
 
-    Shapes: latent ``[B, D, F]``, indices ``[B, n_q, F]`` (int64, ``0 <= i < codebook_size``;
-    stage ``s``'s below ``codebook_size >> side_bits[s]`` until :meth:`join_side` adds the side
-    symbols ``[B, S, F]``).
+    Shapes: latent ``[B, D, F]``, indices ``[B, n_q, F]`` (int64, ``0 <= i < 2 ** stage_bits[s]``).
     """
 
-    def __init__(self, latent_dim: int, cfg: QuantizerConfig, side_bits: tuple[int, ...] = ()) -> None:
+    def __init__(self, latent_dim: int, cfg: QuantizerConfig, stage_bits: Sequence[int] | None = None) -> None:
         super().__init__()
         if cfg.codebook_size & (cfg.codebook_size - 1):
             raise ValueError(f"codebook_size must be a power of two, got {cfg.codebook_size}")
         self.latent_dim = latent_dim
-        self.codebook_size = cfg.codebook_size
-        self.bits_per_index = cfg.codebook_size.bit_length() - 1
-        self.side_bits = tuple(int(b) for b in side_bits)
-        if len(self.side_bits) > cfg.n_stages or not all(0 < b < self.bits_per_index for b in self.side_bits):
-            raise ValueError(f"side bits {list(self.side_bits)} do not fit in {cfg.n_stages} tokens of "
-                             f"{self.bits_per_index} bits")
-        self.stages = nn.ModuleList(
-            QuantizerStage(latent_dim, cfg, self.side_bits[i] if i < len(self.side_bits) else 0)
-            for i in range(cfg.n_stages))
+        full_bits = cfg.codebook_size.bit_length() - 1
+        self.stage_bits = tuple(int(b) for b in stage_bits) if stage_bits is not None else (full_bits,) * cfg.n_stages
+        if not all(0 < b <= full_bits for b in self.stage_bits):
+            raise ValueError(f"stage bits {list(self.stage_bits)} must be in 1..{full_bits}")
+        self.stages = nn.ModuleList(QuantizerStage(latent_dim, cfg, bits) for bits in self.stage_bits)
 
     @property
     def n_stages(self) -> int:
@@ -135,27 +113,6 @@ class ResidualVQ(nn.Module):
             residual = residual - stage.project_out(stage.codebook.lookup(indices))
             all_indices.append(indices)
         return torch.stack(all_indices, dim=1)
-
-    def join_side(self, indices: torch.Tensor, side: torch.Tensor | None) -> torch.Tensor:
-        """Indices ``[B, n_q, F]`` and side symbols ``[B, S, F]`` -> tokens ``[B, n_q, F]``: the index
-        of each stage ``s < min(S, n_q)`` shifted up by ``side_bits[s]``, the symbol in the low bits."""
-        if not self.side_bits:
-            return indices
-        tokens = indices.clone()
-        for s in range(min(len(self.side_bits), indices.shape[1])):
-            tokens[:, s] = (indices[:, s] << self.side_bits[s]) | side[:, s].to(indices.dtype)
-        return tokens
-
-    def split_side(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The inverse of :meth:`join_side`: ``(indices [B, n_q, F], side [B, min(S, n_q), F] or
-        None)``."""
-        if not self.side_bits:
-            return tokens, None
-        indices, side = tokens.clone(), []
-        for s in range(min(len(self.side_bits), tokens.shape[1])):
-            indices[:, s] = tokens[:, s] >> self.side_bits[s]
-            side.append(tokens[:, s] & ((1 << self.side_bits[s]) - 1))
-        return indices, torch.stack(side, 1)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Indices ``[B, n_q, F]`` -> quantised latent ``[B, D, F]``."""

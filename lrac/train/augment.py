@@ -11,8 +11,7 @@ Track 2 (enhancement), as the baseline's ``EnhPreprocessor`` does it:
   the non-silent power of the (possibly reverberant) speech and the mean power of the noise crop.
 * if the mix peaks above 1, input and target are divided by that peak together.
 
-Track 1 (transparency): target = input = the speech. With ``track1_augment`` the input first gets
-the mild noise and reverb real Track 1 inputs carry, and the target is that same degraded signal.
+Track 1 (transparency) trains on the speech as it is: target = input, no augmenter.
 
 When reverb is wanted but no RIR list is given, rooms are simulated with pyroomacoustics (image
 method, room sizes and RT60 drawn from ``room_size_m`` and ``rt60_s``); without pyroomacoustics a
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from scipy.signal import fftconvolve
 
 from lrac.audio import AudioError, active_power, load_audio
@@ -159,23 +159,19 @@ class _FileCache:
 
 
 class Augmenter:
-    """Turns a clean utterance into ``(input, target)`` for a track (see the module docstring).
+    """Turns a clean utterance into Track 2's ``(input, target)`` (see the module docstring).
 
     Args:
         cfg: the ``data`` section (probabilities, SNR range, early-reflection length, rooms).
-        track: 1 or 2.
         noise_paths: noise files (any rate; resampled on load). Empty: no noise.
         rir_paths: RIR files. Empty: simulated rooms when ``cfg.simulate_rooms``, else no reverb.
         sample_rate: training rate in Hz.
         seed: seeds the simulated-room pool (rooms are the same on every rank and after resume).
     """
 
-    def __init__(self, cfg: DataConfig, track: int, noise_paths: Sequence[str] = (),
-                 rir_paths: Sequence[str] = (), sample_rate: int = 24000, seed: int = 0) -> None:
-        if track not in (1, 2):
-            raise ValueError(f"track must be 1 or 2, got {track!r}")
+    def __init__(self, cfg: DataConfig, noise_paths: Sequence[str] = (), rir_paths: Sequence[str] = (),
+                 sample_rate: int = 24000, seed: int = 0) -> None:
         self.cfg = cfg
-        self.track = track
         self.sample_rate = sample_rate
         self.seed = seed
         self.noise_paths = list(noise_paths)
@@ -185,7 +181,7 @@ class Augmenter:
         self._rirs = _FileCache(self._load_rir, size=512)
         self._rooms: dict[int, np.ndarray] = {}
         self._simulate = not self.rir_paths and cfg.simulate_rooms
-        if self._simulate and self.enabled:
+        if self._simulate:
             try:
                 import pyroomacoustics  # noqa: F401
             except ImportError:
@@ -195,16 +191,6 @@ class Augmenter:
                 self._room_fn = lambda rng: synthetic_rir(rng, sample_rate, cfg.rt60_s)
             else:
                 self._room_fn = lambda rng: simulate_rir(rng, sample_rate, cfg.room_size_m, cfg.rt60_s)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether this augmenter changes anything (Track 2, or Track 1 with ``track1_augment``)."""
-        return self.track == 2 or self.cfg.track1_augment
-
-    def _probabilities(self) -> tuple[float, float, Sequence[float]]:
-        if self.track == 2:
-            return self.cfg.reverb_prob, self.cfg.noise_prob, self.cfg.snr_db
-        return self.cfg.track1_reverb_prob, self.cfg.track1_noise_prob, self.cfg.track1_snr_db
 
     def _load_rir(self, path: str) -> np.ndarray:
         rir = load_audio(path, self.sample_rate, warn_stereo=False)[0]
@@ -239,28 +225,49 @@ class Augmenter:
     def __call__(self, speech: np.ndarray, rng: np.random.Generator) -> Augmented:
         """Augment one utterance ``[T]``; every random choice comes from ``rng``."""
         speech = np.asarray(speech, dtype=np.float32)
-        if not self.enabled:
-            return Augmented(speech, speech)
-        reverb_prob, noise_prob, snr_range = self._probabilities()
         # Draw both decisions first, so the draws do not depend on which files load.
-        use_reverb = rng.random() < reverb_prob
-        use_noise = rng.random() < noise_prob and bool(self.noise_paths)
+        use_reverb = rng.random() < self.cfg.reverb_prob
+        use_noise = rng.random() < self.cfg.noise_prob and bool(self.noise_paths)
         degraded, target, rir, snr = speech, speech, None, None
         if use_reverb:
             rir = self._draw_rir(rng)
             if rir is not None:
-                degraded, early = reverberate(speech, rir, self.sample_rate, self.cfg.early_reflection_ms)
-                target = early if self.track == 2 else degraded
+                degraded, target = reverberate(speech, rir, self.sample_rate, self.cfg.early_reflection_ms)
         if use_noise:
             noise = self._draw_file(self.noise_paths, self._noise, rng)
             if noise is not None:
                 crop = fit_noise(noise, len(degraded), rng)
-                snr = float(rng.uniform(float(snr_range[0]), float(snr_range[1])))
+                snr = float(rng.uniform(float(self.cfg.snr_db[0]), float(self.cfg.snr_db[1])))
                 degraded = degraded + noise_gain(degraded, crop, snr, self.sample_rate) * crop
-                if self.track == 1:
-                    target = degraded
         peak = float(np.max(np.abs(degraded))) if len(degraded) else 0.0
         scale = 1.0 / peak if peak > 1.0 else 1.0
         degraded = (degraded * scale).astype(np.float32)
-        target = degraded if self.track == 1 else (target * scale).astype(np.float32)
+        target = (target * scale).astype(np.float32)
         return Augmented(degraded, target, snr, rir, scale)
+
+
+# --------------------------------------------------------------------------------------------
+# per training chunk (torch, in the loop): drawn from torch's global generator, which
+# checkpoints save, so a resumed run draws the same
+# --------------------------------------------------------------------------------------------
+
+
+def random_level(x: torch.Tensor, y: torch.Tensor, level_db: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input and target ``[B, 1, T]`` times the same gain per chunk, uniform in dB over ``level_db``
+    (``[low, high]``; ``[0, 0]`` leaves them). A gain above 0 dB stops where the chunk's peak
+    (input or target) reaches full scale: a louder talker, never a clipped one."""
+    low, high = level_db
+    if low == high == 0:
+        return x, y
+    gain = 10 ** ((low + (high - low) * torch.rand(x.shape[0], 1, 1)) / 20)
+    if high > 0:
+        peak = torch.maximum(x.abs().amax(-1, keepdim=True), y.abs().amax(-1, keepdim=True)).float()
+        headroom = (1.0 / peak.clamp(min=1e-6)).clamp(min=1.0).cpu()
+        gain = torch.where(gain > 1, torch.minimum(gain, headroom), gain)
+    return x * gain.to(x), y * gain.to(y)
+
+
+def check_level_range(level_db: list[float]) -> None:
+    """Refuse a ``data.level_db`` that :func:`random_level` cannot use, naming the key."""
+    if len(level_db) != 2 or not -60 <= level_db[0] <= level_db[1] <= 30:
+        raise ValueError(f"data.level_db must be [low, high] dB with -60 <= low <= high <= 30, got {level_db}")

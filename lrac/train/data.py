@@ -39,8 +39,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from lrac.audio import AUDIO_SUFFIXES, AudioError, active_power, load_audio, write_audio
-
+from lrac.audio import AudioError, active_power, load_audio, write_audio
+from lrac.lists import audio_files, id_of_path, read_scp, write_scp
 
 
 @dataclass(frozen=True)
@@ -109,48 +109,17 @@ def find_toolkit_layout(path: str | Path) -> ToolkitLayout | None:
     return None
 
 
-def _resolve(raw: str, base: Path) -> str:
-    """An absolute path for list entry ``raw``: next to the list, else in the list's parent folders."""
-    p = Path(raw).expanduser()
-    if p.is_absolute():
-        return str(p)
-    for folder in (base, *base.parents):
-        if (folder / p).exists():
-            return str(folder / p)
-    return str(base / p)  # missing: stage 1 reports it with this path
-
-
 def read_list(path: str | Path) -> list[Utterance]:
-    """Read a ``wav.scp`` (``<uid> <path>``; a trailing sampling-rate column is ignored) or a list of paths.
-
-    Unlike :func:`lrac.audio.read_scp` (for decoding, strict), this never refuses a line: Kaldi pipe
-    commands (ending in ``|``) are kept as entries that stage 1 counts and skips, and relative paths
-    are also looked up in the list's parent folders. Empty lines and ``#`` comments are skipped."""
-    path = Path(path)
-    base = path.resolve().parent
-    utts = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) == 1:
-            raw = parts[0]
-            uid = Path(raw).with_suffix("").as_posix().strip("/").replace("/", "_")
-        elif line.endswith("|"):
-            uid, raw = parts[0], line[len(parts[0]):].strip()
-        else:
-            uid, raw = parts[0], parts[1]
-        utts.append(Utterance(uid, raw if raw.endswith("|") else _resolve(raw, base)))
-    return utts
+    """The utterances of a list file (:func:`lrac.lists.read_scp`); Kaldi pipe commands are kept
+    as entries that stage 1 counts and skips."""
+    return [Utterance(uid, target) for uid, target in read_scp(path, keep_pipes=True)]
 
 
 def scan_folder(folder: str | Path) -> list[Utterance]:
-    """Every audio file under ``folder`` (recursive, sorted); the uid is the relative path without suffix."""
+    """Every audio file under ``folder`` (recursive, sorted); the uid is the relative path without
+    suffix, folders joined by ``_``."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-    return [Utterance(f.relative_to(folder).with_suffix("").as_posix().replace("/", "_"), str(f))
-            for f in files]
+    return [Utterance(id_of_path(f.relative_to(folder).as_posix()), str(f)) for f in audio_files(folder)]
 
 
 def load_source(spec: str | Path) -> list[Utterance]:
@@ -212,19 +181,15 @@ def _cache_name(path: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:20] + ".wav"
 
 
-def write_scp(folder: str | Path, utts: Sequence[Utterance]) -> None:
-    """Write ``wav.scp`` and ``utt2num_samples`` into ``folder`` (atomically, one file at a time)."""
+def save_prepared(folder: str | Path, utts: Sequence[Utterance]) -> None:
+    """Write a stage's output into ``folder``: ``wav.scp`` and ``utt2num_samples``."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for fname, lines in (("wav.scp", [f"{u.uid} {u.path}" for u in utts]),
-                         ("utt2num_samples", [f"{u.uid} {u.num_samples}" for u in utts])):
-        tmp = folder / f".{fname}.tmp"
-        tmp.write_text("".join(line + "\n" for line in lines))
-        os.replace(tmp, folder / fname)
+    write_scp(folder / "wav.scp", [(u.uid, u.path) for u in utts], sort=False)
+    write_scp(folder / "utt2num_samples", [(u.uid, u.num_samples) for u in utts], sort=False)
 
 
-def read_scp(folder: str | Path) -> list[Utterance]:
-    """Read what :func:`write_scp` wrote (lengths from ``utt2num_samples`` when present)."""
+def load_prepared(folder: str | Path) -> list[Utterance]:
+    """Read what :func:`save_prepared` wrote (lengths from ``utt2num_samples`` when present)."""
     folder = Path(folder)
     lengths = {}
     if (folder / "utt2num_samples").is_file():
@@ -271,7 +236,7 @@ def format_entries(utts: Sequence[Utterance], out_dir: str | Path, sample_rate: 
         os.replace(tmp, target)
         kept.append(Utterance(u.uid, str(target), len(audio)))
     report.kept = len(kept)
-    write_scp(out_dir, kept)
+    save_prepared(out_dir, kept)
     return kept, report
 
 
@@ -351,7 +316,7 @@ class ChunkStream:
     (decoding and, for Track 2, noise and reverb on the whole utterance), so augmented utterances
     are kept in a least-recently-used cache of ``cache_mb``: with 32 utterances kept, a Track 2
     stream made 104 chunks/s on one thread; with its whole share kept, 711 over two epochs from a
-    cold cache (docs/results.md, session 10). The cache changes the speed only, never the chunks.
+    cold cache (benchmarks/data_speed.py). The cache changes the speed only, never the chunks.
 
     Args:
         utts: the utterances (``num_samples`` at ``sample_rate`` when known, else read from the header).
@@ -662,7 +627,7 @@ def make_prefetcher(stream: ChunkStream, batch_size: int, workers: int = 0,
     ``workers`` processes over its shards; ``state`` (a ``state_dict()`` of the same kind) resumes."""
     saved_workers = len(state["workers"]) if state is not None and "workers" in state else 0
     if state is not None and saved_workers != workers:
-        raise ValueError(f"the data position was saved with train.num_workers={saved_workers}; "
+        raise ValueError(f"the data position was saved with {saved_workers} data worker(s) (--workers); "
                          f"this run has {workers}: resume with the same number of data workers")
     if not workers:
         if state is not None:
@@ -739,7 +704,7 @@ def _source_key(spec: str | Path) -> str:
 
 
 def _save_stage(folder: Path, utts: Sequence[Utterance], spec: str | Path) -> None:
-    write_scp(folder, utts)
+    save_prepared(folder, utts)
     (folder / "source").write_text(_source_key(spec) + "\n")
 
 
@@ -748,7 +713,7 @@ def _cached(cache_dir: Path, stage: int, name: str, spec: str | Path) -> list[Ut
     folder = _stage_dir(cache_dir, stage, name)
     source = folder / "source"
     if source.is_file() and source.read_text().strip() == _source_key(spec):
-        return read_scp(folder)
+        return load_prepared(folder)
     return None
 
 

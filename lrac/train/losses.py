@@ -1,7 +1,11 @@
-"""Training losses of the LRAC baseline (spec §3.2): multi-scale mel, hinge adversarial, feature matching.
+"""Training losses: the LRAC baseline's (spec §3.2: multi-scale mel, hinge adversarial, feature
+matching) and an ESTOI-like envelope correlation.
 
-The generator loss is ``lambda_adv * adv + lambda_feat * fm + lambda_mel * mel + lambda_commit * commit``
-(1, 2, 5, 10 in the baseline); the commitment term comes from the quantizer.
+The generator loss is ``lambda_adv * adv + lambda_feat * fm + lambda_commit * commit`` plus the
+weighted reconstruction losses of :data:`RECONSTRUCTION_LOSSES` (``lambda_mel * mel``, and
+``lambda_estoi * estoi`` when its weight is above 0); the baseline's weights are 1, 2, 10 and 5.
+The commitment term comes from the quantizer. A new reconstruction loss is one entry in
+:data:`RECONSTRUCTION_LOSSES` and a ``lambda_<name>`` in ``TrainConfig``.
 
 Discriminator outputs are lists with one entry per scale, each entry ``[feature maps..., logits]``
 as returned by :class:`lrac.models.discriminators.MultiScaleSTFTDiscriminator`.
@@ -10,62 +14,16 @@ as returned by :class:`lrac.models.discriminators.MultiScaleSTFTDiscriminator`.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrac.mel import mel_filterbank
+
 LOG_FLOOR = 1e-10  # clamp before the log, and on the power before the square root (as ESPnet)
-
-
-# --------------------------------------------------------------------------------------------
-# mel filterbank (librosa.filters.mel with htk=False, norm="slaney"), numpy only
-# --------------------------------------------------------------------------------------------
-
-_F_SP = 200.0 / 3          # Hz per mel below the break frequency (Slaney's linear part)
-_MIN_LOG_HZ = 1000.0
-_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
-_LOG_STEP = math.log(6.4) / 27.0
-
-
-def hz_to_mel_slaney(hz: np.ndarray) -> np.ndarray:
-    """Slaney mel scale: linear below 1 kHz, logarithmic above (librosa's default)."""
-    hz = np.asarray(hz, dtype=np.float64)
-    mel = hz / _F_SP
-    log_part = hz >= _MIN_LOG_HZ
-    mel[log_part] = _MIN_LOG_MEL + np.log(hz[log_part] / _MIN_LOG_HZ) / _LOG_STEP
-    return mel
-
-
-def mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`hz_to_mel_slaney`."""
-    mel = np.asarray(mel, dtype=np.float64)
-    hz = mel * _F_SP
-    log_part = mel >= _MIN_LOG_MEL
-    hz[log_part] = _MIN_LOG_HZ * np.exp(_LOG_STEP * (mel[log_part] - _MIN_LOG_MEL))
-    return hz
-
-
-def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
-                          fmax: float | None = None) -> np.ndarray:
-    """Triangular mel filters, area-normalised (Slaney), as ``librosa.filters.mel`` computes them.
-
-    Returns:
-        ``[n_mels, n_fft // 2 + 1]`` float32 weights; row ``m`` maps a magnitude spectrum to band ``m``.
-    """
-    fmax = sample_rate / 2 if fmax is None else fmax
-    fft_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges_hz = mel_to_hz_slaney(np.linspace(hz_to_mel_slaney(np.array([fmin]))[0],
-                                            hz_to_mel_slaney(np.array([fmax]))[0], n_mels + 2))
-    widths = np.diff(edges_hz)
-    ramps = edges_hz[:, None] - fft_hz[None, :]
-    lower = -ramps[:-2] / widths[:-1, None]
-    upper = ramps[2:] / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]   # equal area per band
-    return weights.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,7 +66,7 @@ class MultiScaleMelLoss(nn.Module):
         for n, m in zip(self.n_ffts, n_mels):
             # stored transposed, [bins, mels], so features come out as [B, frames, mels] by one matmul
             self.register_buffer(f"mel_{n}", torch.from_numpy(
-                slaney_mel_filterbank(sample_rate, n, int(m)).T.copy()), persistent=False)
+                mel_filterbank(sample_rate, n, int(m)).T.astype(np.float32)), persistent=False)
             self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
 
     def log_mel(self, x: torch.Tensor, n_fft: int) -> torch.Tensor:
@@ -128,42 +86,11 @@ class MultiScaleMelLoss(nn.Module):
         return loss / self.total
 
 
-class LogSTFTLoss(nn.Module):
-    """L1 distance of log STFT magnitudes on a linear frequency axis, averaged over FFT sizes.
-
-    Why beside the mel loss: above about 1.5 kHz a mel band is wider than the spacing of voice
-    harmonics, so the mel loss cannot tell harmonics from noise between them, and PESQ counts that
-    noise (on the shipped t1, setting the too-loud bins of a 1024-point STFT to the reference's level
-    raises PESQ-WB from 1.36 to 1.87 on 12 test clips; docs/results.md, session 5). In a 2300-step
-    CPU test from t1 (``train.lambda_stft=1``) it did not change PESQ-WB or ESTOI on the validation
-    clips. The spectra are those of the mel loss (:func:`stft_power`); magnitudes floored at 1e-5
-    as the mel loss floors power.
-    """
-
-    def __init__(self, n_ffts: Sequence[int] = (512, 1024, 2048)) -> None:
-        super().__init__()
-        self.n_ffts = [int(n) for n in n_ffts]
-        for n in self.n_ffts:
-            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
-
-    def log_mag(self, x: torch.Tensor, n_fft: int) -> torch.Tensor:
-        """Waveform ``[B, 1, T]`` -> natural-log magnitudes ``[B, frames, n_fft // 2 + 1]``."""
-        return 0.5 * stft_power(x, n_fft, getattr(self, f"window_{n_fft}")).clamp(min=LOG_FLOOR).log()
-
-    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = y_hat.new_zeros(())
-        for n_fft in self.n_ffts:
-            with torch.no_grad():
-                ref = self.log_mag(y, n_fft)
-            loss = loss + F.l1_loss(self.log_mag(y_hat, n_fft), ref)
-        return loss / len(self.n_ffts)
-
-
 class EnvelopeCorrelationLoss(nn.Module):
     """``1 - ESTOI``-like score: correlation of short-time band envelopes, differentiable.
 
-    Why: the shipped t1 loses ESTOI to Opus at 6 kbps below about 500 Hz, where its band envelopes
-    correlate 0.76-0.85 with the reference against Opus's 0.90-0.92 (docs/results.md, session 14),
+    Why: t1 version 13 lost ESTOI to Opus at 6 kbps below about 500 Hz, where its band envelopes
+    correlated 0.76-0.85 with the reference against Opus's 0.90-0.92 (benchmarks/bands.py),
     while the mel loss, a distance of log levels, is close there. ESTOI (Jensen & Taal, 2016) scores
     exactly that correlation. As in ESTOI: 15 one-third-octave bands with centres from 150 Hz, the
     band magnitudes ``sqrt(sum |X|^2)`` of a Hann STFT (512 points at 24 kHz, hop 256: 10.7 ms
@@ -222,6 +149,40 @@ class EnvelopeCorrelationLoss(nn.Module):
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``1 - score``: 0 when every segment's envelopes match up to scale and offset."""
         return 1.0 - self.score(y_hat, y)
+
+
+RECONSTRUCTION_LOSSES: dict[str, Callable[[int], nn.Module]] = {
+    "mel": MultiScaleMelLoss,              # (sample_rate) -> module(y_hat, y) -> scalar
+    "estoi": EnvelopeCorrelationLoss,
+}
+
+
+class ReconstructionLoss(nn.Module):
+    """``sum_name weight[name] * loss_name(y_hat, y)`` over :data:`RECONSTRUCTION_LOSSES` whose
+    weight (``train.lambda_<name>``) is above 0. Returns ``(total, {name: unweighted value})``.
+
+    A loss that needs a minimum chunk length says so with a ``min_samples`` attribute, and
+    :meth:`check_segment` refuses shorter training chunks, naming the weight."""
+
+    def __init__(self, weights: dict[str, float], sample_rate: int = 24000) -> None:
+        super().__init__()
+        unknown = sorted(set(weights) - set(RECONSTRUCTION_LOSSES))
+        if unknown:
+            raise ValueError(f"unknown reconstruction loss(es) {unknown}; known: {sorted(RECONSTRUCTION_LOSSES)}")
+        self.weights = {name: float(w) for name, w in weights.items() if w > 0}
+        self.terms = nn.ModuleDict({name: RECONSTRUCTION_LOSSES[name](sample_rate) for name in self.weights})
+
+    def check_segment(self, samples: int) -> None:
+        for name, term in self.terms.items():
+            need = getattr(term, "min_samples", 0)
+            if samples < need:
+                raise ValueError(f"train.lambda_{name} needs train.segment_samples >= {need} "
+                                 f"(one segment of the {name} loss), got {samples}")
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        values = {name: term(y_hat, y) for name, term in self.terms.items()}
+        total = sum((self.weights[name] * value for name, value in values.items()), y_hat.new_zeros(()))
+        return total, values
 
 
 # --------------------------------------------------------------------------------------------
