@@ -48,7 +48,7 @@ class Generator(nn.Module):
         commitment loss)``. Codebooks update themselves in train mode; the symbols beside the
         latent (the pitch) go to the decoder as the tokens of ``n_q`` stages would carry them."""
         latent, symbols = self.encoder.analyze(wav)
-        quantized, _, commit = self.quantizer(latent, n_q)
+        quantized, _, commit = self.quantizer(latent, self.layout.rows_carried(LATENT, n_q))
         return self.decoder(quantized, self.layout.carried(symbols, n_q)), commit
 
 
@@ -248,7 +248,8 @@ class Codec:
     def _tokens(self, wav: torch.Tensor, n_q: int) -> torch.Tensor:
         """Send side: audio ``[B, 1, T]`` (whole frames, or a streamed chunk) -> tokens ``[B, n_q, F]``."""
         latent, symbols = self.encoder.analyze(wav)
-        return self.layout.pack({LATENT: self.quantizer.encode(latent, n_q), **symbols}, n_q)
+        indices = self.quantizer.encode(latent, self.layout.rows_carried(LATENT, n_q))
+        return self.layout.pack({LATENT: indices, **symbols}, n_q)
 
     def _synthesize(self, tokens: torch.Tensor) -> torch.Tensor:
         """Receive side: tokens ``[B, n_q, F]`` -> audio ``[B, 1, F * hop]`` (or a streamed part)."""

@@ -75,6 +75,11 @@ class TokenLayout:
         """Bits per row of sub-code ``name``."""
         return self.subcodes[name].bits
 
+    def rows_carried(self, name: str, n_q: int) -> int:
+        """How many rows of sub-code ``name`` the first ``n_q`` tokens carry (the latent's: the
+        quantiser stages a bitrate uses)."""
+        return self.subcodes[name].rows_carried(n_q)
+
     def carried(self, parts: dict[str, torch.Tensor], n_q: int) -> dict[str, torch.Tensor]:
         """The rows of ``parts`` (sub-code name -> ``[B, rows, F]``) that the first ``n_q`` tokens
         carry: what :meth:`unpack` gives back after :meth:`pack`."""
