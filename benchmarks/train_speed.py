@@ -46,9 +46,9 @@ from lrac.train.trainer import Trainer
 SEGMENT = 62400
 MODES = {  # mode -> (config overrides, steps per sample)
     "espnet-order": ([], 1),
-    "lrac": ([], 1),
+    "lrac": (["train.warmup_steps=0"], 1),   # (the t1 / t2 presets train without the GAN)
     "recon-only": (["train.warmup_steps=1000000000"], 1),
-    "disc-3-scales": (["train.disc_n_ffts=[128, 512, 2048]"], 1),
+    "disc-3-scales": (["train.warmup_steps=0", "train.disc_n_ffts=[128, 512, 2048]"], 1),
 }
 
 
