@@ -3,7 +3,7 @@ instead of the 6-bit code held for 2 frames, an upper bound on what a finer pitc
 (the probe behind the pitch refinement at 6 kbps, docs/frame_family.md). Patches PitchPacker/PitchUnpacker so that the side "symbols" are the
 pitch in Hz (0 = unvoiced); they pass the generator's training forward, not real tokens.
 
-    python benchmarks/oracle_pitch.py --track 1 --config t1 --set model.frame.pitch_fine_bits=0 ...
+    python benchmarks/oracle_pitch.py --track 1 --config t1 --set model.frame.pitch.fine_bits=0 ...
 
 takes every argument of lrac-train (the run that measured it: `git show c52c210:checkpoints/README.md`,
 the exp/t1-anneal command with --out exp/t1-oracle and --set train.max_minutes=85)."""

@@ -270,6 +270,8 @@ class Config:
         for key, value in items:
             if key in LEGACY_KEYS:
                 raise ConfigError(f"{key} is no longer a setting of lrac ({LEGACY_KEYS[key][1]})")
+            if key in MOVED_KEYS:
+                raise ConfigError(f"{key} is now {MOVED_KEYS[key]}")
             node = data
             parts = key.split(".")
             for i, part in enumerate(parts[:-1]):
@@ -341,6 +343,15 @@ LEGACY_KEYS: dict[str, tuple[Any, str]] = {
     "data.track1_snr_db": ([15.0, 40.0], _EXPERIMENT),
     "score.jobs": (None, "a setting of one machine: lrac-score --jobs"),
 }
+
+
+# Keys of earlier versions that live on under another name (upgrade_legacy moves them).
+MOVED_KEYS = {"model.frame.harmonic": "the optional section model.frame.pitch (null: no pitch path)",
+              "model.frame.pitch_bits": "model.frame.pitch.bits",
+              "model.frame.pitch_every_frames": "model.frame.pitch.every_frames",
+              "model.frame.pitch_fine_bits": "model.frame.pitch.fine_bits",
+              "model.frame.harmonic_phase": "part of the pitch path (model.frame.pitch)",
+              "train.track": "model.track (lrac-train --track)"}
 
 
 def upgrade_legacy(data: Any) -> Any:

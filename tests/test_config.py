@@ -89,6 +89,8 @@ def test_the_continuation_files_are_runs_of_the_presets(preset):
 def test_settings_that_went_are_named_as_such():
     with pytest.raises(ConfigError, match="train.lambda_stft is no longer a setting"):
         load_config("t1", ["train.lambda_stft=1"])
+    with pytest.raises(ConfigError, match="model.frame.pitch_fine_bits is now model.frame.pitch.fine_bits"):
+        load_config("t1", ["model.frame.pitch_fine_bits=0"])
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -178,6 +178,7 @@ class Trainer:
 
         tc = self.tc
         fit_start = time.monotonic()
+        self._stop_signal = None
         previous = self._install_signal_handlers()
         no_checkpoint = self._rank_flag(not (self.out_dir / LAST).is_file())
         seg_seconds = tc.segment_samples / self.cfg.model.sample_rate
