@@ -536,7 +536,7 @@ class WorkerPrefetcher:
     """Batches prepared by ``len(streams)`` worker processes, taken from each in turn.
 
     Reading, resampling and augmenting audio runs at a few hundred audio seconds per second on one
-    core (Track 2 with rooms and noise: about 150), which a GPU outruns; ``train.num_workers``
+    core (Track 2 with rooms and noise: about 150), which a GPU outruns; ``lrac-train --workers``
     processes share the work. Worker ``k`` owns shard ``k`` of the rank's utterances
     (:meth:`ChunkStream.shard`), so the batch sequence depends only on the number of workers and
     resumes exactly: :meth:`state_dict` holds every worker's stream position after its last batch
@@ -546,8 +546,8 @@ class WorkerPrefetcher:
     def __init__(self, streams: Sequence[ChunkStream], batch_size: int, turn: int = 0,
                  depth: int = 2) -> None:
         if "fork" not in mp.get_all_start_methods():
-            raise RuntimeError("train.num_workers > 0 needs processes started by fork (Linux, macOS); "
-                               "use train.num_workers=0 here")
+            raise RuntimeError("--workers > 0 needs processes started by fork (Linux, macOS); "
+                               "use --workers 0 here")
         self.streams = list(streams)
         self.batch_size, self.depth = batch_size, depth
         self.turn = turn % len(self.streams)
