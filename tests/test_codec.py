@@ -128,6 +128,23 @@ def test_a_model_file_stores_the_model_config_and_provenance(tmp_path):
     assert other.compute_model_id() == codec.model_id
 
 
+def test_a_model_files_identity_follows_from_its_content(tmp_path):
+    """The id in a file is the hash of the config and weights it stores, for files written today
+    (full or half precision) and for the shipped ones, which store lrac 0.1.0's whole config."""
+    from lrac.codec import PRETRAINED_DIR, model_identity
+
+    codec = Codec("t1")
+    codec.save(tmp_path / "full.pt")
+    codec.save(tmp_path / "half.pt", half=True)
+    files = [tmp_path / "full.pt", tmp_path / "half.pt", *sorted(PRETRAINED_DIR.glob("*.pt"))]
+    for path in files:
+        state = torch.load(path, weights_only=False)
+        assert model_identity(state["config"], state["generator"]).hex() == state["model_id"], path
+    state = torch.load(tmp_path / "full.pt", weights_only=False)
+    state["generator"]["decoder.net.backbone.out.bias"][0] += 1e-3       # other weights, other id
+    assert model_identity(state["config"], state["generator"]).hex() != state["model_id"]
+
+
 def test_presets_t1_and_t2_are_the_shipped_models():
     if not {"t1", "t2"} <= set(Codec.pretrained_names()):
         pytest.skip("no pretrained t1/t2 in lrac/pretrained")
