@@ -8,15 +8,23 @@ Quick use::
     wav_hat = codec.decode(tokens, length=wav.shape[-1])   # [B, 1, T]
 """
 
+import importlib
+from typing import Any
+
 from . import audio  # noqa: F401  (lrac.audio.load_audio etc.)
 from .config import Config, ConfigError, load_config, preset_names
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "ConfigError", "load_config", "preset_names", "__version__"]
+# Imported on first use: torch takes a second or more to import, which a command that refuses
+# a bad file or prints its version should not pay.
+_LAZY = {"Codec": ".codec", "StreamEncoder": ".codec", "StreamDecoder": ".codec",
+         "Encoder": ".models", "Decoder": ".models", "ResidualVQ": ".quant"}
 
-from .codec import Codec, StreamDecoder, StreamEncoder  # noqa: E402
-from .models import Decoder, Encoder  # noqa: E402
-from .quant import ResidualVQ  # noqa: E402
+__all__ = ["Config", "ConfigError", "load_config", "preset_names", "__version__", *_LAZY]
 
-__all__ += ["Codec", "StreamEncoder", "StreamDecoder", "Encoder", "Decoder", "ResidualVQ"]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'lrac' has no attribute {name!r}")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .audio import full_scale_warning
 from .config import Config, load_config
 from .models import Decoder, Encoder, build_nets
 from .models.conv import fold_weight_norm
@@ -52,12 +55,32 @@ class Generator(nn.Module):
         return self.decoder(quantized, self.layout.carried(symbols, n_q)), commit
 
 
-def as_batch(audio: Any) -> torch.Tensor:
-    """Accept numpy or torch audio ``[T]``, ``[1, T]`` or ``[B, 1, T]``; return float ``[B, 1, T]``."""
+def as_float_audio(audio: Any, name: str = "audio", warn: bool = True) -> tuple[torch.Tensor, bool]:
+    """numpy or torch audio as a float32 tensor, by one rule: float samples as they are (clipped to
+    [-1, 1], with a warning unless ``warn`` is False, when they go beyond), int16 PCM scaled by
+    1/32768; other types refused. Returns ``(audio, whether it was clipped)``."""
     x = torch.from_numpy(np.ascontiguousarray(audio)) if isinstance(audio, np.ndarray) else audio
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"audio must be a numpy array or torch tensor, got {type(audio).__name__}")
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(audio).__name__}")
+    if x.dtype == torch.int16:
+        return x.float() / 32768.0, False
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be float samples in [-1, 1] or int16 PCM, got {x.dtype}")
     x = x.float()
+    if x.numel() and not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite samples")
+    peak = float(x.abs().max()) if x.numel() else 0.0
+    if peak <= 1.0:
+        return x, False
+    if warn:
+        warnings.warn(full_scale_warning(name, peak), stacklevel=3)
+    return x.clamp(-1.0, 1.0), True
+
+
+def as_batch(audio: Any) -> torch.Tensor:
+    """Accept numpy or torch audio ``[T]``, ``[1, T]`` or ``[B, 1, T]`` (see :func:`as_float_audio`);
+    return ``[B, 1, T]``."""
+    x, _ = as_float_audio(audio)
     if x.dim() == 1:
         x = x[None, None]
     elif x.dim() == 2:
@@ -69,8 +92,6 @@ def as_batch(audio: Any) -> torch.Tensor:
         raise ValueError(f"audio must be [T], [1, T] or [B, 1, T], got shape {tuple(x.shape)}")
     if x.shape[-1] == 0:
         raise ValueError("audio is empty (0 samples)")
-    if not torch.isfinite(x).all():
-        raise ValueError("audio contains NaN or infinite samples")
     return x
 
 
@@ -206,6 +227,12 @@ class Codec:
             raise ValueError(f"{path}: not a readable lrac model file ({type(exc).__name__})") from None
         if not isinstance(state, dict) or "config" not in state or "generator" not in state:
             raise ValueError(f"{path}: not an lrac model file (no config/generator inside)")
+        for key, tensor in state["generator"].items():   # one NaN would decode every file to noise
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and \
+                    not torch.isfinite(tensor).all():
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise ValueError(f"{path}: weight {key} holds {bad} NaN or infinite value(s); "
+                                 "the file is damaged")
         codec = cls(Config.from_dict(state["config"]))
         if state.get("weight_norm_folded"):
             codec.fold_weight_norm()
@@ -214,9 +241,12 @@ class Codec:
         except RuntimeError:  # e.g. a predicted-pitch file of lrac 0.1.0's first weeks
             raise ValueError(f"{path}: its weights do not fit the model its config describes "
                              "(a file of an earlier lrac version?)") from None
-        # the identity the file was made with: ids are hashed from the config as stored
-        codec.model_id = bytes.fromhex(state["model_id"]) if "model_id" in state \
-            else model_identity(state["config"], codec._state_dict32())
+        # the identity .lrac headers carry is computed from what the file stores: a file whose
+        # weights were changed after saving cannot claim the original's identity
+        codec.model_id = model_identity(state["config"], state["generator"])
+        if "model_id" in state and state["model_id"] != codec.model_id.hex():
+            raise ValueError(f"{path}: its weights are not the ones its model id "
+                             f"{state['model_id']} was computed from (changed after saving?)")
         codec.note = str(state.get("note", ""))
         codec.made = str(state.get("made", ""))
         if inference and not codec.weight_norm_folded:
@@ -323,6 +353,8 @@ class Codec:
 
         ``T = frames * hop_length``, or ``length`` (the input's length, at most that) when given."""
         t = self.check_tokens(tokens).to(self.device)
+        if t.shape[-1] == 0:
+            raise ValueError("tokens hold no frames: nothing to decode")
         if length is not None and not 0 <= length <= t.shape[-1] * self.hop_length:
             raise ValueError(f"length must be 0..{t.shape[-1] * self.hop_length} samples for "
                              f"{t.shape[-1]} frames, got {length}")
@@ -352,12 +384,12 @@ class StreamEncoder:
         self.batch_size = batch_size
         self.session = StreamSession(codec.encoder, batch_size, lambda x: codec._tokens(x, self.n_q))
         self.num_samples = 0
+        self.clipped = False
 
     def _as_chunk(self, audio: Any) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(audio)) if isinstance(audio, np.ndarray) else audio
-        x = x.float().reshape(self.batch_size, 1, -1) if x.dim() < 3 else x.float()
-        if not torch.isfinite(x).all():
-            raise ValueError("audio contains NaN or infinite samples")
+        x, clipped = as_float_audio(audio, "audio stream", warn=not self.clipped)  # warn once per stream
+        self.clipped |= clipped
+        x = x.reshape(self.batch_size, 1, -1) if x.dim() < 3 else x
         return x.to(self.codec.device, self.codec.encode_dtype)
 
     @torch.inference_mode()

@@ -1,121 +1,222 @@
-"""File-level coding: audio file <-> ``.lrac`` file, one-pass or in streaming chunks.
+"""File-level coding: audio file <-> ``.lrac`` file, in memory that does not grow with the length.
 
-Long inputs are always coded in streaming chunks, so memory stays bounded whatever the length.
+Both directions run as a pipeline of blocks: audio is read and resampled block by block
+(:class:`lrac.audio.AudioReader`), coded in one pass up to :data:`ONE_PASS_MAX_S` and in streaming
+chunks beyond, and written as it comes (:class:`lrac.bitstream.LracWriter`,
+:class:`lrac.audio.AudioWriter`); a ``.lrac`` file is checked whole (header, size, checksum, the
+model it names) before its first frame is decoded.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from . import bitstream
-from .audio import load_audio, resample, write_audio
-from .bitstream import BitstreamError
+from .audio import OUTPUT_RATES_HZ, AudioReader, AudioWriter, StreamResampler, check_output_path
+from .bitstream import BitstreamError, LracReader
 from .codec import Codec
 
-# Above this many seconds the default (one-pass) path streams in LONG_CHUNK_S chunks, which keeps
-# peak memory near that of a 30 s input (one-pass activations grow with the length).
+# Inputs up to this many seconds are coded in one pass; longer ones stream in LONG_CHUNK_S chunks,
+# which keeps peak memory near that of a 30 s input (one-pass activations grow with the length).
 ONE_PASS_MAX_S = 30.0
 LONG_CHUNK_S = 2.0
-# Output rates a speech file can sensibly have: below 8 kHz speech is not intelligible, and a
-# resampler asked for GHz would run out of memory.
-OUTPUT_RATES_HZ = (8000, 384000)
+
+Progress = Callable[[float, float], None]   # (seconds of audio done, seconds in all)
 
 
-def _chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
+def rechunk(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """The blocks' concatenation along the last axis, cut into pieces of ``size`` (the last one
+    shorter); holds at most one block and one piece at a time."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for block in blocks:
+        pending.append(block)
+        held += block.shape[-1]
+        if held >= size:
+            joined = np.concatenate(pending, axis=-1)
+            whole = held - held % size
+            for start in range(0, whole, size):
+                yield joined[..., start:start + size]
+            pending, held = [joined[..., whole:]], held - whole
+    if held:
+        yield np.concatenate(pending, axis=-1)
+
+
+def _one_pass_or_stream(blocks: Iterable[np.ndarray], limit: int) -> tuple[np.ndarray | None, Iterator]:
+    """``(whole, None)`` when the blocks hold at most ``limit`` samples/frames, else
+    ``(None, all blocks)`` (the ones read so far included)."""
+    head, held = [], 0
+    it = iter(blocks)
+    for block in it:
+        head.append(block)
+        held += block.shape[-1]
+        if held > limit:
+            return None, itertools.chain(head, it)
+    return (np.concatenate(head, axis=-1) if head else None), iter(())
+
+
+def encode_blocks(codec: Codec, blocks: Iterable[np.ndarray], bitrate_bps: int,
+                  chunk_ms: float | None = None) -> Iterator[np.ndarray]:
+    """Mono audio blocks ``[n]`` at ``codec.sample_rate`` -> token frames ``[n_q, f]``, in order.
+
+    ``chunk_ms`` streams in chunks of that length; without it, one pass up to
+    :data:`ONE_PASS_MAX_S`, else :data:`LONG_CHUNK_S` chunks (the tokens are the same)."""
+    if chunk_ms is None:
+        whole, blocks = _one_pass_or_stream(blocks, int(ONE_PASS_MAX_S * codec.sample_rate))
+        if whole is not None:
+            yield codec.encode(whole, bitrate_bps)[0].cpu().numpy()
+            return
+    ms = chunk_ms if chunk_ms is not None else LONG_CHUNK_S * 1000
+    stream = codec.stream_encoder(bitrate_bps)
+    for chunk in rechunk(blocks, max(1, int(round(ms * codec.sample_rate / 1000)))):
+        yield stream.push(torch.from_numpy(chunk))[0].cpu().numpy()
+    yield stream.flush()[0].cpu().numpy()
+
+
+def decode_blocks(codec: Codec, blocks: Iterable[np.ndarray], num_samples: int,
+                  chunk_ms: float | None = None) -> Iterator[np.ndarray]:
+    """Token frames ``[n_q, f]`` -> mono audio blocks ``[n]`` at ``codec.sample_rate``, cropped to
+    ``num_samples`` in all (one pass up to :data:`ONE_PASS_MAX_S`, else streaming chunks)."""
+    if chunk_ms is None:
+        whole, blocks = _one_pass_or_stream(blocks, int(ONE_PASS_MAX_S * codec.frame_rate))
+        if whole is not None:
+            yield codec.decode(torch.from_numpy(whole)[None], length=num_samples)[0, 0].cpu().numpy()
+            return
+    ms = chunk_ms if chunk_ms is not None else LONG_CHUNK_S * 1000
+    stream = codec.stream_decoder()
+    emitted = 0
+    for chunk in rechunk(blocks, max(1, int(round(ms * codec.frame_rate / 1000)))):
+        wav = stream.push(torch.from_numpy(chunk)[None])[0, 0].cpu().numpy()[: num_samples - emitted]
+        emitted += len(wav)
+        yield wav
+    yield stream.flush(num_samples)[0, 0].cpu().numpy()[: num_samples - emitted]
 
 
 def encode_array(codec: Codec, audio: np.ndarray, bitrate_bps: int, chunk_ms: float | None = None
                  ) -> np.ndarray:
-    """Mono ``[T]`` audio at ``codec.sample_rate`` -> indices ``[n_q, frames]``.
-
-    ``chunk_ms`` streams in chunks of that length; without it, one pass (or 2 s chunks past 30 s)."""
-    if chunk_ms is None and len(audio) <= ONE_PASS_MAX_S * codec.sample_rate:
-        return codec.encode(audio, bitrate_bps)[0].cpu().numpy()
-    ms = chunk_ms if chunk_ms is not None else LONG_CHUNK_S * 1000
-    size = max(1, int(round(ms * codec.sample_rate / 1000)))
-    stream = codec.stream_encoder(bitrate_bps)
-    parts = [stream.push(torch.from_numpy(audio[s])) for s in _chunks(len(audio), size)]
-    parts.append(stream.flush())
-    return torch.cat(parts, dim=-1)[0].cpu().numpy()
+    """Mono ``[T]`` audio at ``codec.sample_rate`` -> indices ``[n_q, frames]`` (as the file path)."""
+    return np.concatenate(list(encode_blocks(codec, [np.asarray(audio, np.float32)], bitrate_bps,
+                                             chunk_ms)), axis=-1)
 
 
 def decode_array(codec: Codec, indices: np.ndarray, num_samples: int, chunk_ms: float | None = None
                  ) -> np.ndarray:
     """Indices ``[n_q, frames]`` -> mono ``[num_samples]`` audio at ``codec.sample_rate``."""
-    tokens = torch.from_numpy(indices)[None]
-    n_frames = tokens.shape[-1]
-    if chunk_ms is None and n_frames <= ONE_PASS_MAX_S * codec.frame_rate:
-        return codec.decode(tokens, length=num_samples)[0, 0].cpu().numpy()
-    ms = chunk_ms if chunk_ms is not None else LONG_CHUNK_S * 1000
-    frames = max(1, int(round(ms * codec.frame_rate / 1000)))
-    stream = codec.stream_decoder()
-    parts = [stream.push(tokens[..., s]) for s in _chunks(n_frames, frames)]
-    parts.append(stream.flush(num_samples))
-    return torch.cat(parts, dim=-1)[0, 0].cpu().numpy()
+    return np.concatenate(list(decode_blocks(codec, [np.asarray(indices)], num_samples, chunk_ms)))
 
 
 def encode_file(codec: Codec, in_path: str | Path, out_path: str | Path, bitrate_bps: int = 6000,
-                chunk_ms: float | None = None) -> dict:
-    """Audio file (any rate/format soundfile reads; stereo is averaged) -> ``.lrac`` file."""
+                chunk_ms: float | None = None, progress: Progress | None = None) -> dict:
+    """Audio file (any rate/format soundfile reads; stereo is averaged) -> ``.lrac`` file.
+
+    Written to a temporary file beside ``out_path`` and renamed when complete: an error part-way
+    (NaN samples at hour 3) leaves no file. ``progress(done_s, total_s)`` is called per block."""
     n_q = codec.stages_for_bitrate(bitrate_bps)
     start = time.perf_counter()
-    audio, _ = load_audio(in_path, codec.sample_rate)
-    indices = encode_array(codec, audio, bitrate_bps, chunk_ms)
-    header = bitstream.Header(codec.model_id, codec.sample_rate, bitrate_bps, n_q,
-                              codec.bits_per_index, indices.shape[-1], len(audio))
-    data = bitstream.dumps(header, indices)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(data)
-    seconds = len(audio) / codec.sample_rate
-    return {"seconds": seconds, "frames": header.n_frames, "bytes": len(data),
+    out_path = check_output_path(out_path, suffixes=None)
+    with AudioReader(in_path, codec.sample_rate) as reader:
+        limit = bitstream.MAX_SAMPLES
+        if reader.num_samples > limit:
+            raise ValueError(f"{in_path}: {reader.num_samples / codec.sample_rate / 3600:.1f} h, longer than "
+                             f"an .lrac file holds ({limit / codec.sample_rate / 3600:.1f} h); split it")
+        total_s = reader.num_samples / codec.sample_rate
+        count = 0
+
+        def counted() -> Iterator[np.ndarray]:
+            nonlocal count
+            for block in reader.blocks():
+                count += len(block)
+                if count > limit:
+                    raise ValueError(f"{in_path}: longer than an .lrac file holds ({limit} samples)")
+                if progress:
+                    progress(count / codec.sample_rate, total_s)
+                yield block
+
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with bitstream.LracWriter(out_path, codec.model_id, codec.sample_rate, bitrate_bps, n_q,
+                                  codec.bits_per_index) as writer:
+            for indices in encode_blocks(codec, counted(), bitrate_bps, chunk_ms):
+                writer.write(indices)
+            header = writer.close(count)
+    seconds = count / codec.sample_rate
+    n_bytes = bitstream.HEADER_BYTES + bitstream.payload_bytes(header.n_frames, n_q, header.bits)
+    return {"seconds": seconds, "frames": header.n_frames, "bytes": n_bytes,
             "bitrate_bps": bitrate_bps, "elapsed_s": time.perf_counter() - start}
 
 
-def read_lrac(codec: Codec, path: str | Path) -> tuple[bitstream.Header, np.ndarray]:
-    """Read and check a ``.lrac`` file against ``codec``; :class:`BitstreamError` if it does not fit."""
-    path = Path(path)
-    if not path.is_file():
-        raise BitstreamError(f"{path}: file not found")
-    header, indices = bitstream.loads(path.read_bytes(), str(path))
+def check_header(codec: Codec, header: bitstream.Header, name: str) -> None:
+    """Refuse a ``.lrac`` header that ``codec`` cannot decode (another model, rate, bitrate, or
+    frames that do not match the length) with a :class:`BitstreamError`."""
     if header.model_id != codec.model_id:
         maker = Codec.pretrained_name_of(header.model_id)
         hint = f"pass --model {maker} (the pretrained model that made it)" if maker else "pass the right --model"
-        raise BitstreamError(f"{path}: made by another model (id {header.model_id.hex()}); "
+        raise BitstreamError(f"{name}: made by another model (id {header.model_id.hex()}); "
                              f"this model is {codec.model_id.hex()}; {hint}")
     if header.sample_rate != codec.sample_rate or header.bits != codec.bits_per_index:
-        raise BitstreamError(f"{path}: header says {header.sample_rate} Hz / {header.bits} bits, "
+        raise BitstreamError(f"{name}: header says {header.sample_rate} Hz / {header.bits} bits, "
                              f"model is {codec.sample_rate} Hz / {codec.bits_per_index} bits")
-    if header.n_stages > codec.quantizer.n_stages or \
+    if header.bitrate_bps not in codec.bitrates_bps or \
             header.bitrate_bps != codec.bitrate_for_stages(header.n_stages):
-        raise BitstreamError(f"{path}: corrupted header ({header.n_stages} stages at "
-                             f"{header.bitrate_bps} bit/s)")
+        valid = ", ".join(str(b) for b in codec.bitrates_bps)
+        raise BitstreamError(f"{name}: corrupted header ({header.n_stages} stages at "
+                             f"{header.bitrate_bps} bit/s; this model codes {valid} bit/s)")
     if header.n_frames != math.ceil(header.num_samples / codec.hop_length):
-        raise BitstreamError(f"{path}: corrupted header ({header.n_frames} frames for "
+        raise BitstreamError(f"{name}: corrupted header ({header.n_frames} frames for "
                              f"{header.num_samples} samples)")
-    return header, indices
+
+
+def open_lrac(codec: Codec, path: str | Path) -> LracReader:
+    """A ``.lrac`` file opened for block reading and checked whole against ``codec`` (header,
+    size, checksum, model); :class:`BitstreamError` if it does not fit. Close it (``with``)."""
+    reader = LracReader(path)
+    try:
+        check_header(codec, reader.header, str(path))
+    except BaseException:
+        reader.close()
+        raise
+    return reader
+
+
+def read_lrac(codec: Codec, path: str | Path) -> tuple[bitstream.Header, np.ndarray]:
+    """Read and check a whole ``.lrac`` file against ``codec`` -> ``(header, indices [n_q, F])``."""
+    with open_lrac(codec, path) as reader:
+        return reader.header, np.concatenate(list(reader.blocks()), axis=-1)
 
 
 def decode_file(codec: Codec, in_path: str | Path, out_path: str | Path, sample_rate: int | None = None,
-                chunk_ms: float | None = None) -> dict:
-    """``.lrac`` file -> 16-bit PCM wav at ``sample_rate`` (default: the codec's rate, else one of
-    :data:`OUTPUT_RATES_HZ`; ``ValueError`` outside them)."""
+                chunk_ms: float | None = None, progress: Progress | None = None) -> dict:
+    """``.lrac`` file -> 16-bit PCM ``.wav`` / ``.flac`` at ``sample_rate`` (default: the codec's,
+    else one of :data:`OUTPUT_RATES_HZ`; ``ValueError`` outside them).
+
+    Written as it is decoded, to a temporary file renamed when complete. ``progress(done_s,
+    total_s)`` is called per chunk."""
     start = time.perf_counter()
     rate = sample_rate or codec.sample_rate
     if not OUTPUT_RATES_HZ[0] <= rate <= OUTPUT_RATES_HZ[1]:
         raise ValueError(f"output sample rate must be {OUTPUT_RATES_HZ[0]}-{OUTPUT_RATES_HZ[1]} Hz, got {rate}")
-    header, indices = read_lrac(codec, in_path)
-    audio = decode_array(codec, indices, header.num_samples, chunk_ms)
-    if rate != codec.sample_rate:
-        audio = resample(audio, codec.sample_rate, rate)
-    write_audio(out_path, audio, rate)
-    return {"seconds": header.num_samples / codec.sample_rate, "bitrate_bps": header.bitrate_bps,
+    check_output_path(out_path)
+    with open_lrac(codec, in_path) as reader:
+        header = reader.header
+        total_s = header.num_samples / codec.sample_rate
+        if math.ceil(header.num_samples * rate / codec.sample_rate) > bitstream.MAX_SAMPLES:
+            raise ValueError(f"{in_path}: {total_s / 3600:.1f} h at {rate} Hz is more than a 16-bit "
+                             f"WAV holds; pick a lower --sample-rate")
+        resampler = StreamResampler(codec.sample_rate, rate)
+        done = 0
+        with AudioWriter(out_path, rate) as writer:
+            for audio in decode_blocks(codec, reader.blocks(), header.num_samples, chunk_ms):
+                writer.write(resampler.push(audio))
+                done += len(audio)
+                if progress:
+                    progress(done / codec.sample_rate, total_s)
+            writer.write(resampler.flush())
+            writer.close()
+    return {"seconds": total_s, "bitrate_bps": header.bitrate_bps,
             "elapsed_s": time.perf_counter() - start}

@@ -16,7 +16,7 @@ def _header(n_q=6, frames=1000, samples=None):
     return Header(b"\x01\x02\x03\x04\x05\x06\x07\x08", 24000, n_q * 1000, n_q, 10, frames, samples)
 
 
-@pytest.mark.parametrize("n_q, frames", [(1, 1), (6, 1000), (1, 1000), (6, 7), (3, 0)])
+@pytest.mark.parametrize("n_q, frames", [(1, 1), (6, 1000), (1, 1000), (6, 7), (3, 9)])
 def test_round_trip_and_size(n_q, frames):
     rng = np.random.default_rng(n_q * 1000 + frames)
     idx = rng.integers(0, 1024, size=(n_q, frames))

@@ -7,6 +7,7 @@ stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import sys
 import warnings
@@ -23,6 +24,7 @@ from ..config import Config, ConfigError, load_config
 USER_ERRORS = (AudioError, BitstreamError, ConfigError, ValueError, FileNotFoundError, OSError)
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+DEFAULT_MODEL = "t1"   # the pretrained model commands use without --model
 
 
 def fail(message: str) -> None:
@@ -30,10 +32,83 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
+def check_number(option: str, value: float | None, low: float = 0.0, high: float = math.inf,
+                 low_inclusive: bool = False) -> None:
+    """Refuse a numeric option that is not finite or not in range, with one line naming it
+    (``None`` means not given). The range is ``(low, high]``, or ``[low, high]`` with
+    ``low_inclusive``."""
+    if value is None:
+        return
+    above = value >= low if low_inclusive else value > low
+    if not (math.isfinite(value) and above and value <= high):
+        bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
+        fail(f"{option} must be a finite number {bound}, got {value}")
+
+
 def check_positive(option: str, value: float | None) -> None:
-    """Refuse a zero or negative numeric option with one line (``None`` means not given)."""
-    if value is not None and value <= 0:
-        fail(f"{option} must be > 0, got {value:g}")
+    """Refuse a zero, negative, infinite or NaN numeric option with one line."""
+    check_number(option, value)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lrac")
+    except PackageNotFoundError:
+        from .. import __version__
+        return __version__
+
+
+def version_option(fn: Callable) -> Callable:
+    """``--version``: print the package version and exit."""
+    return click.version_option(package_version(), "--version", message="%(prog)s (lrac) %(version)s")(fn)
+
+
+def coding_options(fn: Callable) -> Callable:
+    """``--threads N`` and ``--no-progress`` of lrac-encode / lrac-decode."""
+    fn = click.option("--no-progress", is_flag=True,
+                      help="No progress bar (there is none either when stderr is not a terminal).")(fn)
+    fn = click.option("--threads", type=int, default=1, show_default=True,
+                      help="CPU threads for the model (the model is small: more rarely helps, and "
+                           "a busy machine makes them slower).")(fn)
+    return fn
+
+
+MAX_THREADS = 1024
+
+
+def check_threads(threads: int) -> None:
+    check_number("--threads", threads, 1, MAX_THREADS, low_inclusive=True)
+
+
+def set_threads(threads: int) -> None:
+    """Give torch ``--threads`` threads (checked)."""
+    check_threads(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def progress_bar(what: str, enabled: bool) -> Callable[[float, float], None] | None:
+    """A ``(done_s, total_s)`` callback drawing a bar in seconds of audio on stderr, or None when
+    ``enabled`` is False or stderr is not a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done_s: float, total_s: float) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=round(total_s, 1), desc=what, unit="s", file=sys.stderr, leave=False)
+        bar.n = round(min(done_s, total_s), 1)
+        bar.refresh()
+        if done_s >= total_s:
+            bar.close()
+
+    return update
 
 
 def one_line(exc: BaseException) -> str:
@@ -99,7 +174,7 @@ def load_codec(model: str | None):
 
     installed = Codec.pretrained_names()
     if model is None:
-        model = "t1"
+        model = DEFAULT_MODEL
         if model not in installed:
             raise FileNotFoundError("no --model given and no pretrained weights are installed: "
                                     "pass --model PATH (a file written by lrac-train or Codec.save)")
@@ -154,4 +229,6 @@ def run_batch(items: list[tuple[str, Any]], work: Callable[[str, Any], None], wh
         except USER_ERRORS as exc:
             failures += 1
             click.echo(f"error: {one_line(exc)}", err=True)
+    if failures:
+        click.echo(f"error: {failures} of {len(items)} files failed", err=True)
     return failures

@@ -2,7 +2,7 @@
 
     lrac-score REF DEG [--out DIR] [--jobs N] [--plots]          score decoded audio against references
     lrac-score --model M --testset DIR --bitrate 1 6 --out DIR  code a test set, then score it
-    lrac-score --complexity [--config PRESET | --model M] [--json]
+    lrac-score --complexity [--config PRESET | --model M] [--json]   (default: the model lrac-encode uses)
 
 REF and DEG are folders (utterance id = file stem) or Kaldi-style ``reference.scp``/``wav.scp``.
 """
@@ -18,7 +18,8 @@ from typing import Any
 import click
 
 from ..config import Config, load_config
-from .common import config_options, fail, load_codec, user_errors
+from .common import DEFAULT_MODEL, check_number, config_options, fail, load_codec, user_errors, \
+    version_option
 
 _NUMBER = re.compile(r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$")
 
@@ -102,6 +103,7 @@ def _effective_config(config: str | None, model: str | None, overrides: tuple[st
 @click.option("--complexity", is_flag=True, help="Print compute, latency and parameters, then exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --complexity: print JSON instead of a table.")
 @config_options
+@version_option
 @user_errors
 def main(ref: str | None, deg: str | None, out_dir: str | None, model: str | None, testset: str | None,
          bitrates: tuple[int, ...], metrics: str | None, jobs: int, max_delay_ms: float | None,
@@ -110,13 +112,22 @@ def main(ref: str | None, deg: str | None, out_dir: str | None, model: str | Non
     """Score decoded speech against references (PESQ, STOI, SI-SDR, mel distance, LSD, DNSMOS, ...).
 
     REF and DEG are folders or Kaldi-style scp files; utterances are paired by id."""
+    check_number("--max-delay-ms", max_delay_ms, low_inclusive=True)
+    check_number("--jobs", jobs, 1, low_inclusive=True)
     options = {"max_delay_ms": max_delay_ms, "bitrates_kbps": list(bitrates) or None}
+    if complexity and not config_name and not model:
+        model = DEFAULT_MODEL   # describe what lrac-encode uses without --model
     cfg, codec = _effective_config(config_name, model, overrides, options)
     if print_config:
         click.echo(cfg.to_yaml(), nl=False)
         return
     if complexity:
-        _complexity(codec, cfg, as_json)
+        from ..codec import Codec
+
+        described = (f"config {config_name} (untrained weights: the figures do not depend on them)"
+                     if not model else f"pretrained model {model}" if model in Codec.pretrained_names()
+                     else f"model file {model}")
+        _complexity(codec, cfg, as_json, described + (f" with {', '.join(overrides)}" if overrides else ""))
         return
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     if codec is not None or testset:
@@ -132,15 +143,19 @@ def main(ref: str | None, deg: str | None, out_dir: str | None, model: str | Non
         _score(ref, deg, cfg, out_dir, names, plots, jobs)
 
 
-def _complexity(codec: Any, cfg: Config, as_json: bool) -> None:
+def _complexity(codec: Any, cfg: Config, as_json: bool, described: str) -> None:
+    """Print the complexity report of ``codec`` (or of ``cfg``'s model), saying which it describes."""
     from ..eval.complexity import complexity_report, format_complexity
 
-    if codec is None:
+    if codec is None or cfg is not codec.config:   # --set changes the model: build that one
         from ..codec import Codec
 
         codec = Codec(cfg)
     report = complexity_report(codec)
-    click.echo(json.dumps(report, indent=2) if as_json else format_complexity(report))
+    if as_json:
+        click.echo(json.dumps({"described": described, **report}, indent=2))
+    else:
+        click.echo(f"complexity of {described}\n{format_complexity(report)}")
 
 
 def _score(ref: str, deg: str, cfg: Config, out_dir: str | None, names: list[str] | None,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from .common import config_options, user_errors
+from .common import config_options, user_errors, version_option
 
 
 def _echo(message: str) -> None:
@@ -65,6 +65,7 @@ def _echo(message: str) -> None:
               help="Memory per run for augmented Track 2 utterances (about 2 GiB holds the train split).")
 @click.option("--device", default=None, help="cpu or cuda[:N] (default: cuda if available).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to train.jsonl).")
+@version_option
 @user_errors
 def main(track: str | None, config_name: str | None, overrides: tuple[str, ...], print_config: bool,
          data_spec: str | None, valid_spec: str | None, noise_spec: str | None, rir_spec: str | None,

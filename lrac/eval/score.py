@@ -113,15 +113,26 @@ def load_list(source: str | Path | dict[str, Path]) -> dict[str, Path]:
     return items
 
 
+def _single_file(source: str | Path | dict[str, Path]) -> bool:
+    return not isinstance(source, dict) and Path(source).is_file() and Path(source).suffix != ".scp" \
+        and not Path(source).name.endswith("wav.scp")
+
+
 def pair_utterances(ref: str | Path | dict[str, Path], deg: str | Path | dict[str, Path]
                     ) -> tuple[list[Pair], list[Skipped]]:
     """Match reference and decoded audio by utterance id.
+
+    Two single audio files (``ref.flac``, ``deg.wav``) are one pair, whatever their names, under
+    the reference's id.
 
     Returns:
         ``(pairs, skipped)``: pairs sorted by id; ids present on one side only are skipped with
         the reason.
     """
     refs, degs = load_list(ref), load_list(deg)
+    if _single_file(ref) and _single_file(deg):
+        (utt, ref_path), = refs.items()
+        return [Pair(utt, ref_path, next(iter(degs.values())))], []
     pairs = [Pair(u, refs[u], degs[u]) for u in sorted(refs) if u in degs]
     skipped = [Skipped(u, "no decoded counterpart", ref=str(refs[u])) for u in sorted(refs)
                if u not in degs]
