@@ -1,5 +1,6 @@
 """lrac-encode / lrac-decode end to end, including every bad input the issue lists."""
 
+import os
 import subprocess
 
 import numpy as np
@@ -219,3 +220,164 @@ def test_commands_start_without_scipy_signal():
             "print('scipy.signal' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"
+
+
+def _crafted(model_id, n_q, frames, samples, bitrate, rate=24000, payload=None):
+    """A .lrac file with these header fields, a zero payload of the size they imply and a
+    correct CRC (what someone who read the format can write)."""
+    import struct
+    import zlib
+    head = struct.pack("<4sBB8sIHII", b"LRAC", 1, 10 << 4 | n_q, model_id, rate, bitrate, frames, samples)
+    payload = bytes(bitstream.payload_bytes(frames, n_q, 10)) if payload is None else payload
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def _one_error_line(out):
+    errors = [line for line in out.strip().splitlines() if not line.startswith(("note:", "warning:"))]
+    return len(errors) == 1 and errors[0].startswith("error: ") and "Traceback" not in out
+
+
+def test_crafted_files_are_refused_in_one_line(tmp_path, model):
+    """The crafted files of the issue: no audio, 2^32-1 samples (a 22 MB payload that would decode
+    to 54 GB), 3 stages at 3 kbps, a 1 Hz rate, a valid file with 1 GiB of trailing bytes; each a
+    BitstreamError (CLI: one line, exit 2), and in a folder the others still decode."""
+    model_id = Codec.load(model).model_id
+    frames_max = -(-(2**32 - 1) // 240)
+    cases = {"empty": _crafted(model_id, 1, 0, 0, 1000),
+             "huge": _crafted(model_id, 1, frames_max, 2**32 - 1, 1000, payload=b""),
+             "stages": _crafted(model_id, 3, 100, 24000, 3000),
+             "rate": _crafted(model_id, 1, 100, 24000, 1000, rate=1)}
+    messages = {"empty": "holds no audio", "huge": "more than an .lrac file holds",
+                "stages": "3 stages at 3000 bit/s; this model codes 1000, 6000",
+                "rate": "header says 1 Hz", "trailing": "has trailing bytes"}
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, data in cases.items():
+        (folder / f"{name}.lrac").write_bytes(data)
+    (folder / "good.lrac").write_bytes(_crafted(model_id, 1, 100, 24000, 1000))
+    (folder / "trailing.lrac").write_bytes((folder / "good.lrac").read_bytes())
+    os.truncate(folder / "trailing.lrac", (folder / "trailing.lrac").stat().st_size + 2**30)
+    for name, message in messages.items():
+        with pytest.raises(bitstream.BitstreamError, match=message):   # the API
+            decode_file(Codec.load(model), folder / f"{name}.lrac", tmp_path / "o.wav")
+        code, out = run(decode_main, [str(folder / f"{name}.lrac"), str(tmp_path / "o.wav"), "--model", model])
+        assert code == 2 and _one_error_line(out) and message in out, (name, out)
+    assert not (tmp_path / "o.wav").exists()
+    code, out = run(decode_main, [str(folder), str(tmp_path / "out"), "--model", model])
+    assert code == 2 and "error: 5 of 6 files failed" in out and "Traceback" not in out
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.wav"]
+    assert sf.info(tmp_path / "out" / "good.wav").frames == 24000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--chunk-ms", "inf"], "--chunk-ms must be a finite number > 0 and <= 30000, got inf"),
+    (["--chunk-ms", "nan"], "--chunk-ms must be a finite number > 0 and <= 30000, got nan"),
+    (["--chunk-ms", "-5"], "--chunk-ms must be"),
+    (["--chunk-ms", "1e9"], "--chunk-ms must be"),
+    (["--bitrate", "nan"], "--bitrate must be a finite number > 0, got nan"),
+    (["--bitrate", "inf"], "--bitrate must be a finite number > 0, got inf"),
+    (["--threads", "0"], "--threads must be a finite number >= 1 and <= 1024, got 0"),
+])
+def test_numeric_options_are_checked_and_named(tmp_path, wav, model, args, message):
+    code, out = run(encode_main, [str(wav), str(tmp_path / "o.lrac"), "--model", model, *args])
+    assert code == 2 and _one_error_line(out) and message in out, out
+    if args[0] != "--bitrate":
+        code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "o.wav"), "--model", model, *args])
+        assert code == 2 and message in out, out
+
+
+@pytest.mark.parametrize("name, message", [
+    ("folder", "is a folder"), ("noext", "has no file extension"), ("o.txt", "'.txt' files cannot be written"),
+    ("o.mp3", "o.mp3: '.mp3' files cannot be written"), ("ro/o.wav", "cannot write into")])
+def test_decode_output_paths_are_checked_before_the_model_loads(tmp_path, wav, model, monkeypatch, name,
+                                                                 message):
+    run(encode_main, [str(wav), str(tmp_path / "x.lrac"), "--model", model])
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "ro").mkdir(mode=0o555)
+    if name.startswith("ro/") and os.access(tmp_path / "ro", os.W_OK):   # root: fail as read-only would
+        import tempfile
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the output was checked")
+    monkeypatch.setattr("lrac.cli.common.load_codec", no_model)
+    code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / name), "--model", model])
+    assert code == 2 and _one_error_line(out) and message in out, out
+
+
+def test_inputs_are_checked_before_the_model_loads(tmp_path, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the input was checked")
+    monkeypatch.setattr("lrac.cli.common.load_codec", no_model)
+    code, out = run(encode_main, [str(tmp_path / "missing.wav"), str(tmp_path / "o.lrac")])
+    assert code == 2 and "missing.wav: file not found" in out
+    (tmp_path / "bad.lrac").write_bytes(b"LRAC" + bytes(40))
+    code, out = run(decode_main, [str(tmp_path / "bad.lrac"), str(tmp_path / "o.wav")])
+    assert code == 2 and _one_error_line(out) and "bad.lrac" in out
+
+
+def test_every_command_has_version():
+    from lrac.cli.score import main as score_main
+    from lrac.cli.train import main as train_main
+    from lrac.cli.common import package_version
+    for main in (encode_main, decode_main, score_main, train_main):
+        code, out = run(main, ["--version"])
+        assert code == 0 and out.strip().endswith(f"(lrac) {package_version()}")
+
+
+def test_threads_option_sets_torch_threads(tmp_path, wav, model):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert run(encode_main, [str(wav), str(tmp_path / "x.lrac"), "--model", model])[0] == 0
+        assert torch.get_num_threads() == 1   # the default
+        assert run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "y.wav"), "--model", model,
+                                 "--threads", "3"])[0] == 0
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_odd_inputs_are_reported(tmp_path, model):
+    """A float file above full scale: clipped, one warning however many blocks; a WAV cut short of
+    its header: a warning, and the samples that are there encoded."""
+    loud = speechlike(6.0) * 4
+    sf.write(tmp_path / "loud.wav", loud, 24000, subtype="FLOAT")
+    code, out = run(encode_main, [str(tmp_path / "loud.wav"), str(tmp_path / "l.lrac"), "--model", model])
+    assert code == 0 and out.count("clipped to [-1, 1]") == 1 and out.startswith("warning: ")
+    sf.write(tmp_path / "cut.wav", speechlike(1.0), 24000)
+    data = (tmp_path / "cut.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: 44 + 24000])
+    code, out = run(encode_main, [str(tmp_path / "cut.wav"), str(tmp_path / "c.lrac"), "--model", model])
+    assert code == 0 and "shorter than its header says (12000 of 24000 frames)" in out
+    assert bitstream.loads((tmp_path / "c.lrac").read_bytes())[0].num_samples == 12000
+
+
+def test_a_failure_part_way_leaves_no_file(tmp_path, model):
+    """NaN after the first blocks (the file is read and coded as it goes): no output, no temp file."""
+    x = speechlike(5.0)
+    x[-100] = np.nan
+    sf.write(tmp_path / "late.wav", x, 24000, subtype="FLOAT")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out = run(encode_main, [str(tmp_path / "late.wav"), str(out_dir / "x.lrac"), "--model", model,
+                                  "--chunk-ms", "500"])
+    assert code == 2 and "NaN or infinite (first at 5.00 s)" in out
+    assert list(out_dir.iterdir()) == []
+
+
+def test_progress_reports_seconds_to_the_end(tmp_path, model):
+    from lrac.cli.common import progress_bar
+    from lrac.compress import encode_file
+    sf.write(tmp_path / "a.wav", speechlike(7.0, 16000), 16000)
+    seen = []
+    encode_file(Codec.load(model), tmp_path / "a.wav", tmp_path / "a.lrac", 1000,
+                progress=lambda done, total: seen.append((done, total)))
+    assert len(seen) > 1 and seen[-1] == (7.0, 7.0) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    decode_file(Codec.load(model), tmp_path / "a.lrac", tmp_path / "a.wav", progress=lambda d, t: seen.append(d))
+    assert seen[-1] == 7.0
+    assert progress_bar("encode", enabled=False) is None
+    assert progress_bar("encode", enabled=True) is None   # stderr is not a terminal under pytest

@@ -134,3 +134,22 @@ def test_bad_quantizer_settings_are_one_line_errors():
                        "quantizer.kind must be 'vq' or 'fsq'")
     _assert_user_error(_run("--complexity", "--config", "t1", "--set", "quantizer.fsq_levels=[4, 4]"),
                        "give 16 codes")
+
+
+def test_two_explicit_files_are_one_pair(tmp_path):
+    x = speechlike(1.5, 16000)
+    sf.write(tmp_path / "ref.flac", x, 16000)
+    sf.write(tmp_path / "decoded.wav", x, 16000)
+    result = _run(tmp_path / "ref.flac", tmp_path / "decoded.wav", "--metrics", "si_sdr")
+    assert result.exit_code == 0, result.stderr
+    assert "1 utterance(s) scored, 0 skipped" in result.stdout and "| si_sdr |" in result.stdout
+
+
+def test_complexity_says_which_model_it_describes():
+    from lrac import Codec
+    default = _run("--complexity")
+    assert default.exit_code == 0, default.stderr
+    if "t1" in Codec.pretrained_names():   # what lrac-encode uses without --model
+        assert default.stdout.startswith("complexity of pretrained model t1\n")
+    preset = json.loads(_run("--complexity", "--config", "baseline-t2", "--json").stdout)
+    assert preset["described"].startswith("config baseline-t2 (untrained weights")

@@ -1,5 +1,7 @@
 """The Codec facade: shapes, bitrates, save/load, model identity, bad input."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -187,3 +189,57 @@ def test_saved_files_have_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "m.pt").stat().st_mode) == 0o666 & ~umask
+
+
+def test_damaged_or_changed_model_files_are_refused(tmp_path):
+    """One NaN or inf in any weight, or weights changed after saving (the stored identity no longer
+    theirs), is a one-line ValueError at load, not garbage audio or a borrowed identity."""
+    codec = Codec("baseline-t1")
+    codec.save(tmp_path / "m.pt")
+    state = torch.load(tmp_path / "m.pt", weights_only=False)
+    for bad in (float("nan"), float("inf")):
+        damaged = {**state, "generator": dict(state["generator"])}
+        key = sorted(k for k, v in damaged["generator"].items() if v.is_floating_point())[-1]
+        damaged["generator"][key] = damaged["generator"][key].clone().view(-1).index_fill(0, torch.tensor([3]), bad) \
+            .view_as(damaged["generator"][key])
+        torch.save(damaged, tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match=f"weight {key} holds 1 NaN or infinite value") as info:
+            Codec.load(tmp_path / "bad.pt")
+        assert "\n" not in str(info.value)
+    changed = {**state, "generator": dict(state["generator"])}
+    key = next(k for k, v in changed["generator"].items() if v.is_floating_point())
+    changed["generator"][key] = changed["generator"][key] * 1.001
+    torch.save(changed, tmp_path / "changed.pt")
+    with pytest.raises(ValueError, match="not the ones its model id .* was computed from"):
+        Codec.load(tmp_path / "changed.pt")
+    del changed["model_id"]   # no stored identity: the weights' own is computed
+    torch.save(changed, tmp_path / "anonymous.pt")
+    assert Codec.load(tmp_path / "anonymous.pt").model_id not in (codec.model_id, None)
+
+
+def test_int16_is_scaled_and_other_integers_refused(codec):
+    x = (np.random.default_rng(0).standard_normal(4800) * 6000).astype(np.int16)
+    assert torch.equal(codec.encode(x, 1000), codec.encode(x.astype(np.float32) / 32768, 1000))
+    assert torch.equal(codec.encode(torch.from_numpy(x), 1000), codec.encode(x.astype(np.float32) / 32768, 1000))
+    for dtype in (np.int32, np.int64, np.uint8, bool):
+        with pytest.raises(TypeError, match="float samples in \\[-1, 1\\] or int16 PCM"):
+            codec.encode(np.zeros(480, dtype=dtype), 1000)
+
+
+def test_float_audio_above_full_scale_is_clipped_with_one_warning(codec):
+    x = np.random.default_rng(0).standard_normal(9600).astype(np.float32)
+    x[100] = 1e37
+    with pytest.warns(UserWarning, match="samples above full scale \\(up to 1e\\+37\\); clipped to \\[-1, 1\\]"):
+        tokens = codec.encode(x, 6000)
+    assert torch.equal(tokens, codec.encode(np.clip(x, -1, 1), 6000))
+    stream = codec.stream_encoder(6000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parts = [stream.push(x[i:i + 960]) for i in range(0, len(x), 960)] + [stream.flush()]
+    assert len(caught) == 1 and "audio stream: samples above full scale" in str(caught[0].message)
+    assert torch.equal(torch.cat(parts, dim=-1), tokens)
+
+
+def test_no_frames_is_a_value_error(codec):
+    with pytest.raises(ValueError, match="tokens hold no frames"):
+        codec.decode(torch.zeros(1, 1, 0, dtype=torch.long))

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from lrac.codec import Codec, atomic_torch_save, half_state_dict
+from lrac.codec import Codec, atomic_torch_save, half_state_dict, model_identity
 from lrac.config import Config
 from lrac.train.grow import grow_generator
 
@@ -147,6 +147,8 @@ def save_gan_weights(checkpoint: str | Path, dest: str | Path, half: bool = Fals
         for net in ("generator", "discriminator"):
             if net in keep:
                 keep[net] = half_state_dict(keep[net])
+        if "model_id" in keep:   # the float32 weights' id no longer fits: Codec.load would refuse it
+            keep["model_id"] = model_identity(keep["config"], keep["generator"]).hex()
     atomic_torch_save(keep, dest)
 
 
