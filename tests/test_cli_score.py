@@ -153,3 +153,9 @@ def test_complexity_says_which_model_it_describes():
         assert default.stdout.startswith("complexity of pretrained model t1\n")
     preset = json.loads(_run("--complexity", "--config", "baseline-t2", "--json").stdout)
     assert preset["described"].startswith("config baseline-t2 (untrained weights")
+
+
+def test_numeric_options_are_checked_and_named(folders):
+    ref, deg = folders
+    _assert_user_error(_run(ref, deg, "--max-delay-ms", "nan"), "--max-delay-ms must be a finite number >= 0")
+    _assert_user_error(_run(ref, deg, "--jobs", "0"), "--jobs must be a finite number >= 1")
