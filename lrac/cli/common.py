@@ -45,11 +45,6 @@ def check_number(option: str, value: float | None, low: float = 0.0, high: float
         fail(f"{option} must be a finite number {bound}, got {value}")
 
 
-def check_positive(option: str, value: float | None) -> None:
-    """Refuse a zero, negative, infinite or NaN numeric option with one line."""
-    check_number(option, value)
-
-
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
