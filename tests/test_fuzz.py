@@ -21,13 +21,13 @@ N_CASES = 1000
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """The shipped t1 (else an untrained lrac-t1: the pitch path parses its tokens) and a valid file."""
+    """The shipped t1 (else an untrained t1 preset: the pitch path parses its tokens) and a valid file."""
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("fuzz")
     if "t1" in Codec.pretrained_names():
         codec, model = Codec.pretrained("t1"), "t1"
     else:
-        codec, model = Codec("lrac-t1"), str(folder / "m.pt")
+        codec, model = Codec("t1"), str(folder / "m.pt")
         codec.save(model)
         codec = Codec.load(model)
     import soundfile as sf
