@@ -32,6 +32,8 @@ def test_init_from_gan_weights_continues_step_and_weights(tmp_path):
     from_half.load_weights(tmp_path / "gd16.pt")  # loads into the float32 networks
     assert all(torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4)
                for a, b in zip(_states(first).values(), _states(from_half).values()))
+    from lrac.codec import Codec   # the float16 file names its own weights' id, which Codec.load checks
+    assert Codec.load(tmp_path / "gd16.pt").model_id != Codec.load(tmp_path / "gd.pt").model_id
 
 
 def test_a_continued_run_can_restart_its_learning_rate_schedule(tmp_path):
