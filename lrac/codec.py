@@ -20,14 +20,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .audio import full_scale_warning
+from .conceal import ConcealState, check_method, conceal
 from .config import Config, load_config
 from .models import Decoder, Encoder, build_nets
 from .models.conv import fold_weight_norm
 from .models.streaming import StreamSession
+from .packets import MAX_FRAMES, PacketFormat
 from .quant import ResidualVQ
 from .tokens import LATENT, TokenLayout, token_layout
 
 MODEL_FORMAT = "lrac-model"
+SILENCE_FRAMES = 32  # frames of zeros coded to find the tokens of silence (the encoders' context is shorter)
 MODEL_VERSION = 2   # 2: the model's config only (name, model, quantizer); 1 stored the whole Config
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"  # the model files shipped in the package
 
@@ -45,13 +48,34 @@ class Generator(nn.Module):
         self.quantizer = ResidualVQ(cfg.model.latent_dim, cfg.quantizer, self.layout.bits(LATENT))
         self.decoder = Decoder(cfg.model, decoder_net)
 
-    def forward(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, wav: torch.Tensor, n_q: int, lost: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training forward: ``wav [B, 1, T]`` (T a multiple of the hop) -> ``(wav_hat [B, 1, T],
         commitment loss)``. Codebooks update themselves in train mode; the symbols beside the
-        latent (the pitch) go to the decoder as the tokens of ``n_q`` stages would carry them."""
+        latent (the pitch) go to the decoder as the tokens of ``n_q`` stages would carry them.
+        ``lost [B, F]`` (bool, optional): frames erased as a lost packet would, filled in with the
+        decoder's learned missing latent (lrac/conceal.py, "learned")."""
         latent, symbols = self.encoder.analyze(wav)
         quantized, _, commit = self.quantizer(latent, self.layout.rows_carried(LATENT, n_q))
-        return self.decoder(quantized, self.layout.carried(symbols, n_q)), commit
+        symbols = self.layout.carried(symbols, n_q)
+        if lost is not None:
+            quantized, symbols = conceal(quantized, symbols, lost, self.silence(n_q), "learned",
+                                         self.decoder.missing_latent, self.decoder.symbol_periods)
+        return self.decoder(quantized, symbols), commit
+
+    @torch.no_grad()
+    def silence(self, n_q: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Digital silence as the decoder receives it at ``n_q`` stages: ``(latent [1, D, P],
+        {sub-code: symbols [1, rows, P]})``, one frame per position ``0..P-1`` of the longest
+        symbol period, after enough frames for the encoder's context to hold only zeros."""
+        period = max(self.decoder.symbol_periods.values(), default=1)
+        frames = period * -(-SILENCE_FRAMES // period)
+        weight = next(self.encoder.parameters())
+        wav = torch.zeros(1, 1, frames * self.encoder.hop_length, dtype=weight.dtype, device=weight.device)
+        latent, symbols = self.encoder.analyze(wav)
+        indices = self.quantizer.encode(latent, self.layout.rows_carried(LATENT, n_q))
+        quantized = self.quantizer.decode(indices)[..., -period:]
+        return quantized, {k: v[..., -period:] for k, v in self.layout.carried(symbols, n_q).items()}
 
 
 def as_float_audio(audio: Any, name: str = "audio", warn: bool = True) -> tuple[torch.Tensor, bool]:
@@ -280,11 +304,20 @@ class Codec:
         indices = self.quantizer.encode(latent, self.layout.rows_carried(LATENT, n_q))
         return self.layout.pack({LATENT: indices, **symbols}, n_q)
 
+    def _decoder_inputs(self, tokens: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Tokens ``[B, n_q, F]`` -> ``(latent [B, D, F], {sub-code: symbols [B, rows, F]})``."""
+        symbols = self.layout.unpack(tokens)
+        return self.quantizer.decode(symbols.pop(LATENT)).to(self.decode_dtype), symbols
+
     def _synthesize(self, tokens: torch.Tensor) -> torch.Tensor:
         """Receive side: tokens ``[B, n_q, F]`` -> audio ``[B, 1, F * hop]`` (or a streamed part)."""
-        symbols = self.layout.unpack(tokens)
-        latent = self.quantizer.decode(symbols.pop(LATENT)).to(self.decode_dtype)
-        return self.decoder(latent, symbols)
+        return self.decoder(*self._decoder_inputs(tokens))
+
+    @property
+    def default_concealment(self) -> str:
+        """"learned" once the decoder's missing latent was trained (it starts at exactly zero and
+        any erasure training moves it), else "repeat"."""
+        return "learned" if bool(self.decoder.missing_latent.detach().any()) else "repeat"
 
     @staticmethod
     def pretrained_names() -> list[str]:
@@ -365,8 +398,10 @@ class Codec:
     def stream_encoder(self, bitrate_bps: int = 6000, batch_size: int = 1) -> "StreamEncoder":
         return StreamEncoder(self, bitrate_bps, batch_size)
 
-    def stream_decoder(self, batch_size: int = 1) -> "StreamDecoder":
-        return StreamDecoder(self, batch_size)
+    def stream_decoder(self, batch_size: int = 1, conceal: str | None = None) -> "StreamDecoder":
+        """``conceal``: how :meth:`StreamDecoder.decode_packet` fills lost packets (lrac/conceal.py;
+        default :attr:`default_concealment`)."""
+        return StreamDecoder(self, batch_size, conceal)
 
 
 class StreamEncoder:
@@ -375,6 +410,8 @@ class StreamEncoder:
     ``push(chunk)`` takes ``[n]``/``[1, n]``/``[B, 1, n]`` audio of any length ``n >= 0`` and returns
     the token frames completed so far ``[B, n_q, f]`` (``f`` may be 0: look-ahead holds frames back).
     ``flush()`` pads the last partial frame with zeros and returns the remaining frames.
+    For real-time transport, :meth:`encode_packet` codes 10-40 ms of audio into a packet
+    (lrac/packets.py) and :meth:`flush_packets` ends the stream; use either ``push`` or packets.
     """
 
     def __init__(self, codec: Codec, bitrate_bps: int, batch_size: int = 1) -> None:
@@ -384,6 +421,8 @@ class StreamEncoder:
         self.session = StreamSession(codec.encoder, batch_size, lambda x: codec._tokens(x, self.n_q))
         self.num_samples = 0
         self.clipped = False
+        self.pending = torch.zeros(batch_size, self.n_q, 0, dtype=torch.long)  # coded, not yet sent
+        self.packet_frames = 0
 
     def _as_chunk(self, audio: Any) -> torch.Tensor:
         x, clipped = as_float_audio(audio, "audio stream", warn=not self.clipped)  # warn once per stream
@@ -406,33 +445,112 @@ class StreamEncoder:
         with _eval(self.codec.generator):
             return self.session.flush(zeros)
 
+    def encode_packet(self, pcm: Any) -> bytes:
+        """Audio of 1-4 whole frames (``[n]`` or ``[1, n]``, ``n`` = 240-960 samples at 24 kHz:
+        10-40 ms) -> one packet of as many frames (lrac/packets.py). An encoder with look-ahead
+        (Track 2) holds its first frames back: it returns ``b""`` (nothing to send) until they
+        are complete, and its packets then lag by that look-ahead."""
+        if self.batch_size != 1:
+            raise ValueError(f"packets are coded one stream at a time (batch size 1, this encoder has "
+                             f"{self.batch_size})")
+        x = self._as_chunk(pcm)
+        hop = self.codec.hop_length
+        frames, rest = divmod(x.shape[-1], hop)
+        if rest or not 1 <= frames <= MAX_FRAMES:
+            raise ValueError(f"a packet codes 1-{MAX_FRAMES} whole frames of {hop} samples "
+                             f"({hop}-{MAX_FRAMES * hop} samples), got {x.shape[-1]}")
+        self.packet_frames = frames
+        self.pending = torch.cat([self.pending, self.push(x).cpu()], -1)
+        return self._next_packet(frames)
+
+    def flush_packets(self) -> list[bytes]:
+        """End the stream: the frames held back (and a last partial frame), as packets of the size
+        :meth:`encode_packet` used last."""
+        self.pending = torch.cat([self.pending, self.flush().cpu()], -1)
+        packets = []
+        while self.pending.shape[-1]:
+            packets.append(self._next_packet(self.packet_frames or MAX_FRAMES))
+        return packets
+
+    def _next_packet(self, frames: int) -> bytes:
+        if not self.pending.shape[-1]:
+            return b""
+        tokens, self.pending = self.pending[0, :, :frames], self.pending[..., frames:]
+        return PacketFormat.of(self.codec).pack(tokens.numpy())
+
 
 class StreamDecoder:
     """Decode tokens chunk by chunk; audio equals :meth:`Codec.decode` of all tokens.
 
     ``push(tokens [B, n_q, f])`` returns the audio completed so far ``[B, 1, n]``; ``flush(length)``
     returns the rest, cropped so that the total is ``length`` samples when given.
+    For real-time transport, :meth:`decode_packet` takes packets, or ``None`` for a lost one
+    (concealed by ``conceal``: lrac/conceal.py); use either ``push`` or packets in one stream.
     """
 
-    def __init__(self, codec: Codec, batch_size: int = 1) -> None:
+    def __init__(self, codec: Codec, batch_size: int = 1, conceal: str | None = None) -> None:
         self.codec = codec
         self.batch_size = batch_size
-        self.session = StreamSession(codec.decoder, batch_size, codec._synthesize)
+        self.session = StreamSession(codec.decoder, batch_size, codec.decoder)
         self.emitted = 0
+        self.conceal = check_method(conceal or codec.default_concealment)
+        self.conceal_state = ConcealState()
+        self.packet_frames = 2     # what a lost packet stands for until one has arrived (20 ms)
+        self.n_q = min(codec.stages_for_bitrate(b) for b in codec.bitrates_bps)
+        self._silence: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+
+    def _run(self, latent: torch.Tensor, symbols: dict[str, torch.Tensor]) -> torch.Tensor:
+        with _eval(self.codec.generator):
+            wav = self.session(latent, symbols)
+        self.emitted += wav.shape[-1]
+        return wav
 
     @torch.inference_mode()
     def push(self, tokens: torch.Tensor) -> torch.Tensor:
         t = self.codec.check_tokens(tokens).to(self.codec.device)
-        with _eval(self.codec.generator):
-            wav = self.session(t)
-        self.emitted += wav.shape[-1]
-        return wav
+        return self._run(*self.codec._decoder_inputs(t))
+
+    def silence(self, n_q: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The decoder inputs of digital silence at ``n_q`` stages (:meth:`Generator.silence`)."""
+        if n_q not in self._silence:
+            with _eval(self.codec.generator):
+                latent, symbols = self.codec.generator.silence(n_q)
+            self._silence[n_q] = latent.to(self.codec.decode_dtype), symbols
+        return self._silence[n_q]
+
+    @torch.inference_mode()
+    def decode_packet(self, packet: bytes | None, frames: int | None = None) -> torch.Tensor:
+        """A packet (lrac/packets.py), or ``None`` for a lost one -> the audio completed so far
+        ``[1, 1, n]``: after the decoder's first packet, ``n`` is the packet's frames times the hop
+        (a lost packet stands for ``frames`` frames, default: as many as the last packet had).
+        :class:`~lrac.packets.PacketError` for a packet that is not one of this model's."""
+        if self.batch_size != 1:
+            raise ValueError(f"packets are decoded one stream at a time (batch size 1, this decoder has "
+                             f"{self.batch_size})")
+        codec = self.codec
+        if packet is None:
+            frames = self.packet_frames if frames is None else frames
+            if not 1 <= frames <= MAX_FRAMES:
+                raise ValueError(f"a lost packet stands for 1-{MAX_FRAMES} frames, got {frames}")
+            silent_latent, silent_symbols = self.silence(self.n_q)
+            latent = silent_latent.new_zeros(1, silent_latent.shape[1], frames)
+            symbols = {k: v.new_zeros(1, v.shape[1], frames) for k, v in silent_symbols.items()}
+            lost = torch.ones(1, frames, dtype=torch.bool)
+        else:
+            tokens = torch.from_numpy(PacketFormat.of(codec).unpack(packet))[None].to(codec.device)
+            self.n_q, self.packet_frames = tokens.shape[1], tokens.shape[2]
+            latent, symbols = codec._decoder_inputs(tokens)
+            lost = None
+        latent, symbols = conceal(latent, symbols, lost, self.silence(self.n_q), self.conceal,
+                                  codec.decoder.missing_latent, codec.decoder.symbol_periods,
+                                  self.conceal_state)
+        return self._run(latent, symbols)
 
     @torch.inference_mode()
     def flush(self, length: int | None = None) -> torch.Tensor:
         empty = torch.zeros(self.batch_size, 1, 0, dtype=torch.long, device=self.codec.device)
         with _eval(self.codec.generator):
-            wav = self.session.flush(empty)
+            wav = self.session.flush(*self.codec._decoder_inputs(empty))
         if length is not None:
             wav = wav[..., : max(0, length - self.emitted)]
         self.emitted += wav.shape[-1]

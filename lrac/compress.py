@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -22,6 +23,7 @@ from . import bitstream
 from .audio import OUTPUT_RATES_HZ, AudioReader, AudioWriter, StreamResampler, check_output_path
 from .bitstream import BitstreamError, LracReader
 from .codec import Codec
+from .packets import MAX_FRAMES, PacketFormat, loss_pattern
 
 # Inputs up to this many seconds are coded in one pass; longer ones stream in LONG_CHUNK_S chunks,
 # which keeps peak memory near that of a 30 s input (one-pass activations grow with the length).
@@ -112,6 +114,62 @@ def decode_array(codec: Codec, indices: np.ndarray, num_samples: int, chunk_ms: 
     return np.concatenate(list(decode_blocks(codec, [np.asarray(indices)], num_samples, chunk_ms)))
 
 
+@dataclass(frozen=True)
+class LossSimulation:
+    """Packets to drop when decoding (``lrac-decode --simulate-loss``): ``loss_pct`` % of packets of
+    ``packet_ms``, independently (``burst`` 1) or in bursts of ``burst`` packets on average
+    (:func:`lrac.packets.loss_pattern`), drawn with ``seed``; ``conceal`` names the concealment
+    (None: the model's default)."""
+
+    loss_pct: float
+    burst: float = 1.0
+    seed: int = 0
+    packet_ms: float = 20.0
+    conceal: str | None = None
+
+
+def packet_frames(codec: Codec, packet_ms: float) -> int:
+    """Frames in a packet of ``packet_ms``; ``ValueError`` unless it is 1-4 whole frames."""
+    frames = packet_ms * codec.frame_rate / 1000
+    if not (math.isfinite(frames) and frames.is_integer() and 1 <= frames <= MAX_FRAMES):
+        raise ValueError(f"packets are 1-{MAX_FRAMES} frames of {1000 / codec.frame_rate:g} ms, "
+                         f"got {packet_ms:g} ms")
+    return int(frames)
+
+
+def lost_packets(codec: Codec, n_frames: int, loss: LossSimulation) -> np.ndarray:
+    """Which packets of ``n_frames`` frames ``loss`` drops: bool ``[packets]`` (one byte a packet:
+    1.8 MB for 10 hours of 20 ms packets)."""
+    frames = packet_frames(codec, loss.packet_ms)
+    return loss_pattern(-(-n_frames // frames), loss.loss_pct, loss.burst, loss.seed)
+
+
+def decode_blocks_with_loss(codec: Codec, blocks: Iterable[np.ndarray], num_samples: int,
+                            loss: LossSimulation, lost: np.ndarray) -> Iterator[np.ndarray]:
+    """Token frames ``[n_q, f]`` cut into packets (lrac/packets.py), those ``lost`` (from
+    :func:`lost_packets`) dropped and the rest decoded with concealment -> mono audio blocks ``[n]``,
+    ``num_samples`` in all; memory does not grow with the length."""
+    fmt = PacketFormat.of(codec)
+    stream = codec.stream_decoder(conceal=loss.conceal)
+    emitted = 0
+    pieces = rechunk(blocks, packet_frames(codec, loss.packet_ms))
+    for piece, gone in zip(pieces, lost, strict=True):
+        packet = None if gone else fmt.pack(piece)
+        wav = stream.decode_packet(packet, piece.shape[-1])[0, 0].cpu().numpy()[: num_samples - emitted]
+        emitted += len(wav)
+        yield wav
+    yield stream.flush(num_samples)[0, 0].cpu().numpy()[: num_samples - emitted]
+
+
+def decode_with_loss(codec: Codec, indices: np.ndarray, num_samples: int, loss: LossSimulation
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``[n_q, frames]`` decoded as packets, some lost (:func:`decode_blocks_with_loss`)
+    -> ``(audio [num_samples], lost [packets] bool)``."""
+    lost = lost_packets(codec, indices.shape[-1], loss)
+    blocks = decode_blocks_with_loss(codec, [np.asarray(indices)], num_samples, loss, lost)
+    return np.concatenate(list(blocks)), lost
+
+
 def encode_file(codec: Codec, in_path: str | Path, out_path: str | Path, bitrate_bps: int = 6000,
                 chunk_ms: float | None = None, progress: Progress | None = None) -> dict:
     """Audio file (any rate/format soundfile reads; stereo is averaged) -> ``.lrac`` file.
@@ -191,16 +249,21 @@ def read_lrac(codec: Codec, path: str | Path) -> tuple[bitstream.Header, np.ndar
 
 
 def decode_file(codec: Codec, in_path: str | Path, out_path: str | Path, sample_rate: int | None = None,
-                chunk_ms: float | None = None, progress: Progress | None = None) -> dict:
+                chunk_ms: float | None = None, progress: Progress | None = None,
+                loss: LossSimulation | None = None) -> dict:
     """``.lrac`` file -> 16-bit PCM ``.wav`` / ``.flac`` at ``sample_rate`` (default: the codec's,
     else one of :data:`OUTPUT_RATES_HZ`; ``ValueError`` outside them).
 
     Written as it is decoded, to a temporary file renamed when complete. ``progress(done_s,
-    total_s)`` is called per chunk."""
+    total_s)`` is called per chunk. ``loss``: decode as packets, some of them lost
+    (:func:`decode_blocks_with_loss`; not with ``chunk_ms``: the packets are the chunks); the
+    result then says how many."""
     start = time.perf_counter()
     rate = sample_rate or codec.sample_rate
     if not OUTPUT_RATES_HZ[0] <= rate <= OUTPUT_RATES_HZ[1]:
         raise ValueError(f"output sample rate must be {OUTPUT_RATES_HZ[0]}-{OUTPUT_RATES_HZ[1]} Hz, got {rate}")
+    if loss is not None and chunk_ms is not None:
+        raise ValueError("chunk_ms and a packet loss simulation do not go together (packets are the chunks)")
     check_output_path(out_path)
     with open_lrac(codec, in_path) as reader:
         header = reader.header
@@ -208,15 +271,23 @@ def decode_file(codec: Codec, in_path: str | Path, out_path: str | Path, sample_
         if math.ceil(header.num_samples * rate / codec.sample_rate) > bitstream.MAX_SAMPLES:
             raise ValueError(f"{in_path}: {total_s / 3600:.1f} h at {rate} Hz is more than a 16-bit "
                              f"WAV holds; pick a lower --sample-rate")
+        lost = None
+        if loss is None:
+            blocks = decode_blocks(codec, reader.blocks(), header.num_samples, chunk_ms)
+        else:
+            lost = lost_packets(codec, header.n_frames, loss)
+            blocks = decode_blocks_with_loss(codec, reader.blocks(), header.num_samples, loss, lost)
         resampler = StreamResampler(codec.sample_rate, rate)
         done = 0
         with AudioWriter(out_path, rate) as writer:
-            for audio in decode_blocks(codec, reader.blocks(), header.num_samples, chunk_ms):
+            for audio in blocks:
                 writer.write(resampler.push(audio))
                 done += len(audio)
                 if progress:
                     progress(done / codec.sample_rate, total_s)
             writer.write(resampler.flush())
             writer.close()
-    return {"seconds": total_s, "bitrate_bps": header.bitrate_bps,
-            "elapsed_s": time.perf_counter() - start}
+    out = {"seconds": total_s, "bitrate_bps": header.bitrate_bps, "elapsed_s": time.perf_counter() - start}
+    if lost is not None:
+        out.update(packets=len(lost), lost_packets=int(lost.sum()))
+    return out

@@ -169,6 +169,14 @@ class TrainConfig:
     disc_n_ffts: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])
     disc_filters: int = 16
     warmup_steps: int = 0
+    # packet-loss concealment (docs/packet_loss.md): > 0: this share of the training chunks loses
+    # packets of erasure_packet_frames frames at erasure_rate (a fraction), half of the chunks at
+    # random and half in Gilbert-Elliott bursts of erasure_burst packets on average; the decoder
+    # gets its learned missing latent for the lost frames, and the losses compare with the audio
+    erasure_prob: float = 0.0
+    erasure_rate: float = 0.15
+    erasure_burst: float = 3.0
+    erasure_packet_frames: int = 2
     seed: int = 777
     valid_every_steps: int = 10_000
     valid_batches: int = 8

@@ -381,3 +381,43 @@ def test_progress_reports_seconds_to_the_end(tmp_path, model):
     assert seen[-1] == 7.0
     assert progress_bar("encode", enabled=False) is None
     assert progress_bar("encode", enabled=True) is None   # stderr is not a terminal under pytest
+
+
+def test_simulate_loss_decodes_packets_with_concealment(tmp_path, wav, model):
+    """--simulate-loss: the same length as the lossless decode, changed only where packets were lost
+    (and the decoder's memory after them), the same losses for the same seed, a summary line."""
+    run(encode_main, [str(wav), str(tmp_path / "x.lrac"), "--model", model])
+    run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "clean.wav"), "--model", model])
+    outs = {}
+    for name, extra in [("a", []), ("b", []), ("zero", ["--conceal", "zero"]), ("seed", ["--seed", "5"])]:
+        code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / f"{name}.wav"), "--model", model,
+                                      "--simulate-loss", "30", "--burst", "2", *extra])
+        assert code == 0 and "lost" in out and "of 65 packets" in out
+        outs[name] = sf.read(tmp_path / f"{name}.wav", dtype="int16")[0]
+    clean = sf.read(tmp_path / "clean.wav", dtype="int16")[0]
+    assert all(len(o) == len(clean) for o in outs.values())
+    assert np.array_equal(outs["a"], outs["b"])
+    assert not np.array_equal(outs["a"], clean) and not np.array_equal(outs["a"], outs["zero"])
+    assert not np.array_equal(outs["a"], outs["seed"])
+    code, _ = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "n.wav"), "--model", model,
+                                "--simulate-loss", "0"])
+    n = sf.read(tmp_path / "n.wav", dtype="int16")[0].astype(int)
+    assert code == 0 and np.abs(n - clean).max() <= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--burst", "3"], "--burst needs --simulate-loss"),
+    (["--simulate-loss", "100"], "--simulate-loss must be a finite number >= 0 and < 100, got 100"),
+    (["--simulate-loss", "nan"], "--simulate-loss must be a finite number >= 0 and < 100, got nan"),
+    (["--simulate-loss", "-1"], "--simulate-loss must be"),
+    (["--simulate-loss", "10", "--burst", "0.5"], "--burst must be a finite number >= 1, got 0.5"),
+    (["--simulate-loss", "10", "--burst", "inf"], "--burst must be a finite number >= 1, got inf"),
+    (["--simulate-loss", "10", "--seed", "-1"], "--seed must be a finite number >= 0, got -1"),
+    (["--simulate-loss", "10", "--packet-ms", "25"], "10, 20, 30 or 40"),
+    (["--simulate-loss", "10", "--packet-ms", "nan"], "10, 20, 30 or 40, got nan"),
+    (["--simulate-loss", "10", "--chunk-ms", "20"], "do not go together"),
+])
+def test_simulate_loss_refuses_bad_options(tmp_path, model, args, message):
+    """Refused before the input is read (x.lrac does not exist) and the model loads."""
+    code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "y.wav"), "--model", model, *args])
+    assert code == 2 and _one_error_line(out) and message in out, out

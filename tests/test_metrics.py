@@ -135,3 +135,21 @@ def test_dnsmos_runs_offline_and_hears_noise():
     assert set(clean) == {"dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"}
     assert all(1.0 <= v <= 5.0 for v in clean.values())
     assert noisy["dnsmos_bak"] < clean["dnsmos_bak"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("speechmos") is None,
+                    reason="PLCMOS needs speechmos (pip install 'lrac[mos]')")
+def test_plcmos_is_repeatable_and_hears_dropouts():
+    """PLCMOS averages random "raters": drawn with a fixed seed, the same audio scores the same,
+    and numpy's global generator is left as it was. 20 ms holes every 100 ms score lower."""
+    ref = speechlike(4.0, 16000)
+    holes = ref.copy()
+    for start in range(800, len(holes), 1600):
+        holes[start:start + 320] = 0
+    np.random.seed(3)
+    first = M.plcmos(ref, 16000)
+    after = np.random.random()
+    np.random.seed(3)
+    assert M.plcmos(ref, 16000) == first and np.random.random() == after
+    assert 1.0 <= first <= 5.0
+    assert M.plcmos(holes, 16000) < first - 0.3

@@ -33,15 +33,18 @@ def fail(message: str) -> None:
 
 
 def check_number(option: str, value: float | None, low: float = 0.0, high: float = math.inf,
-                 low_inclusive: bool = False) -> None:
+                 low_inclusive: bool = False, high_inclusive: bool = True) -> None:
     """Refuse a numeric option that is not finite or not in range, with one line naming it
-    (``None`` means not given). The range is ``(low, high]``, or ``[low, high]`` with
-    ``low_inclusive``."""
+    (``None`` means not given). The range is ``(low, high]`` by default; ``low_inclusive`` and
+    ``high_inclusive`` say whether each end belongs to it."""
     if value is None:
         return
     above = value >= low if low_inclusive else value > low
-    if not (math.isfinite(value) and above and value <= high):
-        bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
+    below = value <= high if high_inclusive else value < high
+    if not (math.isfinite(value) and above and below):
+        bound = f"{'>=' if low_inclusive else '>'} {low:g}"
+        if high < math.inf:
+            bound += f" and {'<=' if high_inclusive else '<'} {high:g}"
         fail(f"{option} must be a finite number {bound}, got {value}")
 
 

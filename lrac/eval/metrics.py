@@ -230,6 +230,41 @@ def dnsmos(deg: np.ndarray, rate: int) -> dict[str, float]:
             "dnsmos_ovrl": float(out["ovrl_mos"]), "dnsmos_p808": float(out["p808_mos"])}
 
 
+def _plcmos_model():
+    if "plcmos" not in _MODELS:
+        if importlib.util.find_spec("speechmos") is None:
+            raise MetricError("PLCMOS needs the speechmos package (pip install 'lrac[mos]')")
+        from speechmos import plcmos as sm
+
+        class _Plcmos(sm.PLCMOS):
+            """speechmos's PLCMOS v2 with a single-threaded ONNX session (its model ships in the wheel)."""
+
+            def __init__(self) -> None:   # (the parent's would open a multi-threaded session)
+                self.model_name, self.max_lens, self.embed_rounds = "plcmos_v2", 999999999999, 15
+                self.model_path = os.path.join(os.path.dirname(sm.__file__), "plcmos_models", "plcmos_v2.onnx")
+                self.session = _ort_session(self.model_path)
+
+        _MODELS["plcmos"] = _Plcmos()
+    return _MODELS["plcmos"]
+
+
+def plcmos(deg: np.ndarray, rate: int) -> float:
+    """PLCMOS v2 (Microsoft's packet-loss-concealment MOS, INTERSPEECH 2023; 1-5, higher is better),
+    no reference needed, at 16 kHz, from the ONNX model inside the ``speechmos`` wheel.
+
+    The model averages 15 draws of a random "rater"; they are drawn with a fixed seed here (numpy's
+    global generator is restored afterwards), so that the same audio always gets the same score."""
+    if is_silent(deg):
+        raise MetricError("decoded audio is silent")
+    x = np.clip(resample(deg, rate, 16000), -1.0, 1.0).astype(np.float32)
+    saved = np.random.get_state()
+    np.random.seed(0)
+    try:
+        return float(_plcmos_model()(x)["plcmos"])
+    finally:
+        np.random.set_state(saved)
+
+
 def visqol(ref: np.ndarray, deg: np.ndarray, rate: int) -> float:
     """ViSQOL v3 speech mode MOS-LQO (1-5, higher is better) at 16 kHz, full reference.
 
@@ -284,6 +319,7 @@ METRICS: dict[str, MetricSpec] = {m.name: m for m in (
     MetricSpec("dnsmos", ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"), dnsmos, True,
                "MOS", reference=False, package="speechmos"),
     MetricSpec("visqol", ("visqol",), visqol, True, "MOS-LQO", package="visqol"),
+    MetricSpec("plcmos", ("plcmos",), plcmos, True, "MOS", reference=False, package="speechmos"),
 )}
 # Optional metrics join the default set only when their package is installed.
 DEFAULT_METRICS: tuple[str, ...] = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr", "mel_distance",

@@ -52,13 +52,26 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
     """Latent ``[B, latent_dim, F]`` (and the symbols the encoder sent, by sub-code name)
-    -> waveform ``[B, 1, F * hop_length]``. ``net`` as for :class:`Encoder`."""
+    -> waveform ``[B, 1, F * hop_length]``. ``net`` as for :class:`Encoder`.
+
+    :attr:`missing_latent` ``[latent_dim]`` is what the decoder gets for a frame that was lost
+    (lrac/conceal.py, "learned"); it starts at zero and learns only in training runs with frame
+    erasures (``train.erasure_prob``); model files from before it existed load with it at zero.
+    :attr:`symbol_periods` gives the frames one code of a sub-code spans (the pitch code's group)."""
 
     def __init__(self, cfg: ModelConfig, net: nn.Module | None = None) -> None:
         super().__init__()
         self.net = net if net is not None else build_nets(cfg)[1]
         self.hop_length = self.net.hop_length
         self.latent_dim = cfg.latent_dim
+        self.symbol_periods: dict[str, int] = dict(getattr(self.net, "symbol_periods", {}))
+        # (registered last, so that it is the generator's last parameter: see GanStep.load_state_dict)
+        self.missing_latent = nn.Parameter(torch.zeros(cfg.latent_dim))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # files written before the missing latent existed: it starts at zero, as a new model's does
+        state_dict.setdefault(prefix + "missing_latent", torch.zeros_like(self.missing_latent))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, latent: torch.Tensor, symbols: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         return self.net(latent, **(symbols or {}))

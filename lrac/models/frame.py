@@ -282,6 +282,7 @@ class FrameDecoder(nn.Module):
                                  cfg.decoder_mlp_ratio, cfg.kernel, cfg.decoder_lookahead_frames)
         self.istft = CausalISTFT(cfg.n_fft, cfg.hop)
         self.hop_length = cfg.hop
+        self.symbol_periods = {"pitch": pitch.every_frames} if pitch else {}   # frames of one pitch code
         if pitch:
             # the unpacker holds back as many frames as the backbone, so their outputs stay aligned
             self.pitch_unpacker = PitchUnpacker(pitch.bits, pitch.every_frames, cfg.decoder_lookahead_frames,

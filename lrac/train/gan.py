@@ -35,6 +35,7 @@ from torch.nn.utils import parametrize
 from lrac.codec import Codec
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
+from lrac.packets import erasure_mask
 from lrac.train.distributed import DistInfo, all_reduce_, average_gradients, rank_tensor
 from lrac.train.losses import (MultiScaleMelLoss, ReconstructionLoss, discriminator_adversarial_loss,
                                feature_matching_loss, generator_adversarial_loss)
@@ -70,6 +71,10 @@ class GanStep:
         self.losses = ReconstructionLoss({"mel": self.tc.lambda_mel, "estoi": self.tc.lambda_estoi},
                                          sr).to(self.device)
         self.losses.check_segment(self.tc.segment_samples)
+        if not (0 <= self.tc.erasure_prob <= 1 and 0 <= self.tc.erasure_rate < 1
+                and self.tc.erasure_burst >= 1 and self.tc.erasure_packet_frames >= 1):
+            raise ValueError("train.erasure_prob must be 0-1, train.erasure_rate 0 to below 1, "
+                             "train.erasure_burst >= 1 and train.erasure_packet_frames >= 1")
         self.valid_mel = MultiScaleMelLoss(sr).to(self.device)   # the validation score, unweighted
         self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
@@ -105,7 +110,8 @@ class GanStep:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
         self.disc.load_state_dict(state["discriminator"])
-        for key in ("opt_g", "opt_d", "sched_g", "sched_d"):
+        self.opt_g.load_state_dict(_with_new_parameters(state["opt_g"], len(self.g_params)))
+        for key in ("opt_d", "sched_g", "sched_d"):
             getattr(self, key).load_state_dict(state[key])
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
 
@@ -134,6 +140,17 @@ class GanStep:
         uniform = np.full(len(self.stage_choices), 1.0 / len(self.stage_choices))
         return int(self.stage_choices[int(rng.choice(len(self.stage_choices), p=uniform))])
 
+    def erasures_at(self, step: int, batch: int, n_frames: int) -> torch.Tensor | None:
+        """Frames ``[batch, n_frames]`` (bool) to erase as lost packets at ``step`` (``train.erasure_*``;
+        drawn from (seed, step, rank), so a resumed run erases the same ones), or None."""
+        tc = self.tc
+        if tc.erasure_prob <= 0:
+            return None
+        rng = np.random.default_rng([tc.seed, step, self.dist.rank, 11])
+        mask = erasure_mask(batch, n_frames, tc.erasure_prob, 100 * tc.erasure_rate, tc.erasure_burst,
+                            tc.erasure_packet_frames, rng)
+        return None if mask is None else torch.from_numpy(mask).to(self.device)
+
     def _finite_everywhere(self, value: torch.Tensor) -> bool:
         flag = rank_tensor([0.0 if bool(torch.isfinite(value)) else 1.0], self.device, self.dist.world)
         return all_reduce_(flag, self.dist.world).item() == 0
@@ -157,7 +174,8 @@ class GanStep:
         warning that names the step as the log does (``step + 1``, the steps done after it)."""
         tc = self.tc
         n_q = self.stages_at(step)
-        y_hat, commit = self.g_model(x, n_q)
+        lost = self.erasures_at(step, x.shape[0], x.shape[-1] // self.codec.hop_length)
+        y_hat, commit = self.g_model(x, n_q, lost)
         y_hat = y_hat[..., :y.shape[-1]]
         reconstruction, values = self.losses(y_hat, y)
         g_loss = reconstruction + tc.lambda_commit * commit
@@ -251,3 +269,15 @@ class GanStep:
             self.losses(y_hat, x)
             self.disc(y_hat), self.disc(x)
         return sum(saved.values())
+
+
+def _with_new_parameters(opt_state: dict[str, Any], n_params: int) -> dict[str, Any]:
+    """An optimiser state saved before the generator's last parameters existed (the decoder's missing
+    latent), extended to ``n_params``: the new ones start without moments, as in a fresh optimiser."""
+    group = opt_state["param_groups"][-1]
+    have = sum(len(g["params"]) for g in opt_state["param_groups"])
+    if have < n_params:
+        start = max(group["params"], default=-1) + 1
+        group = {**group, "params": list(group["params"]) + list(range(start, start + n_params - have))}
+        opt_state = {**opt_state, "param_groups": opt_state["param_groups"][:-1] + [group]}
+    return opt_state
