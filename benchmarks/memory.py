@@ -7,6 +7,7 @@ written for real (1.7 GB for 10 hours at 24 kHz) and removed after.
 
     python benchmarks/memory.py                          # 1 min, 1 h, 10 h at 24 kHz, model t1
     python benchmarks/memory.py --minutes 60 --rate 16000  # 1 h at 16 kHz (resampled on the way in)
+    python benchmarks/memory.py --minutes 1,10 --decode-args "--simulate-loss 10 --burst 3"
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--model", default="t1")
     parser.add_argument("--bitrate", default="6")
     parser.add_argument("--threads", default="1")
+    parser.add_argument("--decode-args", default="", help="more lrac-decode options, e.g. \"--simulate-loss 10\"")
     parser.add_argument("--dir", default=None, help="folder for the files (default: a temporary one)")
     args = parser.parse_args()
     rows = []
@@ -68,14 +70,16 @@ def main() -> None:
             common = ["--model", args.model, "--threads", args.threads, "--no-progress"]
             enc = peak_rss_mb([sys.executable, "-m", "lrac.cli.encode", str(wav), str(lrac),
                                "--bitrate", args.bitrate, *common])
-            dec = peak_rss_mb([sys.executable, "-m", "lrac.cli.decode", str(lrac), str(out), *common]) \
+            dec = peak_rss_mb([sys.executable, "-m", "lrac.cli.decode", str(lrac), str(out), *common,
+                               *args.decode_args.split()]) \
                 if enc[2] == 0 else (float("nan"), 0.0, 1)
             rows.append((minutes, enc, dec, lrac.stat().st_size if lrac.exists() else 0))
             for path in (wav, lrac, out):
                 path.unlink(missing_ok=True)
             print(f"{minutes:g} min: encode {enc[0]:.0f} MB in {enc[1]:.0f} s, "
                   f"decode {dec[0]:.0f} MB in {dec[1]:.0f} s", flush=True)
-    print(f"\nmodel {args.model}, {args.bitrate} kbps, input {args.rate} Hz silent, --threads {args.threads}\n")
+    print(f"\nmodel {args.model}, {args.bitrate} kbps, input {args.rate} Hz silent, --threads {args.threads}"
+          f"{', decode ' + args.decode_args if args.decode_args else ''}\n")
     print("| input | .lrac size | encode peak RSS | encode time | decode peak RSS | decode time |")
     print("|---|---|---|---|---|---|")
     for minutes, enc, dec, size in rows:
