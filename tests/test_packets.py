@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import speechlike
-from lrac.codec import Codec
+from lrac.codec import Codec, model_identity
 from lrac.conceal import FADE_FRAMES, HOLD_FRAMES, ConcealState, conceal
 from lrac.packets import PacketError, PacketFormat, erasure_mask, loss_pattern
 
@@ -294,8 +294,11 @@ def test_old_model_files_load_with_a_zero_missing_latent(tmp_path):
     codec.save(tmp_path / "m.pt")
     state = torch.load(tmp_path / "m.pt", weights_only=False)
     del state["generator"]["decoder.missing_latent"]
+    # a file of an lrac before packets: its id was computed from the weights it stores
+    state["model_id"] = model_identity(state["config"], state["generator"]).hex()
     torch.save(state, tmp_path / "old.pt")
     old = Codec.load(tmp_path / "old.pt")
+    assert old.model_id.hex() == state["model_id"]       # its .lrac files still name it
     assert torch.equal(old.decoder.missing_latent, torch.zeros(codec.config.model.latent_dim))
     assert old.default_concealment == "repeat"           # an untrained missing latent is only zeros
     with torch.no_grad():
