@@ -2,6 +2,13 @@
 
     python benchmarks/speed.py [--presets baseline-t1 baseline-t2] [--seconds 10] [--chunk-ms 10]
                                [--memory-minutes 10] [--json FILE]
+    python benchmarks/speed.py --engines DIR [--model t1] [--stream-ms 10 20 40 200] [--seconds 10]
+
+The second form streams a model with both engines side by side, in the same process and turn by
+turn (the PyTorch float32 streaming path, and the graphs ``lrac-export`` wrote to DIR in onnxruntime:
+float32 and, if exported, int8), per chunk size, encode and decode separately, and reports the RTF
+(best of the repeats) and the distribution of the time one chunk takes (p50 / p99 in ms over every
+chunk of every repeat): the latency a real-time caller adds.
 
 Real-time factor (RTF) = processing seconds / audio seconds (smaller is faster); "x RT" is 1/RTF.
 Models are untrained (weights do not change the cost), loaded as `lrac-encode` loads them: weight norm
@@ -96,8 +103,83 @@ def measure_memory(model: Path, minutes: float, folder: Path) -> dict:
     return {"peak_rss_mb": peak, "model_loaded_rss_mb": base}
 
 
+def _speech(seconds: float, sample_rate: int) -> np.ndarray:
+    """The example clip, repeated to ``seconds`` (speech: the pitch path works as on real input)."""
+    from lrac.audio import load_audio
+    clip, _ = load_audio(Path(__file__).resolve().parents[1] / "examples" / "p238_165.flac", sample_rate)
+    return np.tile(clip, int(np.ceil(seconds * sample_rate / len(clip))))[: int(seconds * sample_rate)]
+
+
+def _engine_streams(model: str, onnx_dir: Path) -> dict:
+    """name -> (make encoder stream, make decoder stream, to engine's tokens, to engine's audio)."""
+    from lrac.runtime import OnnxCodec
+    path = Path(model) if Path(model).is_file() else Path(__file__).resolve().parents[1] / "lrac" / "pretrained" / f"{model}.pt"
+    codec = Codec.load(path, exact=False)
+    engines = {"torch": (codec, lambda x: torch.from_numpy(x), lambda t: torch.from_numpy(t)[None])}
+    for variant in OnnxCodec(onnx_dir).meta["variants"]:
+        engines[f"onnx {variant}"] = (OnnxCodec(onnx_dir, variant), lambda x: x, lambda t: t)
+    return engines
+
+
+def measure_engines(model: str, onnx_dir: Path, seconds: float, stream_ms: list[float], repeats: int) -> dict:
+    """Per engine and chunk size: streaming RTF and per-chunk latency, encode and decode."""
+    engines = _engine_streams(model, onnx_dir)
+    codec = engines["torch"][0]
+    sr, hop = codec.sample_rate, codec.hop_length
+    audio = _speech(seconds, sr)
+    tokens = codec.encode(audio, 6000)[0].numpy()
+    results: dict = {}
+    for ms in stream_ms:
+        chunk = int(round(ms * sr / 1000))
+        frames = max(1, chunk // hop)
+        times: dict = {(name, side): [] for name in engines for side in ("encode", "decode")}
+        totals: dict = {key: [] for key in times}
+        for _ in range(repeats + 1):            # the first turn warms up and is not counted
+            for name, (engine, audio_in, tokens_in) in engines.items():
+                for side in ("encode", "decode"):
+                    stream = engine.stream_encoder(6000) if side == "encode" else engine.stream_decoder()
+                    items = ([audio_in(audio[i:i + chunk]) for i in range(0, len(audio), chunk)] if side == "encode"
+                             else [tokens_in(tokens[:, i:i + frames]) for i in range(0, tokens.shape[1], frames)])
+                    spent = []
+                    with torch.inference_mode():
+                        for item in items:
+                            start = time.perf_counter()
+                            stream.push(item)
+                            spent.append(time.perf_counter() - start)
+                        start = time.perf_counter()
+                        stream.flush()
+                        spent.append(time.perf_counter() - start)
+                    times[name, side].append(spent[:-1])
+                    totals[name, side].append(sum(spent))
+        for (name, side), runs in times.items():
+            per_chunk = np.concatenate(runs[1:]) * 1000
+            results.setdefault(name, {})[f"{ms:g} ms {side}"] = {
+                "rtf": min(totals[name, side][1:]) / seconds,
+                "p50_ms": float(np.percentile(per_chunk, 50)), "p99_ms": float(np.percentile(per_chunk, 99))}
+        print(f"measured {ms:g} ms chunks", file=sys.stderr)
+    return results
+
+
+def print_engines(results: dict, stream_ms: list[float], seconds: float) -> None:
+    print(f"\n1 thread, {seconds:g} s of speech streamed at 6 kbps; RTF (x real time), and the time one "
+          "chunk takes, p50 / p99 ms\n")
+    print("| engine | chunk | encode RTF | decode RTF | enc + dec | encode p50 / p99 ms | decode p50 / p99 ms |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for ms in stream_ms:
+        for name, r in results.items():
+            e, d = r[f"{ms:g} ms encode"], r[f"{ms:g} ms decode"]
+            both = e["rtf"] + d["rtf"]
+            print(f"| {name} | {ms:g} ms | {e['rtf']:.4f} | {d['rtf']:.4f} | {both:.4f} ({1 / both:.0f}x) | "
+                  f"{e['p50_ms']:.2f} / {e['p99_ms']:.2f} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engines", type=Path, default=None, metavar="ONNX_DIR",
+                        help="compare the engines on the graphs lrac-export wrote to ONNX_DIR")
+    parser.add_argument("--model", default="t1", help="with --engines: the model file or pretrained name")
+    parser.add_argument("--stream-ms", type=float, nargs="+", default=[10, 20, 40, 200])
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--presets", nargs="+", default=[p for p in preset_names()])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--chunk-ms", type=float, default=10.0)
@@ -106,6 +188,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.engines:
+        results = measure_engines(args.model, args.engines, args.seconds, args.stream_ms, args.repeats)
+        print_engines(results, args.stream_ms, args.seconds)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -181,6 +181,11 @@ class Codec:
         """The bitrates this codec was trained for (bit/s), e.g. ``[1000, 6000]``."""
         return list(self.config.quantizer.bitrates_bps)
 
+    @property
+    def n_stages(self) -> int:
+        """Quantiser stages of the highest bitrate."""
+        return self.quantizer.n_stages
+
     def bitrate_for_stages(self, n_q: int) -> int:
         return int(round(n_q * self.bits_per_index * self.frame_rate))
 
@@ -393,6 +398,14 @@ class Codec:
         with _eval(self.generator):
             wav = self._synthesize(t)
         return wav[..., :length] if length is not None else wav
+
+    # -- export -------------------------------------------------------------------------------------
+    def export_onnx(self, out_dir: str | Path, **options: Any) -> dict:
+        """Write the streaming encoder and decoder as ONNX graphs for ``lrac.runtime`` (or any ONNX
+        Runtime API) into ``out_dir``; ``options`` as :func:`lrac.export.export_onnx`. Returns the
+        sidecar (``lrac-onnx.json``)."""
+        from .export import export_onnx
+        return export_onnx(self, out_dir, **options)
 
     # -- streaming ----------------------------------------------------------------------------------
     def stream_encoder(self, bitrate_bps: int = 6000, batch_size: int = 1) -> "StreamEncoder":

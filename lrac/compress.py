@@ -69,8 +69,11 @@ def encode_blocks(codec: Codec, blocks: Iterable[np.ndarray], bitrate_bps: int,
     """Mono audio blocks ``[n]`` at ``codec.sample_rate`` -> token frames ``[n_q, f]``, in order.
 
     ``chunk_ms`` streams in chunks of that length; without it, one pass up to
-    :data:`ONE_PASS_MAX_S`, else :data:`LONG_CHUNK_S` chunks (the tokens are the same)."""
-    if chunk_ms is None:
+    :data:`ONE_PASS_MAX_S`, else :data:`LONG_CHUNK_S` chunks (the tokens are the same).
+    ``codec`` may also be the ONNX engine (:class:`lrac.runtime.OnnxCodec`, numpy in and out), which
+    always streams."""
+    onnx = not isinstance(codec, Codec)
+    if chunk_ms is None and not onnx:
         whole, blocks = _one_pass_or_stream(blocks, int(ONE_PASS_MAX_S * codec.sample_rate))
         if whole is not None:
             yield codec.encode(whole, bitrate_bps)[0].cpu().numpy()
@@ -78,15 +81,17 @@ def encode_blocks(codec: Codec, blocks: Iterable[np.ndarray], bitrate_bps: int,
     ms = chunk_ms if chunk_ms is not None else LONG_CHUNK_S * 1000
     stream = codec.stream_encoder(bitrate_bps)
     for chunk in rechunk(blocks, max(1, int(round(ms * codec.sample_rate / 1000)))):
-        yield stream.push(torch.from_numpy(chunk))[0].cpu().numpy()
-    yield stream.flush()[0].cpu().numpy()
+        yield stream.push(chunk) if onnx else stream.push(torch.from_numpy(chunk))[0].cpu().numpy()
+    yield stream.flush() if onnx else stream.flush()[0].cpu().numpy()
 
 
 def decode_blocks(codec: Codec, blocks: Iterable[np.ndarray], num_samples: int,
                   chunk_ms: float | None = None) -> Iterator[np.ndarray]:
     """Token frames ``[n_q, f]`` -> mono audio blocks ``[n]`` at ``codec.sample_rate``, cropped to
-    ``num_samples`` in all (one pass up to :data:`ONE_PASS_MAX_S`, else streaming chunks)."""
-    if chunk_ms is None:
+    ``num_samples`` in all (one pass up to :data:`ONE_PASS_MAX_S`, else streaming chunks; the ONNX
+    engine always streams)."""
+    onnx = not isinstance(codec, Codec)
+    if chunk_ms is None and not onnx:
         whole, blocks = _one_pass_or_stream(blocks, int(ONE_PASS_MAX_S * codec.frame_rate))
         if whole is not None:
             yield codec.decode(torch.from_numpy(whole)[None], length=num_samples)[0, 0].cpu().numpy()
@@ -95,10 +100,12 @@ def decode_blocks(codec: Codec, blocks: Iterable[np.ndarray], num_samples: int,
     stream = codec.stream_decoder()
     emitted = 0
     for chunk in rechunk(blocks, max(1, int(round(ms * codec.frame_rate / 1000)))):
-        wav = stream.push(torch.from_numpy(chunk)[None])[0, 0].cpu().numpy()[: num_samples - emitted]
+        wav = stream.push(chunk) if onnx else stream.push(torch.from_numpy(chunk)[None])[0, 0].cpu().numpy()
+        wav = wav[: num_samples - emitted]
         emitted += len(wav)
         yield wav
-    yield stream.flush(num_samples)[0, 0].cpu().numpy()[: num_samples - emitted]
+    tail = stream.flush(num_samples) if onnx else stream.flush(num_samples)[0, 0].cpu().numpy()
+    yield tail[: num_samples - emitted]
 
 
 def encode_array(codec: Codec, audio: np.ndarray, bitrate_bps: int, chunk_ms: float | None = None

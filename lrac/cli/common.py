@@ -187,10 +187,11 @@ def load_codec(model: str | None):
     return Codec.load(model)
 
 
-def codec_for_command(model: str | None, print_config: bool, output: str | None, output_hint: str):
-    """Load the codec of ``--model``; print its config and return None for ``--print-config``;
-    refuse a missing OUTPUT argument."""
-    codec = load_codec(model)
+def codec_for_command(model: str | None, print_config: bool, output: str | None, output_hint: str,
+                      engine: str = "torch"):
+    """Load the codec of ``--model`` (for ``engine``, see :func:`load_engine`); print its config and
+    return None for ``--print-config``; refuse a missing OUTPUT argument."""
+    codec = load_codec(model) if engine == "torch" or print_config else load_engine(model, engine)
     if print_config:
         click.echo(codec.config.to_yaml())
         return None
@@ -230,3 +231,44 @@ def run_batch(items: list[tuple[str, Any]], work: Callable[[str, Any], None], wh
     if failures:
         click.echo(f"error: {failures} of {len(items)} files failed", err=True)
     return failures
+
+
+ENGINES = ("torch", "onnx", "onnx-int8")
+
+
+def engine_option(fn: Callable) -> Callable:
+    """``--engine``: the PyTorch model, or its exported ONNX graphs run by onnxruntime."""
+    return click.option("--engine", type=click.Choice(ENGINES), default="torch", show_default=True,
+                        help="torch: the PyTorch model; onnx / onnx-int8: its exported streaming graphs "
+                             "(float32 / 8-bit weights) in onnxruntime (lrac[runtime]); --model may "
+                             "then be an lrac-export folder.")(fn)
+
+
+def onnx_cache_dir() -> Path:
+    """Where ``--engine onnx`` keeps the graphs it exports from a model file: $LRAC_CACHE/onnx, else
+    ~/.cache/lrac/onnx."""
+    import os
+    root = os.environ.get("LRAC_CACHE") or Path.home() / ".cache" / "lrac"
+    return Path(root) / "onnx"
+
+
+def load_engine(model: str | None, engine: str):
+    """The codec a command runs: :func:`load_codec`'s for ``torch``; else :class:`lrac.runtime.OnnxCodec`
+    from an export folder given as ``--model``, or from the graphs of ``--model`` exported once into
+    :func:`onnx_cache_dir` (one subfolder per model identity)."""
+    if engine == "torch":
+        return load_codec(model)
+    from ..runtime import SIDECAR, OnnxCodec
+
+    variant = "int8" if engine == "onnx-int8" else "float32"
+    if model is not None and (Path(model) / SIDECAR).is_file():
+        return OnnxCodec(model, variant)
+    codec = load_codec(model)
+    folder = onnx_cache_dir() / codec.model_id.hex()
+    try:
+        return OnnxCodec(folder, variant)
+    except ValueError:
+        click.echo(f"exporting the model's streaming graphs to {folder} (once; a few minutes)", err=True)
+    from ..export import export_onnx
+    export_onnx(codec, folder, variants=("float32", "int8"))
+    return OnnxCodec(folder, variant)

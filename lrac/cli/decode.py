@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .common import EXIT_USER_ERROR, check_number, codec_for_command, coding_options, fail, \
-    check_threads, progress_bar, run_batch, set_threads, user_errors, version_option
+    check_threads, engine_option, progress_bar, run_batch, set_threads, user_errors, version_option
 from .encode import MAX_CHUNK_MS
 
 PACKET_MS = (10, 20, 30, 40)   # 1-4 frames of 10 ms (lrac/packets.py)
@@ -79,12 +79,13 @@ def _report(result: dict) -> None:
                    "erasures, else repeat; zero: no concealment).")
 @coding_options
 @click.option("--print-config", is_flag=True, help="Print the model's config (YAML) and exit.")
+@engine_option
 @version_option
 @user_errors
 def main(source: str, output: str | None, model: str | None, sample_rate: int | None,
          chunk_ms: float | None, loss_pct: float | None, burst: float | None, seed: int | None,
          packet_ms: float | None, conceal: str | None, threads: int, no_progress: bool,
-         print_config: bool) -> None:
+         print_config: bool, engine: str) -> None:
     """Decode SOURCE (.lrac file, folder of them, or an scp list) into OUTPUT (.wav or .flac file,
     or a folder)."""
     from ..audio import OUTPUT_RATES_HZ, check_output_path
@@ -95,6 +96,8 @@ def main(source: str, output: str | None, model: str | None, sample_rate: int | 
     check_number("--chunk-ms", chunk_ms, high=MAX_CHUNK_MS)
     check_threads(threads)
     _check_loss_options(loss_pct, burst, seed, packet_ms, conceal, chunk_ms)
+    if loss_pct is not None and engine != "torch":
+        fail("--simulate-loss conceals with the PyTorch model: use --engine torch")
     path = Path(source)
     single = not (path.is_dir() or path.suffix == ".scp") and not print_config
     if single:   # a bad input or output is reported before torch and the model load
@@ -108,7 +111,8 @@ def main(source: str, output: str | None, model: str | None, sample_rate: int | 
     from ..compress import LossSimulation, decode_file
 
     set_threads(threads)
-    codec = codec_for_command(model, print_config, output, "a .wav file, or a folder when SOURCE is a folder or list")
+    codec = codec_for_command(model, print_config, output, "a .wav file, or a folder when SOURCE is a folder or list",
+                              engine)
     if codec is None:
         return
     loss = None if loss_pct is None else \

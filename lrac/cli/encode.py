@@ -8,7 +8,7 @@ import click
 
 from ..audio import AudioReader, check_output_path
 from .common import EXIT_USER_ERROR, batch_items, check_number, codec_for_command, coding_options, \
-    check_threads, is_batch, progress_bar, run_batch, set_threads, user_errors, version_option
+    check_threads, engine_option, is_batch, progress_bar, run_batch, set_threads, user_errors, version_option
 
 MAX_CHUNK_MS = 30000.0   # a longer chunk would hold more than the one-pass path (lrac.compress)
 
@@ -23,10 +23,11 @@ MAX_CHUNK_MS = 30000.0   # a longer chunk would hold more than the one-pass path
               help="Encode in streaming chunks of this many ms, up to 30000 (same bytes as the default path).")
 @coding_options
 @click.option("--print-config", is_flag=True, help="Print the model's config (YAML) and exit.")
+@engine_option
 @version_option
 @user_errors
 def main(source: str, output: str | None, bitrate_kbps: float, model: str | None,
-         chunk_ms: float | None, threads: int, no_progress: bool, print_config: bool) -> None:
+         chunk_ms: float | None, threads: int, no_progress: bool, print_config: bool, engine: str) -> None:
     """Encode SOURCE (audio file, folder, or wav.scp) into OUTPUT (.lrac file, or a folder)."""
     check_number("--bitrate", bitrate_kbps)
     check_number("--chunk-ms", chunk_ms, high=MAX_CHUNK_MS)
@@ -39,7 +40,8 @@ def main(source: str, output: str | None, bitrate_kbps: float, model: str | None
     from ..compress import encode_file
 
     set_threads(threads)
-    codec = codec_for_command(model, print_config, output, "a .lrac file, or a folder when SOURCE is a folder or wav.scp")
+    codec = codec_for_command(model, print_config, output, "a .lrac file, or a folder when SOURCE is a folder or wav.scp",
+                              engine)
     if codec is None:
         return
     bitrate_bps = int(round(bitrate_kbps * 1000))

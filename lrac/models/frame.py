@@ -78,9 +78,8 @@ class CausalSTFT(StreamingModule):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         frames = causal_frames(self.stream_state, wav, self.n_fft, self.hop)    # [B, F, n_fft]
         if frames.shape[1] == 0:  # (an FFT of zero frames is an error for some backends)
-            complex_dtype = torch.complex128 if frames.dtype == torch.float64 else torch.complex64
-            return torch.zeros(frames.shape[0], self.n_fft // 2 + 1, 0, dtype=complex_dtype,
-                               device=frames.device)
+            # complex zeros made from real ones: the ONNX export keeps their [..., 2] real layout
+            return torch.view_as_complex(frames.new_zeros(frames.shape[0], self.n_fft // 2 + 1, 0, 2))
         return torch.fft.rfft(frames * self.window, dim=-1).transpose(1, 2)
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:

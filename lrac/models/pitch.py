@@ -283,19 +283,21 @@ class PitchPacker(StreamingModule):
         self.symbol_bits = (bits // every,) + ((fine_bits,) if fine_bits else ())
 
     def init_state(self, batch_size: int) -> State:
-        return State(frames_seen=0, code=torch.zeros(batch_size, 1, dtype=torch.long))
+        # position: frames seen modulo ``every`` (bounded, so a stream's state takes few shapes and
+        # values: lrac/export.py exports one graph branch per state layout)
+        return State(position=0, code=torch.zeros(batch_size, 1, dtype=torch.long))
 
     def forward(self, f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
         code = pitch_to_code(f0_hz, voiced, self.levels)                           # [B, F]
         state = self.stream_state
-        start = 0 if state is None else state.frames_seen
+        start = 0 if state is None else state.position
         position = (start + torch.arange(code.shape[-1], device=code.device)) % self.every
         # each frame takes the code of its group's first frame (from the state if that came earlier)
         held = torch.cat([code.new_zeros(code.shape[0], 1) if state is None else state.code, code], -1)
         group_start = torch.where(position == 0, torch.arange(1, held.shape[-1], device=code.device), 0)
         code = held.gather(-1, group_start.cummax(-1).values.expand_as(code))
         if state is not None:
-            state.frames_seen += code.shape[-1]
+            state.position = (state.position + code.shape[-1]) % self.every
             if code.shape[-1]:
                 state.code = code[:, -1:]
         shift = self.symbol_bits[0] * (self.every - 1 - position)

@@ -67,15 +67,7 @@ class StreamSession:
         self.finished = False
 
     def _run(self, *args: Any) -> Any:
-        # object.__setattr__ skips nn.Module's slow attribute bookkeeping (this runs every chunk).
-        saved = [m.stream_state for m in self.layers]
-        for m, s in zip(self.layers, self.states):
-            object.__setattr__(m, "stream_state", s)
-        try:
-            return self.fn(*args)
-        finally:
-            for m, s in zip(self.layers, saved):
-                object.__setattr__(m, "stream_state", s)
+        return run_with_states(self.layers, self.states, self.fn, *args)
 
     def __call__(self, *chunk: Any) -> Any:
         if self.finished:
@@ -90,6 +82,20 @@ class StreamSession:
             s.final = True
         self.finished = True
         return self._run(*empty_chunk)
+
+
+def run_with_states(layers: list, states: list, fn: Callable, *args: Any) -> Any:
+    """``fn(*args)`` with ``states[i]`` as ``layers[i]``'s stream state (changed in place), the
+    layers' own states restored afterwards."""
+    # object.__setattr__ skips nn.Module's slow attribute bookkeeping (this runs every chunk).
+    saved = [m.stream_state for m in layers]
+    for m, s in zip(layers, states):
+        object.__setattr__(m, "stream_state", s)
+    try:
+        return fn(*args)
+    finally:
+        for m, s in zip(layers, saved):
+            object.__setattr__(m, "stream_state", s)
 
 
 class FrameDelay(StreamingModule):

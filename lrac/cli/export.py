@@ -1,0 +1,31 @@
+"""``lrac-export MODEL OUT_DIR``: the streaming encoder and decoder as ONNX graphs (lrac/export.py)."""
+
+from __future__ import annotations
+
+import click
+
+from .common import load_codec, user_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.argument("out_dir")
+@click.option("--chunk-frames", type=int, multiple=True, default=(1, 4), show_default=True,
+              help="Chunk sizes in frames (10 ms each at 24 kHz) the graphs take (repeatable; 1 is always added).")
+@click.option("--variant", "variants", type=click.Choice(["float32", "int8"]), multiple=True,
+              default=("float32", "int8"), show_default=True,
+              help="Weights of the graphs: float32, and/or int8 (the matrix products' weights in 8 bits).")
+@click.option("--bitrate", "bitrates_kbps", type=float, multiple=True,
+              help="Export the decoder for these bitrates only (kbit/s; default: all the model's).")
+@user_errors
+def main(model: str, out_dir: str, chunk_frames: tuple[int, ...], variants: tuple[str, ...],
+         bitrates_kbps: tuple[float, ...]) -> None:
+    """Export MODEL (a model file or a pretrained name: t1, t2) to OUT_DIR for lrac.runtime and ONNX Runtime."""
+    from ..export import export_onnx
+
+    codec = load_codec(model)
+    bitrates = [int(round(b * 1000)) for b in bitrates_kbps] or None
+    sidecar = export_onnx(codec, out_dir, chunk_frames=chunk_frames, variants=variants,
+                          bitrates_bps=bitrates, log=lambda line: click.echo(line, err=True))
+    click.echo(f"{out_dir}: {', '.join(sidecar['files'])} and lrac-onnx.json (model {sidecar['model_id']})",
+               err=True)

@@ -1,0 +1,622 @@
+"""Export the streaming coder to ONNX: an encoder-step and a decoder-step graph with explicit state.
+
+Each graph runs one streaming call of the PyTorch model (:class:`~lrac.codec.StreamEncoder` /
+:class:`~lrac.codec.StreamDecoder`) on a chunk of whole frames and returns the next state::
+
+    encoder  audio [1, 1, N * hop] float32, phase int64 [], state...  ->  tokens [1, n_stages, f] int64,
+             next_phase int64 [], next.state...
+    decoder  tokens [1, n_q, N] int64, phase, state...  ->  audio [1, 1, n] float32, next_phase, next.state...
+
+A chunk of 0 frames ends the stream (the flush: look-ahead layers emit what they held back). Start a
+stream with ``phase = 0`` and empty tensors for every state input, then feed each call's ``next_*``
+outputs back in. The encoder always computes every stage; a bitrate of ``n_q`` stages keeps the
+first ``n_q`` token rows (they do not depend on the later stages).
+
+How it stays generic. Nothing here knows the model's layers: the export walks the
+:class:`~lrac.models.streaming.StreamingModule` tree and flattens every module's
+:class:`~lrac.models.streaming.State` into named tensors (``state.<module path>.<attribute>``).
+What is not a tensor (a counter, a ``None`` before the first frames) fixes the state's *layout*:
+the shapes and values that decide how a call runs. A stream passes through a few layouts (a start-up
+transient while look-ahead layers fill, then a short cycle, e.g. the pitch code's 2-frame groups),
+and the export finds them all by running the model on every supported chunk size from every layout
+it reaches. Each (layout, chunk size) pair is traced once with ``torch.onnx.export`` and becomes one
+branch of a tree of ``If`` nodes; the graph picks the branch from ``phase`` (the layout's number)
+and the chunk's shape, and returns the next layout's number. A new streaming layer exports without
+code of its own, provided its counters are bounded.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .models.streaming import State, StreamingModule, run_with_states
+
+ONNX_FORMAT = "lrac-onnx"
+FORMAT_VERSION = 1
+DEFAULT_CHUNK_FRAMES = (1, 4)   # 10 and 40 ms chunks at hop 240 (each size adds branches to trace)
+MAX_LAYOUTS = 64       # a stream that never settles into a cycle has an unbounded counter in its state
+OPSET = 18
+SIDECAR = "lrac-onnx.json"
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported; the message says which part and why in one line."""
+
+
+# -- translations for the few ATen ops the ONNX exporter lacks ---------------------------------------
+def _onnx_translations() -> dict:
+    """``torch.onnx.export`` translations: ``cummax`` and integer shifts (the pitch code uses them, the
+    exporter lacks them) and real FFTs of lengths that are not powers of two (as matrix products)."""
+    import onnx_ir as ir
+    from onnxscript import opset18 as op
+
+    def cummax(self, dim: int):
+        # running maximum along the last axis of a short tensor: a masked ReduceMax over a triangle
+        rank = len(self.shape)
+        if dim % rank != rank - 1:
+            raise NotImplementedError("cummax is exported along the last axis only")
+        n = self.shape[-1]
+        if not isinstance(n, int):
+            raise NotImplementedError("cummax is exported for static lengths only")
+        keep = ir.tensor(np.tril(np.ones((n, n), dtype=bool)))            # [j, k]: k <= j
+        lowest = (np.iinfo(np.int64).min if self.dtype == ir.DataType.INT64 else -np.inf)
+        fill = op.CastLike(op.Constant(value=ir.tensor(np.array(lowest))), self)
+        masked = op.Where(op.Constant(value=keep), op.Unsqueeze(self, op.Constant(value_ints=[-2])), fill)
+        values = op.ReduceMax(masked, op.Constant(value_ints=[-1]), keepdims=0)
+        return values, op.ArgMax(masked, axis=-1, keepdims=0, select_last_index=1)
+
+    def shift(direction: str):
+        # ONNX BitShift takes unsigned integers; the codes shifted here are never negative
+        def translate(self, other):
+            amount = other if hasattr(other, "dtype") else op.Constant(value_int=int(other))
+            shifted = op.BitShift(op.Cast(self, to=ir.DataType.UINT64),
+                                  op.Cast(amount, to=ir.DataType.UINT64), direction=direction)
+            return op.CastLike(shifted, self)
+        return translate
+
+    from onnxscript.function_libs.torch_lib.ops.fft import aten__fft_c2r, aten__fft_r2c
+
+    def matmul_lengths(self, dim, n: int) -> bool:
+        # onnxruntime's DFT is an FFT for powers of two only; other lengths (the 480-sample STFT)
+        # are O(n^2) loops, far slower than the same transform as a matrix product
+        rank = len(self.shape)
+        return len(dim) == 1 and dim[0] % rank == rank - 1 and isinstance(n, int) and n & (n - 1) != 0
+
+    def scale(normalization: int, n: int) -> float:
+        return {0: 1.0, 1: 1 / np.sqrt(n), 2: 1 / n}[normalization]
+
+    def rfft(self, dim, normalization: int, onesided: bool):
+        n = self.shape[-1]
+        if not (onesided and matmul_lengths(self, dim, n)):
+            return aten__fft_r2c(self, dim, normalization, onesided)
+        k = np.arange(n // 2 + 1)
+        angle = 2 * np.pi * np.outer(np.arange(n), k) / n                      # [n, bins]
+        matrix = np.stack([np.cos(angle), -np.sin(angle)], -1).reshape(n, -1) * scale(normalization, n)
+        numpy_dtype = np.float64 if self.dtype == ir.DataType.DOUBLE else np.float32
+        spectrum = op.MatMul(self, op.Constant(value=ir.tensor(matrix.astype(numpy_dtype))))
+        shape = op.Concat(op.Shape(self, start=0, end=-1), op.Constant(value_ints=[n // 2 + 1, 2]), axis=0)
+        return op.Reshape(spectrum, shape)
+
+    def irfft(self, dim, normalization: int, last_dim_size):
+        # complex input as real [..., bins, 2]; the transform runs along dim (the bins axis)
+        rank = len(self.shape) - 1
+        n = last_dim_size
+        if not (len(dim) == 1 and dim[0] % rank == rank - 1 and isinstance(n, int) and n & (n - 1) != 0
+                and self.shape[-2] == n // 2 + 1):
+            return aten__fft_c2r(self, dim, normalization, last_dim_size)
+        k = np.arange(n // 2 + 1)
+        weight = np.where((k == 0) | (2 * k == n), 1.0, 2.0)[:, None]          # one-sided spectrum
+        angle = 2 * np.pi * np.outer(k, np.arange(n)) / n                      # [bins, n]
+        matrix = np.stack([weight * np.cos(angle), -weight * np.sin(angle)], 1).reshape(-1, n)
+        matrix = matrix * scale(normalization, n)
+        numpy_dtype = np.float64 if self.dtype == ir.DataType.DOUBLE else np.float32
+        shape = op.Concat(op.Shape(self, start=0, end=-2), op.Constant(value_ints=[-1]), axis=0)
+        return op.MatMul(op.Reshape(self, shape), op.Constant(value=ir.tensor(matrix.astype(numpy_dtype))))
+
+    aten = torch.ops.aten
+    return {aten.cummax.default: cummax, aten._fft_r2c.default: rfft, aten._fft_c2r.default: irfft,
+            aten.__rshift__.Tensor: shift("RIGHT"), aten.__rshift__.Scalar: shift("RIGHT"),
+            aten.__lshift__.Tensor: shift("LEFT"), aten.__lshift__.Scalar: shift("LEFT")}
+
+
+# -- the state layouts of a stream -------------------------------------------------------------------
+def _describe(value: Any, where: str) -> tuple:
+    if isinstance(value, torch.Tensor):
+        return ("tensor", str(value.dtype), tuple(value.shape))
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return ("value", value)
+    raise ExportError(f"{where}: a stream state of type {type(value).__name__} cannot be exported "
+                      "(tensors, numbers, None and strings can)")
+
+
+@dataclass
+class _Side:
+    """One half of the codec as a streaming function: ``fn(chunk) -> output`` over ``root``'s layers."""
+    name: str                       # "encoder" / "decoder"
+    root: nn.Module                 # holds every layer with state
+    fn: Callable                    # one streaming call
+    chunk_name: str                 # graph input: "audio" or "tokens"
+    output_name: str                # graph output: "tokens" or "audio"
+    unit: int                       # chunk length units per frame (hop for audio, 1 for tokens)
+    chunks: dict                    # example chunks: (rows, frames) -> tensor
+    rows: list = field(default_factory=list)   # chunk rows: 1 for audio, the stage counts for tokens
+    layers: list = field(default_factory=list)
+    names: list = field(default_factory=list)
+
+
+@dataclass
+class _Layout:
+    states: list                    # per layer: a State with example values (the first seen)
+    signature: tuple
+
+
+def _signature(states: list, names: list) -> tuple:
+    return tuple(tuple(sorted((k, _describe(v, f"{n}.{k}")) for k, v in vars(s).items()))
+                 for s, n in zip(states, names))
+
+
+def _run(side: _Side, states: list, chunk: torch.Tensor, final: bool) -> torch.Tensor:
+    """One call of ``side.fn`` on ``chunk`` with ``states`` (changed in place) swapped into the layers."""
+    for s in states:
+        s.final = final
+    return run_with_states(side.layers, states, side.fn, chunk)
+
+
+def _explore(side: _Side, kinds: list) -> tuple[list, dict]:
+    """Every state layout a stream reaches with chunks of ``kinds`` ((rows, frames); frames 0 ends
+    the stream), and the transitions ``{(layout, kind): next layout or -1}``."""
+    initial = [m.init_state(1) for m in side.layers]
+    layouts = [_Layout(initial, ("start",))]   # the start is its own layout: its values are constants
+    index: dict = {}
+    transitions: dict = {}
+    todo = [0]
+    while todo:
+        p = todo.pop(0)
+        for kind in kinds:
+            states = copy.deepcopy(layouts[p].states)
+            with torch.no_grad():
+                _run(side, states, side.chunks[kind], final=kind[1] == 0)
+            if kind[1] == 0:
+                transitions[p, kind] = -1
+                continue
+            sig = _signature(states, side.names)
+            if sig not in index:
+                if len(layouts) >= MAX_LAYOUTS:
+                    raise ExportError(f"{side.name}: the stream state never settles into a cycle "
+                                      f"({_changing(layouts[-1].signature, sig, side.names)} keeps "
+                                      "changing); keep its counters bounded (e.g. modulo a period)")
+                index[sig] = len(layouts)
+                layouts.append(_Layout(states, sig))
+                todo.append(index[sig])
+            transitions[p, kind] = index[sig]
+    return layouts, transitions
+
+
+def _changing(a: tuple, b: tuple, names: list) -> str:
+    for name, x, y in zip(names, a, b):
+        if x != y:
+            return name
+    return "a state"
+
+
+# -- one branch: a streaming call as a pure function -------------------------------------------------
+class _Step(nn.Module):
+    """``(chunk, *state tensors) -> (output, *next state tensors)`` for one layout and chunk shape.
+
+    ``slots``: (layer index, attribute, dtype, rank) of every state tensor of any layout; a slot that is
+    not a tensor in this layout is ignored on input and comes out empty. The start layout's values
+    are constants of the graph (its inputs are ignored)."""
+
+    def __init__(self, side: _Side, layout: _Layout, slots: list, final: bool, start: bool) -> None:
+        super().__init__()
+        self.root = side.root
+        self.side, self.slots, self.final, self.start = side, slots, final, start
+        self.template = layout.states
+
+    def forward(self, chunk: torch.Tensor, *tensors: torch.Tensor) -> tuple:
+        states = []
+        for s in self.template:
+            values = {k: (v.clone() if self.start else None) if isinstance(v, torch.Tensor) else v
+                      for k, v in vars(s).items()}
+            states.append(State(**values))
+        if not self.start:
+            for (i, attr, _, _), t in zip(self.slots, tensors):
+                if isinstance(getattr(self.template[i], attr), torch.Tensor):
+                    setattr(states[i], attr, t)
+        out = _run(self.side, states, chunk, self.final)
+        nxt = []
+        for i, attr, dtype, rank in self.slots:
+            value = getattr(states[i], attr)
+            nxt.append(_placeholder(dtype, rank) if self.final or not isinstance(value, torch.Tensor)
+                       else value)
+        return (out, *nxt)
+
+
+def _slots(side: _Side, layouts: list) -> list:
+    """(layer index, attribute, dtype, rank) of every state attribute that is a tensor in some layout."""
+    found: dict = {}
+    for layout in layouts:
+        for i, s in enumerate(layout.states):
+            for k, v in vars(s).items():
+                if isinstance(v, torch.Tensor):
+                    if found.setdefault((i, k), (v.dtype, v.dim())) != (v.dtype, v.dim()):
+                        raise ExportError(f"{side.names[i]}.{k}: the state changes dtype or rank during a stream")
+    return [(i, k, dtype, rank) for (i, k), (dtype, rank) in sorted(found.items())]
+
+
+def _placeholder(dtype: torch.dtype, rank: int) -> torch.Tensor:
+    """What stands for a state that is not a tensor in a layout: empty, of the slot's dtype and rank."""
+    return torch.zeros((0,) * rank, dtype=dtype)
+
+
+def _trace(step: _Step, args: tuple):
+    """ONNX ModelProto of one branch (unoptimised: onnxruntime optimises the whole graph on loading)."""
+    import logging
+    import warnings
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "onnx_ir", "torch.export")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(step, args, dynamo=True, optimize=False, verbose=False,
+                                    opset_version=OPSET, custom_translation_table=_onnx_translations())
+    for q, level in zip(quiet, levels):
+        q.setLevel(level)
+    return program.model_proto
+
+
+# -- merging the branches into one graph ------------------------------------------------------------
+class _Merger:
+    """Builds one ModelProto whose ``If`` tree runs the branch that ``branch`` selects; initializers
+    shared by content (every branch holds the same weights)."""
+
+    def __init__(self) -> None:
+        self.initializers: dict = {}     # content key -> TensorProto (renamed)
+        self.names: set = set()
+        self.functions: dict = {}
+        self.opsets: dict = {}
+
+    def _shared(self, tensor, name: str | None = None) -> str:
+        from onnx import numpy_helper
+        array = numpy_helper.to_array(tensor)
+        key = (tensor.data_type, tuple(tensor.dims), hashlib.sha1(array.tobytes()).hexdigest())
+        if key not in self.initializers:
+            base = name or tensor.name
+            name = base
+            while name in self.names:
+                name = f"{base}_{len(self.names)}"
+            copied = numpy_helper.from_array(array, name)
+            self.initializers[key] = copied
+            self.names.add(name)
+        return self.initializers[key].name
+
+    def branch(self, model, prefix: str, inputs: list, outputs: list):
+        """The branch's graph for an ``If``: its inputs read the outer values ``inputs``, its own
+        values are prefixed (names are unique across the whole model), its outputs are ``outputs``."""
+        import onnx
+        from onnx import helper
+        g = model.graph
+        for opset in model.opset_import:
+            self.opsets[opset.domain] = max(self.opsets.get(opset.domain, 0), opset.version)
+        for f in model.functions:
+            self.functions.setdefault((f.domain, f.name, f.overload), f)
+        rename = {i.name: outer for i, outer in zip(g.input, inputs)}
+        for t in g.initializer:
+            rename[t.name] = self._shared(t)
+
+        def fix(name: str) -> str:
+            if name and name not in rename:
+                rename[name] = f"{prefix}{name}"
+            return rename.get(name, name)
+
+        nodes = []
+        for j, node in enumerate(g.node):
+            value = [a for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR]
+            if node.op_type == "Constant" and value and np.prod(value[0].t.dims) > 16:
+                # a constant array (a window, a mask): shared by content like the weights
+                rename[node.output[0]] = self._shared(value[0].t, f"{prefix}{node.output[0]}")
+                continue
+            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+                raise ExportError(f"a traced branch holds a control-flow node ({node.op_type}); not supported")
+            n = onnx.NodeProto()
+            n.CopyFrom(node)
+            del n.input[:]
+            del n.output[:]
+            n.input.extend(fix(x) for x in node.input)
+            n.output.extend(fix(x) for x in node.output)
+            n.name = f"{prefix}{j}_{node.name}"     # (onnxruntime's folded graphs leave names empty)
+            del n.metadata_props[:]   # the exporter's stack traces: most of the file's size
+            n.doc_string = ""
+            nodes.append(n)
+        infos = []
+        for o, name in zip(g.output, outputs):
+            nodes.append(helper.make_node("Identity", [fix(o.name)], [name], name=f"{prefix}{name}"))
+            t = o.type.tensor_type
+            infos.append(helper.make_tensor_value_info(name, t.elem_type, [None] * len(t.shape.dim)))
+        return helper.make_graph(nodes, prefix.rstrip("/"), [], infos)
+
+
+def _select(selector: str, leaves: list, lo: int, hi: int, out_names: list, types: list, ranks: list,
+            tag: str) -> list:
+    """Nodes that compute ``out_names`` with the graph ``leaves[selector]`` (``lo <= selector < hi``):
+    a binary tree of ``If`` nodes, so a call passes log2(branches) of them."""
+    from onnx import TensorProto, helper
+
+    def sub(a: int, b: int, t: str):
+        if b - a == 1:
+            return leaves[a]
+        names = [f"{t}/o{j}" for j in range(len(out_names))]
+        return helper.make_graph(_select(selector, leaves, a, b, names, types, ranks, t), t, [],
+                                 [helper.make_tensor_value_info(n, ty, [None] * r)
+                                  for n, ty, r in zip(names, types, ranks)])
+
+    mid = (lo + hi) // 2
+    mid_name, cond = f"{tag}/mid", f"{tag}/cond"
+    return [helper.make_node("Constant", [], [mid_name], name=mid_name,
+                             value=helper.make_tensor(mid_name, TensorProto.INT64, [], [mid])),
+            helper.make_node("Less", [selector, mid_name], [cond], name=cond),
+            helper.make_node("If", [cond], out_names, name=f"{tag}/if",
+                             then_branch=sub(lo, mid, tag + "l"), else_branch=sub(mid, hi, tag + "r"))]
+
+
+# -- the export ---------------------------------------------------------------------------------------
+ONNX_TYPES = {torch.float32: 1, torch.int64: 7, torch.bool: 9, torch.float64: 11}   # TensorProto codes
+
+
+def _sides(codec, bitrates: list[int]) -> list[_Side]:
+    """The encoder and decoder of ``codec`` as streaming functions with example chunks."""
+    gen = codec.generator
+    n_stages = codec.quantizer.n_stages
+    names = {m: n for n, m in gen.named_modules()}
+    stages = sorted({codec.stages_for_bitrate(b) for b in bitrates})
+    sides = []
+    for name, part, fn in (("encoder", codec.encoder, lambda x: codec._tokens(x, n_stages)),
+                           ("decoder", codec.decoder, codec._synthesize)):
+        side = _Side(name, gen, fn, "audio" if name == "encoder" else "tokens",
+                     "tokens" if name == "encoder" else "audio",
+                     codec.hop_length if name == "encoder" else 1, {})
+        side.layers = [m for m in part.modules() if isinstance(m, StreamingModule)]
+        side.names = [names[m] for m in side.layers]
+        sides.append(side)
+    sides[0].rows = [1]
+    sides[1].rows = stages
+    return sides
+
+
+def _examples(side: _Side, codec, chunk_frames: list) -> list:
+    kinds = []
+    g = torch.Generator().manual_seed(0)
+    for rows in side.rows:
+        for frames in [0, *chunk_frames]:
+            if side.name == "encoder":
+                chunk = 0.1 * torch.randn(1, 1, frames * codec.hop_length, generator=g)
+            else:
+                chunk = torch.randint(0, codec.quantizer.codebook_size, (1, rows, frames), generator=g)
+            side.chunks[rows, frames] = chunk
+            kinds.append((rows, frames))
+    return kinds
+
+
+def _graph(side: _Side, merger: _Merger, leaves: list, slots: list, layouts: list, kinds: list,
+           table: dict, branches: list, out_dtype: torch.dtype, metadata: dict):
+    """The merged ModelProto of one side."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    max_frames = max(k[1] for k in kinds)
+    width = max_frames + 1
+    n_keys = (max(k[0] for k in kinds) + 1) * width
+    branch_table = np.full(len(layouts) * n_keys, -1, dtype=np.int64)
+    for b, (p, (rows, frames)) in enumerate(branches):
+        branch_table[p * n_keys + rows * width + frames] = b
+    next_table = np.array([table[p, kind] for p, kind in branches], dtype=np.int64)
+
+    slot_names = [f"state.{side.names[i]}.{attr}" for i, attr, _, _ in slots]
+    slot_types = [ONNX_TYPES[dtype] for _, _, dtype, _ in slots]
+    slot_ranks = [rank for *_, rank in slots]
+    out_names = [side.output_name] + [f"next.{n}" for n in slot_names]
+    out_types = [ONNX_TYPES[out_dtype]] + slot_types
+    chunk_type = TensorProto.FLOAT if side.chunk_name == "audio" else TensorProto.INT64
+    c = side.chunk_name
+    nodes = [
+        helper.make_node("Shape", [c], ["sel/shape"]),
+        helper.make_node("Constant", [], ["sel/one"], value=helper.make_tensor("v", TensorProto.INT64, [], [1])),
+        helper.make_node("Constant", [], ["sel/two"], value=helper.make_tensor("v", TensorProto.INT64, [], [2])),
+        helper.make_node("Gather", ["sel/shape", "sel/one"], ["sel/rows"]),
+        helper.make_node("Gather", ["sel/shape", "sel/two"], ["sel/length"]),
+        helper.make_node("Constant", [], ["sel/unit"], value=helper.make_tensor("v", TensorProto.INT64, [], [side.unit])),
+        helper.make_node("Div", ["sel/length", "sel/unit"], ["sel/frames"]),
+        helper.make_node("Constant", [], ["sel/width"], value=helper.make_tensor("v", TensorProto.INT64, [], [width])),
+        helper.make_node("Constant", [], ["sel/keys"], value=helper.make_tensor("v", TensorProto.INT64, [], [n_keys])),
+        helper.make_node("Mul", ["sel/rows", "sel/width"], ["sel/row_key"]),
+        helper.make_node("Add", ["sel/row_key", "sel/frames"], ["sel/key"]),
+        helper.make_node("Mul", ["phase", "sel/keys"], ["sel/phase_key"]),
+        helper.make_node("Add", ["sel/phase_key", "sel/key"], ["sel/index"]),
+        helper.make_node("Gather", ["branch_table", "sel/index"], ["branch"]),
+        helper.make_node("Gather", ["next_table", "branch"], ["next_phase"]),
+    ]
+    nodes += _select("branch", leaves, 0, len(leaves), out_names, out_types, [3] + slot_ranks, "sel")
+    inputs = [helper.make_tensor_value_info(c, chunk_type, [1, "rows" if c == "tokens" else 1, "length"]),
+              helper.make_tensor_value_info("phase", TensorProto.INT64, [])]
+    inputs += [helper.make_tensor_value_info(n, t, [None] * r) for n, t, r in zip(slot_names, slot_types, slot_ranks)]
+    outputs = [helper.make_tensor_value_info(out_names[0], out_types[0], [None] * 3),
+               helper.make_tensor_value_info("next_phase", TensorProto.INT64, [])]
+    outputs += [helper.make_tensor_value_info(n, t, [None] * r)
+                for n, t, r in zip(out_names[1:], slot_types, slot_ranks)]
+    initializers = list(merger.initializers.values()) + [
+        numpy_helper.from_array(branch_table, "branch_table"), numpy_helper.from_array(next_table, "next_table")]
+    graph = helper.make_graph(nodes, f"lrac_{side.name}_step", inputs, outputs, initializers)
+    opsets = [helper.make_opsetid(d, v) for d, v in sorted(merger.opsets.items())]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="lrac",
+                              functions=list(merger.functions.values()))
+    model.ir_version = min(model.ir_version, 10)
+    for k, v in metadata.items():
+        model.metadata_props.add(key=k, value=str(v))
+    onnx.checker.check_model(model)
+    return model
+
+
+def export_onnx(codec, out_dir: str | Path, chunk_frames: tuple[int, ...] = DEFAULT_CHUNK_FRAMES,
+                variants: tuple[str, ...] = ("float32",), bitrates_bps: list[int] | None = None,
+                log: Callable[[str], None] | None = None) -> dict:
+    """Write ``encoder[.VARIANT].onnx``, ``decoder[.VARIANT].onnx`` and the sidecar ``lrac-onnx.json``
+    into ``out_dir``; returns the sidecar.
+
+    Args:
+        codec: a :class:`~lrac.codec.Codec` (its send side runs in float32 for the export; restored after).
+        chunk_frames: the chunk sizes (frames) the graphs take; 1 and 0 (the flush) are always added.
+        variants: ``float32`` and/or ``int8`` (weights of the matrix products in 8 bits,
+            onnxruntime's dynamic quantisation; see :func:`quantize_int8`).
+        bitrates_bps: the bitrates the decoder graph takes (default: all the codec's; fewer make a
+            smaller graph that exports faster).
+        log: called with one line per step (progress), or None.
+    """
+    bitrates = sorted(bitrates_bps or codec.bitrates_bps)
+    for b in bitrates:
+        codec.stages_for_bitrate(b)     # ValueError listing the valid ones
+    if any(int(n) != n or n < 1 for n in chunk_frames):
+        raise ValueError(f"chunk sizes must be whole frames >= 1, got {list(chunk_frames)}")
+    chunk_frames = sorted({1, *(int(n) for n in chunk_frames)})   # 1: a stream's last frames
+    unknown = set(variants) - set(VARIANTS)
+    if unknown or not variants:
+        raise ValueError(f"unknown variant(s) {sorted(unknown)}; variants: {', '.join(VARIANTS)}")
+    say = log or (lambda line: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    was_exact = codec.encode_dtype == torch.float64
+    codec.set_exact(False)
+    training = codec.generator.training
+    codec.generator.eval()
+    sidecar = {"format": ONNX_FORMAT, "version": FORMAT_VERSION, "model_id": codec.model_id.hex(),
+               "model_name": codec.config.name, "note": codec.note,
+               "sample_rate": codec.sample_rate, "hop_length": codec.hop_length,
+               "bits_per_index": codec.bits_per_index, "codebook_size": codec.quantizer.codebook_size,
+               "n_stages": codec.quantizer.n_stages,
+               "bitrates_bps": {str(b): codec.stages_for_bitrate(b) for b in bitrates},
+               "chunk_frames": chunk_frames, "variants": list(variants), "files": {}}
+    try:
+        for side in _sides(codec, bitrates):
+            start = time.perf_counter()
+            kinds = _examples(side, codec, chunk_frames)
+            layouts, table = _explore(side, kinds)
+            slots = _slots(side, layouts)
+            branches = [(p, kind) for p in range(len(layouts)) for kind in kinds]
+            say(f"{side.name}: {len(layouts)} state layouts, {len(branches)} branches to trace")
+            traced = []   # each branch traced, then folded (constant subgraphs computed once)
+            for p, kind in branches:
+                step = _Step(side, layouts[p], slots, final=kind[1] == 0, start=p == 0)
+                args = (side.chunks[kind], *[
+                    getattr(layouts[p].states[i], a) if isinstance(getattr(layouts[p].states[i], a), torch.Tensor)
+                    else _placeholder(dtype, rank) for i, a, dtype, rank in slots])
+                traced.append(fold_constants(_trace(step, args)))
+            say(f"{side.name}: traced in {time.perf_counter() - start:.0f} s")
+            inputs = [side.chunk_name] + [f"state.{side.names[i]}.{a}" for i, a, *_ in slots]
+            out_dtype = torch.int64 if side.output_name == "tokens" else torch.float32
+            for variant in variants:
+                merger = _Merger()
+                leaves = []
+                for b, model in enumerate(traced):
+                    if variant == "int8":
+                        model = quantize_int8(model)
+                    names = [f"b{b}/out{j}" for j in range(len(slots) + 1)]
+                    leaves.append(merger.branch(model, f"b{b}/", inputs, names))
+                metadata = {"lrac.format": ONNX_FORMAT, "lrac.model_id": codec.model_id.hex(),
+                            "lrac.side": side.name, "lrac.variant": variant}
+                model = _graph(side, merger, leaves, slots, layouts, kinds, table, branches, out_dtype, metadata)
+                name = f"{side.name}.onnx" if variant == "float32" else f"{side.name}.{variant}.onnx"
+                data = model.SerializeToString()
+                (out / name).write_bytes(data)
+                sidecar["files"][name] = hashlib.sha256(data).hexdigest()
+                say(f"{side.name}: wrote {out / name} ({len(data) / 1e6:.1f} MB)")
+            sidecar[side.name] = {
+                "input": side.chunk_name, "output": side.output_name, "layouts": len(layouts),
+                "branches": len(branches),
+                "states": [{"name": f"state.{side.names[i]}.{a}", "dtype": str(dtype).replace("torch.", "")}
+                           for i, a, dtype, _ in slots]}
+    finally:
+        codec.set_exact(was_exact)
+        codec.generator.train(training)
+    (out / SIDECAR).write_text(json.dumps(sidecar, indent=1) + "\n")
+    return sidecar
+
+
+VARIANTS = ("float32", "int8")
+
+
+def _ort_pass(model, run: Callable[[Path, Path], None]):
+    """``model`` through ``run(src_path, dst_path)`` (a tool that reads and writes files)."""
+    import tempfile
+
+    import onnx
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, src)
+        run(src, dst)
+        return onnx.load(dst)
+
+
+def fold_constants(model):
+    """``model`` after onnxruntime's basic (portable) graph optimisations: constant folding (e.g. the
+    transposed weights of every linear layer), redundant nodes removed; standard ONNX ops only."""
+    import onnxruntime as ort
+
+    def run(src: Path, dst: Path) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(dst)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    return _ort_pass(model, run)
+
+
+def quantize_int8(model):
+    """``model`` with the weights of its matrix products in int8 (onnxruntime's dynamic quantisation:
+    per-tensor weight scales, activations quantised per call). Gemm nodes become MatMul + Add first,
+    which the dynamic quantiser handles."""
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = copy.deepcopy(model)
+    g = model.graph
+    weights = {t.name: t for t in g.initializer}
+    nodes = []
+    for node in g.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type == "Gemm" and node.input[1] in weights and not attrs.get("transA", 0)
+                and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0):
+            w = node.input[1]
+            if attrs.get("transB", 0):
+                t = weights[w]
+                w = f"{t.name}__t"
+                if w not in weights:
+                    weights[w] = numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(t).T), w)
+                    g.initializer.append(weights[w])
+            product = f"{node.output[0]}__mm" if len(node.input) > 2 else node.output[0]
+            nodes.append(helper.make_node("MatMul", [node.input[0], w], [product], name=f"{node.name}__mm"))
+            if len(node.input) > 2:
+                nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]],
+                                              name=f"{node.name}__add"))
+        else:
+            nodes.append(node)
+    del g.node[:]
+    g.node.extend(nodes)
+    import logging
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)    # the quantiser's advice to pre-process: the graph is folded already
+    try:
+        return _ort_pass(model, lambda src, dst: quantize_dynamic(src, dst, weight_type=QuantType.QInt8,
+                                                                  op_types_to_quantize=["MatMul"]))
+    finally:
+        root.setLevel(level)

@@ -1,0 +1,279 @@
+"""Run an exported codec (``lrac-export``, lrac/export.py) with onnxruntime: numpy in, numpy out.
+
+This module imports neither torch nor the rest of lrac, so it can be copied beside the exported
+files into an application. Usage::
+
+    from lrac.runtime import OnnxCodec
+    codec = OnnxCodec("t1-onnx/")                    # the folder lrac-export wrote
+    enc = codec.stream_encoder(bitrate_bps=6000)
+    tokens = [enc.push(chunk) for chunk in chunks] + [enc.flush()]   # [n_q, f] int64 each
+    dec = codec.stream_decoder()
+    audio = [dec.push(t) for t in tokens] + [dec.flush()]            # [n] float32 each
+
+Streams run the graphs on the largest exported chunk size that the buffered input fills (e.g. 4
+frames, else 1), so a caller that pushes 10 ms at a time gets one 10 ms step per push. Tokens are
+the PyTorch float32 streaming path's (lrac/codec.py) and ``.lrac`` files are interchangeable
+between the engines: the sidecar carries the model identity the bitstream header names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SIDECAR = "lrac-onnx.json"
+ONNX_FORMAT = "lrac-onnx"
+FORMAT_VERSION = 1
+_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+           "tensor(bool)": np.bool_}
+
+
+class ModelFileError(ValueError):
+    """A missing, corrupted or mismatched exported model; the message says which file and why."""
+
+
+def _session(path: Path, data: bytes, threads: int):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelFileError("the ONNX engine needs onnxruntime: pip install 'lrac[runtime]'") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types, with long messages
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: onnxruntime cannot load it ({first[:200]})") from None
+
+
+class OnnxCodec:
+    """An exported codec: the sidecar ``lrac-onnx.json`` and its ``encoder*.onnx`` / ``decoder*.onnx``.
+
+    Args:
+        model_dir: the folder ``lrac-export`` (or ``Codec.export_onnx``) wrote.
+        variant: ``float32`` or ``int8`` (the weights of the matrix products in 8 bits), as exported.
+        threads: onnxruntime threads per graph (1: what a real-time caller on a small device has).
+    """
+
+    def __init__(self, model_dir: str | Path, variant: str = "float32", threads: int = 1) -> None:
+        self.model_dir = Path(model_dir)
+        sidecar_path = self.model_dir / SIDECAR
+        if not sidecar_path.is_file():
+            raise ModelFileError(f"{self.model_dir}: no {SIDECAR} (not a folder written by lrac-export)")
+        try:
+            meta = json.loads(sidecar_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f"{sidecar_path}: unreadable ({type(exc).__name__})") from None
+        if not isinstance(meta, dict) or meta.get("format") != ONNX_FORMAT:
+            raise ModelFileError(f"{sidecar_path}: not an lrac ONNX export")
+        if meta.get("version") != FORMAT_VERSION:
+            raise ModelFileError(f"{sidecar_path}: export format version {meta.get('version')}, this "
+                                 f"lrac reads version {FORMAT_VERSION}: export the model again")
+        if variant not in meta.get("variants", []):
+            raise ModelFileError(f"{self.model_dir}: no {variant} graphs exported (have: "
+                                 f"{', '.join(meta.get('variants', [])) or 'none'})")
+        self.meta, self.variant = meta, variant
+        try:
+            self.model_id = bytes.fromhex(meta["model_id"])
+            self.sample_rate = int(meta["sample_rate"])
+            self.hop_length = int(meta["hop_length"])
+            self.bits_per_index = int(meta["bits_per_index"])
+            self.codebook_size = int(meta["codebook_size"])
+            self.n_stages = int(meta["n_stages"])
+            self._stages = {int(b): int(n) for b, n in meta["bitrates_bps"].items()}
+            self.chunk_frames = sorted(int(n) for n in meta["chunk_frames"])
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise ModelFileError(f"{sidecar_path}: incomplete or corrupted ({type(exc).__name__}: {exc})") from None
+        self.encoder_graph = self._load("encoder", threads)
+        self.decoder_graph = self._load("decoder", threads)
+
+    def _load(self, side: str, threads: int):
+        name = f"{side}.onnx" if self.variant == "float32" else f"{side}.{self.variant}.onnx"
+        path = self.model_dir / name
+        if not path.is_file():
+            raise ModelFileError(f"{path}: file not found")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != self.meta.get("files", {}).get(name):
+            raise ModelFileError(f"{path}: corrupted or replaced (its checksum is not the one "
+                                 f"{SIDECAR} records): export the model again")
+        session = _session(path, data, threads)
+        props = session.get_modelmeta().custom_metadata_map
+        if props.get("lrac.model_id") != self.model_id.hex() or props.get("lrac.side") != side:
+            raise ModelFileError(f"{path}: made for another model or side ({props.get('lrac.side')} of "
+                                 f"{props.get('lrac.model_id')}; this export is {self.model_id.hex()})")
+        return session
+
+    # -- what the codec is -----------------------------------------------------------------------------
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bitrates_bps(self) -> list[int]:
+        return sorted(self._stages)
+
+    def stages_for_bitrate(self, bitrate_bps: int) -> int:
+        if bitrate_bps not in self._stages:
+            valid = ", ".join(str(b) for b in self.bitrates_bps)
+            raise ValueError(f"unsupported bitrate {bitrate_bps} bit/s; this codec supports: {valid}")
+        return self._stages[bitrate_bps]
+
+    def bitrate_for_stages(self, n_q: int) -> int:
+        return int(round(n_q * self.bits_per_index * self.frame_rate))
+
+    # -- coding ----------------------------------------------------------------------------------------
+    def stream_encoder(self, bitrate_bps: int = 6000) -> "OnnxStreamEncoder":
+        return OnnxStreamEncoder(self, bitrate_bps)
+
+    def stream_decoder(self) -> "OnnxStreamDecoder":
+        return OnnxStreamDecoder(self)
+
+    def encode(self, audio: np.ndarray, bitrate_bps: int = 6000, chunk_samples: int | None = None
+               ) -> np.ndarray:
+        """Mono audio ``[T]`` at :attr:`sample_rate` -> tokens ``[n_q, ceil(T / hop)]`` int64, pushed
+        ``chunk_samples`` at a time (default: all at once; the graphs still run chunk by chunk)."""
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        size = chunk_samples or max(len(audio), 1)
+        stream = self.stream_encoder(bitrate_bps)
+        parts = [stream.push(audio[i:i + size]) for i in range(0, len(audio), size)]
+        return np.concatenate(parts + [stream.flush()], axis=-1)
+
+    def decode(self, tokens: np.ndarray, length: int | None = None, chunk_frames: int | None = None
+               ) -> np.ndarray:
+        """Tokens ``[n_q, F]`` -> audio ``[F * hop]`` float32 (cropped to ``length`` when given),
+        pushed ``chunk_frames`` at a time (default: all at once)."""
+        tokens = np.asarray(tokens)
+        size = chunk_frames or max(tokens.shape[-1], 1)
+        stream = self.stream_decoder()
+        parts = [stream.push(tokens[:, i:i + size]) for i in range(0, tokens.shape[-1], size)]
+        return np.concatenate(parts + [stream.flush(length)])
+
+
+class _GraphStream:
+    """One stream through a step graph: the layout number (``phase``) and the state tensors."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        inputs = session.get_inputs()
+        self.chunk_name = inputs[0].name
+        self.state_names = [i.name for i in inputs[2:]]
+        # the start layout's values are inside the graph: its state inputs are empty placeholders
+        self.state = {i.name: np.zeros((0,) * len(i.shape), dtype=_DTYPES[i.type]) for i in inputs[2:]}
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.phase = np.array(0, dtype=np.int64)
+        self.finished = False
+
+    def check_open(self) -> None:
+        if self.finished:
+            raise RuntimeError("stream already flushed; start a new stream")
+
+    def step(self, chunk: np.ndarray) -> np.ndarray:
+        outputs = self.session.run(None, {self.chunk_name: chunk, "phase": self.phase, **self.state})
+        self.phase = outputs[1]
+        self.state = dict(zip(self.state_names, outputs[2:]))
+        return outputs[0]
+
+
+def _plan(frames: int, sizes: list[int]) -> list[int]:
+    """Chunk sizes (largest first) covering ``frames`` whole frames with the exported sizes."""
+    plan = []
+    for size in sorted(sizes, reverse=True):
+        while frames >= size:
+            plan.append(size)
+            frames -= size
+    return plan
+
+
+class OnnxStreamEncoder:
+    """``push(audio [n])`` -> tokens ``[n_q, f]`` completed so far; ``flush()`` pads the last
+    partial frame with zeros and returns the rest (as :class:`lrac.StreamEncoder`)."""
+
+    def __init__(self, codec: OnnxCodec, bitrate_bps: int) -> None:
+        self.codec = codec
+        self.n_q = codec.stages_for_bitrate(bitrate_bps)
+        self.stream = _GraphStream(codec.encoder_graph)
+        self.pending = np.zeros(0, dtype=np.float32)
+
+    def _run(self, frames: int) -> list[np.ndarray]:
+        hop, out = self.codec.hop_length, []
+        for size in _plan(frames, self.codec.chunk_frames):
+            chunk, self.pending = self.pending[: size * hop], self.pending[size * hop:]
+            out.append(self.stream.step(chunk[None, None])[0, : self.n_q])
+        return out
+
+    def push(self, audio: Any) -> np.ndarray:
+        self.stream.check_open()
+        x = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if not np.isfinite(x).all():
+            raise ValueError("audio contains NaN or infinite samples")
+        self.pending = np.concatenate([self.pending, x])
+        parts = self._run(len(self.pending) // self.codec.hop_length)
+        return np.concatenate(parts, -1) if parts else np.zeros((self.n_q, 0), dtype=np.int64)
+
+    def flush(self) -> np.ndarray:
+        self.stream.check_open()
+        self.stream.finished = True
+        pad = (-len(self.pending)) % self.codec.hop_length
+        self.pending = np.concatenate([self.pending, np.zeros(pad, dtype=np.float32)])
+        parts = self._run(len(self.pending) // self.codec.hop_length)
+        parts.append(self.stream.step(np.zeros((1, 1, 0), dtype=np.float32))[0, : self.n_q])
+        return np.concatenate(parts, -1)
+
+
+class OnnxStreamDecoder:
+    """``push(tokens [n_q, f])`` -> audio ``[n]`` completed so far; ``flush(length)`` returns the
+    rest, cropped so that the total is ``length`` samples when given (as :class:`lrac.StreamDecoder`)."""
+
+    def __init__(self, codec: OnnxCodec) -> None:
+        self.codec = codec
+        self.stream = _GraphStream(codec.decoder_graph)
+        self.pending: np.ndarray | None = None
+        self.emitted = 0
+
+    def _check(self, tokens: Any) -> np.ndarray:
+        t = np.asarray(tokens)
+        if t.ndim != 2 or not np.issubdtype(t.dtype, np.integer):
+            raise ValueError(f"tokens must be integers shaped [n_q, frames], got {t.dtype} {t.shape}")
+        self.codec.stages_for_bitrate(self.codec.bitrate_for_stages(t.shape[0]))
+        if t.size and (t.min() < 0 or t.max() >= self.codec.codebook_size):
+            raise ValueError(f"token values must be in 0..{self.codec.codebook_size - 1}")
+        if self.pending is not None and t.shape[0] != self.pending.shape[0]:
+            raise ValueError(f"tokens of {t.shape[0]} stages in a stream of {self.pending.shape[0]}")
+        return t.astype(np.int64)
+
+    def _run(self, frames: int) -> list[np.ndarray]:
+        out = []
+        for size in _plan(frames, self.codec.chunk_frames):
+            chunk, self.pending = self.pending[:, :size], self.pending[:, size:]
+            out.append(self.stream.step(np.ascontiguousarray(chunk)[None])[0, 0])
+        return out
+
+    def push(self, tokens: Any) -> np.ndarray:
+        self.stream.check_open()
+        t = self._check(tokens)
+        self.pending = t if self.pending is None else np.concatenate([self.pending, t], -1)
+        parts = self._run(self.pending.shape[-1])
+        audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        self.emitted += len(audio)
+        return audio
+
+    def flush(self, length: int | None = None) -> np.ndarray:
+        self.stream.check_open()
+        self.stream.finished = True
+        if self.pending is None:   # nothing pushed: the stream is empty
+            return np.zeros(0, dtype=np.float32)
+        parts = self._run(self.pending.shape[-1])
+        parts.append(self.stream.step(np.zeros((1, self.pending.shape[0], 0), dtype=np.int64))[0, 0])
+        audio = np.concatenate(parts)
+        if length is not None:
+            audio = audio[: max(0, length - self.emitted)]
+        self.emitted += len(audio)
+        return audio

@@ -1,0 +1,224 @@
+"""ONNX export (lrac/export.py) and the onnxruntime engine (lrac/runtime.py) against the PyTorch
+streaming path: random push sizes, state reset between streams, cross-engine .lrac files, and
+one-line errors for corrupted or mismatched graph files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import lrac
+from lrac.codec import PRETRAINED_DIR
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from lrac.runtime import SIDECAR, ModelFileError, OnnxCodec  # noqa: E402
+
+from conftest import NO_PITCH_PATH_SETTINGS, REPO  # noqa: E402
+
+# a small untrained frame model without the pitch path: few layers, few branches, a quick export
+SMALL = ["model.frame.encoder_layers=2", "model.frame.decoder_layers=2", "model.frame.encoder_dim=32",
+         "model.frame.decoder_dim=32", "model.latent_dim=16", "model.frame.encoder_lookahead_frames=1",
+         *NO_PITCH_PATH_SETTINGS]
+
+
+def _speech(seconds: float) -> np.ndarray:
+    audio, _ = lrac.audio.load_audio(REPO / "examples" / "p238_165.flac", 24000)
+    return audio[: int(seconds * 24000)]
+
+
+def _torch_stream(codec: lrac.Codec, audio: np.ndarray, bitrate_bps: int, rng: np.random.Generator):
+    """Tokens [n_q, F] and their decoded audio from the PyTorch streaming path, random chunks."""
+    enc = codec.stream_encoder(bitrate_bps)
+    parts, i = [], 0
+    while i < len(audio):
+        n = int(rng.integers(1, 1500))
+        parts.append(enc.push(torch.from_numpy(audio[i:i + n])))
+        i += n
+    tokens = torch.cat(parts + [enc.flush()], -1)
+    dec = codec.stream_decoder()
+    wav = torch.cat([dec.push(tokens[..., i:i + 3]) for i in range(0, tokens.shape[-1], 3)]
+                    + [dec.flush(len(audio))], -1)
+    return tokens[0].numpy(), wav[0, 0].numpy()
+
+
+def _onnx_stream(codec: OnnxCodec, audio: np.ndarray, tokens: np.ndarray, bitrate_bps: int,
+                 rng: np.random.Generator):
+    enc = codec.stream_encoder(bitrate_bps)
+    parts, i = [], 0
+    while i < len(audio):
+        n = int(rng.integers(0, 1500))    # empty pushes too
+        parts.append(enc.push(audio[i:i + n]))
+        i += n
+    out_tokens = np.concatenate(parts + [enc.flush()], -1)
+    dec = codec.stream_decoder()
+    parts, i = [], 0
+    while i < tokens.shape[-1]:
+        n = int(rng.integers(0, 7))
+        parts.append(dec.push(tokens[:, i:i + n]))
+        i += n
+    return out_tokens, np.concatenate(parts + [dec.flush(len(audio))])
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """(torch codec in float32, export folder) of the small model, exported by ``lrac-export``."""
+    from lrac.cli.export import main
+
+    folder = tmp_path_factory.mktemp("small")
+    torch.manual_seed(0)
+    codec = lrac.Codec(lrac.load_config("lrac-t1", SMALL))
+    codec.save(folder / "small.pt")
+    result = CliRunner().invoke(main, [str(folder / "small.pt"), str(folder / "onnx"), "--chunk-frames", "3"])
+    assert result.exit_code == 0, result.output
+    return lrac.Codec.load(folder / "small.pt", exact=False), folder / "onnx"
+
+
+@pytest.mark.parametrize("bitrate", [1000, 6000])
+def test_graphs_follow_the_torch_streaming_path(small, bitrate):
+    codec, folder = small
+    rng = np.random.default_rng(bitrate)
+    audio = _speech(2.0)
+    ref_tokens, ref_audio = _torch_stream(codec, audio, bitrate, rng)
+    onnx_codec = OnnxCodec(folder)
+    tokens, decoded = _onnx_stream(onnx_codec, audio, ref_tokens, bitrate, rng)
+    assert tokens.shape == ref_tokens.shape
+    assert (tokens == ref_tokens).all(0).mean() >= 0.99
+    assert decoded.shape == ref_audio.shape
+    assert np.abs(decoded - ref_audio).max() < 1e-4
+
+
+def test_int8_graphs_stay_close(small):
+    codec, folder = small
+    audio = _speech(1.0)
+    ref_tokens, ref_audio = _torch_stream(codec, audio, 6000, np.random.default_rng(0))
+    int8 = OnnxCodec(folder, variant="int8")
+    decoded = int8.decode(ref_tokens, len(audio))
+    assert int8.encode(audio, 6000).shape == ref_tokens.shape
+    # 8-bit weights change the audio a little, not the signal
+    assert np.corrcoef(decoded, ref_audio)[0, 1] > 0.9
+
+
+def test_streams_start_from_a_clean_state(small):
+    _, folder = small
+    codec = OnnxCodec(folder)
+    a, b = _speech(1.0), _speech(2.0)[24000:]
+    first = codec.encode(a, 6000)
+    codec.encode(b, 6000)                      # another stream in between
+    assert np.array_equal(codec.encode(a, 6000), first)
+    # two streams interleaved keep their own states
+    s1, s2 = codec.stream_encoder(6000), codec.stream_encoder(6000)
+    parts = []
+    for i in range(0, len(a), 960):
+        parts.append(s1.push(a[i:i + 960]))
+        s2.push(b[i:i + 960])
+    assert np.array_equal(np.concatenate(parts + [s1.flush()], -1), first)
+    dec = codec.stream_decoder()
+    dec.flush()
+    with pytest.raises(RuntimeError, match="flushed"):
+        dec.push(first)
+
+
+def test_lrac_files_decode_with_either_engine(small, tmp_path):
+    from lrac.compress import decode_file, encode_file
+    codec, folder = small
+    onnx_codec = OnnxCodec(folder)
+    wav = tmp_path / "in.wav"
+    lrac.audio.write_audio(wav, _speech(1.0), 24000)
+    encode_file(codec, wav, tmp_path / "torch.lrac", 6000)
+    encode_file(onnx_codec, wav, tmp_path / "onnx.lrac", 6000)
+    torch_bytes, onnx_bytes = (tmp_path / "torch.lrac").read_bytes(), (tmp_path / "onnx.lrac").read_bytes()
+    assert len(torch_bytes) == len(onnx_bytes) and torch_bytes[:28] == onnx_bytes[:28]   # same header
+    decode_file(onnx_codec, tmp_path / "torch.lrac", tmp_path / "a.wav")
+    decode_file(codec, tmp_path / "onnx.lrac", tmp_path / "b.wav")
+    a, _ = lrac.audio.load_audio(tmp_path / "a.wav", 24000)
+    b, _ = lrac.audio.load_audio(tmp_path / "b.wav", 24000)
+    assert len(a) == len(b) == 24000
+
+
+def test_bad_input_is_refused(small):
+    _, folder = small
+    codec = OnnxCodec(folder)
+    with pytest.raises(ValueError, match="unsupported bitrate 3000"):
+        codec.stream_encoder(3000)
+    with pytest.raises(ValueError, match="NaN"):
+        codec.stream_encoder(6000).push(np.array([0.0, np.nan], dtype=np.float32))
+    with pytest.raises(ValueError, match="token values"):
+        codec.stream_decoder().push(np.full((6, 2), 5000))
+    with pytest.raises(ValueError, match="unsupported bitrate 4000"):   # 4 stages
+        codec.stream_decoder().push(np.zeros((4, 2), dtype=np.int64))
+
+
+def _broken_copy(folder, tmp_path, change):
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    change(copy)
+    return copy
+
+
+def test_corrupted_or_mismatched_files_give_one_line_errors(small, tmp_path):
+    _, folder = small
+
+    def flip(copy):
+        data = bytearray((copy / "decoder.onnx").read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (copy / "decoder.onnx").write_bytes(bytes(data))
+
+    def swap(copy):   # the encoder's graph where the decoder's belongs, checksum updated to match
+        import hashlib
+        shutil.copy(copy / "encoder.onnx", copy / "decoder.onnx")
+        meta = json.loads((copy / SIDECAR).read_text())
+        meta["files"]["decoder.onnx"] = hashlib.sha256((copy / "decoder.onnx").read_bytes()).hexdigest()
+        (copy / SIDECAR).write_text(json.dumps(meta))
+
+    def truncate(copy):
+        (copy / SIDECAR).write_text((copy / SIDECAR).read_text()[:50])
+
+    for change, message in ((flip, "corrupted"), (swap, "another model or side"), (truncate, "unreadable"),
+                            (lambda c: (c / "encoder.onnx").unlink(), "not found")):
+        broken = _broken_copy(folder, tmp_path / change.__name__, change)
+        with pytest.raises(ModelFileError, match=message) as info:
+            OnnxCodec(broken)
+        assert "\n" not in str(info.value)
+    with pytest.raises(ModelFileError, match="no lrac-onnx.json"):
+        OnnxCodec(tmp_path)
+
+
+def test_cli_engine_onnx(small, tmp_path):
+    from lrac.cli.decode import main as decode
+    from lrac.cli.encode import main as encode
+    codec, folder = small
+    wav = tmp_path / "in.wav"
+    lrac.audio.write_audio(wav, _speech(0.5), 24000)
+    runner = CliRunner()
+    result = runner.invoke(encode, [str(wav), str(tmp_path / "x.lrac"), "--engine", "onnx", "--model", str(folder)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(decode, [str(tmp_path / "x.lrac"), str(tmp_path / "x.wav"), "--engine", "onnx-int8",
+                                    "--model", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert lrac.audio.load_audio(tmp_path / "x.wav", 24000)[0].shape == (12000,)
+    broken = _broken_copy(folder, tmp_path, lambda c: (c / "encoder.onnx").write_bytes(b"not onnx"))
+    result = runner.invoke(encode, [str(wav), str(tmp_path / "y.lrac"), "--engine", "onnx", "--model", str(broken)])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and result.output.startswith("error: ")
+
+
+@pytest.mark.slow
+def test_shipped_t1_exports_and_agrees(tmp_path):
+    """The shipped t1 (pitch path, look-ahead decoder): tokens and audio as the PyTorch float32
+    streaming path's on a speech clip."""
+    codec = lrac.Codec.load(PRETRAINED_DIR / "t1.pt", exact=False)
+    codec.export_onnx(tmp_path, chunk_frames=(1, 4), bitrates_bps=[6000])
+    onnx_codec = OnnxCodec(tmp_path)
+    audio = _speech(2.0)
+    rng = np.random.default_rng(1)
+    ref_tokens, ref_audio = _torch_stream(codec, audio, 6000, rng)
+    tokens, decoded = _onnx_stream(onnx_codec, audio, ref_tokens, 6000, rng)
+    assert (tokens == ref_tokens).all(0).mean() >= 0.99
+    assert np.abs(decoded - ref_audio).max() < 1e-3
