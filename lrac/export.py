@@ -523,12 +523,13 @@ def export_onnx(codec, out_dir: str | Path, chunk_frames: tuple[int, ...] = DEFA
             say(f"{side.name}: traced in {time.perf_counter() - start:.0f} s")
             inputs = [side.chunk_name] + [f"state.{side.names[i]}.{a}" for i, a, *_ in slots]
             out_dtype = torch.int64 if side.output_name == "tokens" else torch.float32
+            candidates = int8_candidates(codec.generator)
             for variant in variants:
                 merger = _Merger()
                 leaves = []
                 for b, model in enumerate(traced):
                     if variant == "int8":
-                        model = quantize_int8(model)
+                        model = quantize_int8(model, candidates)
                     names = [f"b{b}/out{j}" for j in range(len(slots) + 1)]
                     leaves.append(merger.branch(model, f"b{b}/", inputs, names))
                 metadata = {"lrac.format": ONNX_FORMAT, "lrac.model_id": codec.model_id.hex(),
@@ -580,18 +581,38 @@ def fold_constants(model):
     return _ort_pass(model, run)
 
 
-def quantize_int8(model):
-    """``model`` with the weights of its matrix products in int8 (onnxruntime's dynamic quantisation:
-    per-tensor weight scales, activations quantised per call). Gemm nodes become MatMul + Add first,
-    which the dynamic quantiser handles."""
+INT8_MIN_WEIGHTS = 4096   # smaller matrices (the quantiser's 128 x 5 projections) stay float32
+
+
+def _weight_key(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
+
+
+def int8_candidates(module: nn.Module) -> set:
+    """Keys of the weights :func:`quantize_int8` may store in 8 bits: the linear layers of ``module``
+    with at least :data:`INT8_MIN_WEIGHTS` weights (either orientation: the export may transpose
+    them). Not the DFT matrices of the export's own FFTs: spectra need float precision."""
+    keys = set()
+    for m in module.modules():
+        if isinstance(m, nn.Linear) and m.weight.numel() >= INT8_MIN_WEIGHTS:
+            w = m.weight.detach().float().cpu().numpy()
+            keys |= {_weight_key(w), _weight_key(w.T)}
+    return keys
+
+
+def quantize_int8(model, candidates: set, per_channel: bool = True):
+    """``model`` with the weights of its linear layers (``candidates``, :func:`int8_candidates`) in
+    int8: onnxruntime's dynamic quantisation, one weight scale per output channel, activations
+    quantised per call. Gemm nodes become MatMul + Add first, which the dynamic quantiser handles."""
     from onnx import helper, numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = copy.deepcopy(model)
     g = model.graph
     weights = {t.name: t for t in g.initializer}
-    nodes = []
-    for node in g.node:
+    nodes, chosen = [], []
+    for j, node in enumerate(g.node):
+        node.name = f"n{j}"
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if (node.op_type == "Gemm" and node.input[1] in weights and not attrs.get("transA", 0)
                 and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0):
@@ -602,21 +623,29 @@ def quantize_int8(model):
                 if w not in weights:
                     weights[w] = numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(t).T), w)
                     g.initializer.append(weights[w])
-            product = f"{node.output[0]}__mm" if len(node.input) > 2 else node.output[0]
-            nodes.append(helper.make_node("MatMul", [node.input[0], w], [product], name=f"{node.name}__mm"))
-            if len(node.input) > 2:
-                nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]],
-                                              name=f"{node.name}__add"))
+            gemm = node
+            product = f"{gemm.output[0]}__mm" if len(gemm.input) > 2 else gemm.output[0]
+            node = helper.make_node("MatMul", [gemm.input[0], w], [product], name=f"n{j}_mm")
+            nodes.append(node)
+            if len(gemm.input) > 2:
+                nodes.append(helper.make_node("Add", [product, gemm.input[2]], [gemm.output[0]],
+                                              name=f"n{j}_add"))
         else:
             nodes.append(node)
+        if (node.op_type == "MatMul" and node.input[1] in weights
+                and _weight_key(numpy_helper.to_array(weights[node.input[1]])) in candidates):
+            chosen.append(node.name)
     del g.node[:]
     g.node.extend(nodes)
+    if not chosen:
+        return model
     import logging
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)    # the quantiser's advice to pre-process: the graph is folded already
     try:
-        return _ort_pass(model, lambda src, dst: quantize_dynamic(src, dst, weight_type=QuantType.QInt8,
-                                                                  op_types_to_quantize=["MatMul"]))
+        return _ort_pass(model, lambda src, dst: quantize_dynamic(
+            src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=chosen, per_channel=per_channel))
     finally:
         root.setLevel(level)
