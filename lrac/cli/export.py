@@ -14,7 +14,7 @@ from .common import load_codec, user_errors
               help="Chunk sizes in frames (10 ms each at 24 kHz) the graphs take (repeatable; 1 is always added).")
 @click.option("--variant", "variants", type=click.Choice(["float32", "int8"]), multiple=True,
               default=("float32", "int8"), show_default=True,
-              help="Weights of the graphs: float32, and/or int8 (the matrix products' weights in 8 bits).")
+              help="Weights of the graphs: float32, and/or int8 (the linear layers' weights in 8 bits).")
 @click.option("--bitrate", "bitrates_kbps", type=float, multiple=True,
               help="Export the decoder for these bitrates only (kbit/s; default: all the model's).")
 @user_errors
@@ -29,3 +29,7 @@ def main(model: str, out_dir: str, chunk_frames: tuple[int, ...], variants: tupl
                           bitrates_bps=bitrates, log=lambda line: click.echo(line, err=True))
     click.echo(f"{out_dir}: {', '.join(sidecar['files'])} and lrac-onnx.json (model {sidecar['model_id']})",
                err=True)
+
+
+if __name__ == "__main__":
+    main()
