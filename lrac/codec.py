@@ -181,11 +181,6 @@ class Codec:
         """The bitrates this codec was trained for (bit/s), e.g. ``[1000, 6000]``."""
         return list(self.config.quantizer.bitrates_bps)
 
-    @property
-    def n_stages(self) -> int:
-        """Quantiser stages of the highest bitrate."""
-        return self.quantizer.n_stages
-
     def bitrate_for_stages(self, n_q: int) -> int:
         return int(round(n_q * self.bits_per_index * self.frame_rate))
 

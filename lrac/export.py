@@ -377,7 +377,7 @@ ONNX_TYPES = {torch.float32: 1, torch.int64: 7, torch.bool: 9, torch.float64: 11
 def _sides(codec, bitrates: list[int]) -> list[_Side]:
     """The encoder and decoder of ``codec`` as streaming functions with example chunks."""
     gen = codec.generator
-    n_stages = codec.quantizer.n_stages
+    n_stages = codec.n_stages
     names = {m: n for n, m in gen.named_modules()}
     stages = sorted({codec.stages_for_bitrate(b) for b in bitrates})
     sides = []
@@ -402,7 +402,7 @@ def _examples(side: _Side, codec, chunk_frames: list) -> list:
             if side.name == "encoder":
                 chunk = 0.1 * torch.randn(1, 1, frames * codec.hop_length, generator=g)
             else:
-                chunk = torch.randint(0, codec.quantizer.codebook_size, (1, rows, frames), generator=g)
+                chunk = torch.randint(0, (1 << codec.bits_per_index), (1, rows, frames), generator=g)
             side.chunks[rows, frames] = chunk
             kinds.append((rows, frames))
     return kinds
@@ -501,8 +501,8 @@ def export_onnx(codec, out_dir: str | Path, chunk_frames: tuple[int, ...] = DEFA
     sidecar = {"format": ONNX_FORMAT, "version": FORMAT_VERSION, "model_id": codec.model_id.hex(),
                "model_name": codec.config.name, "note": codec.note,
                "sample_rate": codec.sample_rate, "hop_length": codec.hop_length,
-               "bits_per_index": codec.bits_per_index, "codebook_size": codec.quantizer.codebook_size,
-               "n_stages": codec.quantizer.n_stages,
+               "bits_per_index": codec.bits_per_index, "codebook_size": (1 << codec.bits_per_index),
+               "n_stages": codec.n_stages,
                "bitrates_bps": {str(b): codec.stages_for_bitrate(b) for b in bitrates},
                "chunk_frames": chunk_frames, "variants": list(variants), "files": {}}
     try:

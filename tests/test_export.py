@@ -20,12 +20,12 @@ pytest.importorskip("onnxscript")
 
 from lrac.runtime import SIDECAR, ModelFileError, OnnxCodec  # noqa: E402
 
-from conftest import NO_PITCH_PATH_SETTINGS, REPO  # noqa: E402
+from conftest import PLAIN_HEAD, REPO  # noqa: E402
 
 # a small untrained frame model without the pitch path: few layers, few branches, a quick export
 SMALL = ["model.frame.encoder_layers=2", "model.frame.decoder_layers=2", "model.frame.encoder_dim=32",
          "model.frame.decoder_dim=32", "model.latent_dim=16", "model.frame.encoder_lookahead_frames=1",
-         *NO_PITCH_PATH_SETTINGS]
+         *PLAIN_HEAD]
 
 
 def _speech(seconds: float) -> np.ndarray:
@@ -73,7 +73,7 @@ def small(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("small")
     torch.manual_seed(0)
-    codec = lrac.Codec(lrac.load_config("lrac-t1", SMALL))
+    codec = lrac.Codec(lrac.load_config("t1", SMALL))
     codec.save(folder / "small.pt")
     result = CliRunner().invoke(main, [str(folder / "small.pt"), str(folder / "onnx"), "--chunk-frames", "3"])
     assert result.exit_code == 0, result.output
