@@ -18,6 +18,7 @@ Modes:
   that they compute what torch's own layers do.)
 * ``lrac``: :meth:`lrac.train.gan.GanStep.train_step`, the default (same results, less work).
 * ``recon-only``: no discriminator (``train.warmup_steps`` reconstruction warm-up: mel + commitment).
+* ``recon-bf16``: ``recon-only`` with the networks in bfloat16 autocast (``train.bf16``).
 * ``disc-3-scales``: discriminator with 3 of the 5 STFT scales (128, 512, 2048).
 
 Usage::
@@ -44,10 +45,12 @@ from lrac.train.losses import discriminator_adversarial_loss, generator_adversar
 from lrac.train.trainer import Trainer
 
 SEGMENT = 62400
+EXTRA_SETTINGS: list[str] = []   # --set, for every preset and mode
 MODES = {  # mode -> (config overrides, steps per sample)
     "espnet-order": ([], 1),
     "lrac": (["train.warmup_steps=0"], 1),   # (the t1 / t2 presets train without the GAN)
     "recon-only": (["train.warmup_steps=1000000000"], 1),
+    "recon-bf16": (["train.warmup_steps=1000000000", "train.bf16=true"], 1),
     "disc-3-scales": (["train.warmup_steps=0", "train.disc_n_ffts=[128, 512, 2048]"], 1),
 }
 
@@ -107,7 +110,7 @@ def espnet_order_step(tr: GanStep, x: torch.Tensor, y: torch.Tensor, step: int) 
 
 def make_trainer(preset: str, overrides: list[str], batch: int, out: Path) -> Trainer:
     cfg = load_config(preset, [f"train.batch_size={batch}", f"train.segment_samples={SEGMENT}",
-                               *overrides])
+                               *overrides, *EXTRA_SETTINGS])
     dummy = ChunkStream([Utterance("unused", "unused", SEGMENT)], SEGMENT, buffer_size=1)
     return Trainer(cfg, out, dummy, None, progress=False)
 
@@ -152,9 +155,12 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="Write the table as JSON here.")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="A config setting for every preset and mode (repeatable).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     audio_s = args.batch * SEGMENT / 24000
+    EXTRA_SETTINGS.extend(args.set)
     raw = measure(args.presets, args.modes, args.batch, args.iters, args.warmup)
 
     table: dict[str, dict] = {}

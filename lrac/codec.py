@@ -56,7 +56,8 @@ class Generator(nn.Module):
         ``lost [B, F]`` (bool, optional): frames erased as a lost packet would, filled in with the
         decoder's learned missing latent (lrac/conceal.py, "learned")."""
         latent, symbols = self.encoder.analyze(wav)
-        quantized, _, commit = self.quantizer(latent, self.layout.rows_carried(LATENT, n_q))
+        with torch.autocast(wav.device.type, enabled=False):   # the FSQ grid in float32 under bfloat16 training
+            quantized, _, commit = self.quantizer(latent.float(), self.layout.rows_carried(LATENT, n_q))
         symbols = self.layout.carried(symbols, n_q)
         if lost is not None:
             quantized, symbols = conceal(quantized, symbols, lost, self.silence(n_q), "learned",

@@ -83,6 +83,16 @@ class PitchConfig:
 
 
 @dataclass
+class LowBandConfig:
+    """The low band coded close to the waveform at the highest bitrate (``lrac/models/lowband.py``):
+    the amplitude and phase of the first ``harmonics`` harmonics below 500 Hz, in the last
+    ``(5 + 5 * harmonics) / 10`` token rows (3 harmonics: 20 bits, two tokens of each 10 ms frame);
+    the neural latent keeps the other rows. Needs the pitch path."""
+
+    harmonics: int = 3
+
+
+@dataclass
 class FrameConfig:
     """Frame-rate model family: causal STFT encoder, ConvNeXt stacks at 100 Hz, iSTFT decoder
     (see ``lrac/models/frame.py`` and ``docs/frame_family.md``).
@@ -92,7 +102,8 @@ class FrameConfig:
     sets each block's hidden width; ``kernel`` is the depthwise (time) kernel in frames.
     ``*_lookahead_frames`` gives that many blocks one frame of look-ahead each (10 ms at hop 240).
     The decoder's overlap-add adds ``(n_fft - hop) / hop`` frames of latency on top.
-    ``pitch``: the pitch path, or null for a plain iSTFT head.
+    ``pitch``: the pitch path, or null for a plain iSTFT head. ``lowband``: the low band coded
+    close to the waveform at the highest bitrate, or null.
     """
 
     n_fft: int = 480
@@ -107,6 +118,7 @@ class FrameConfig:
     encoder_lookahead_frames: int = 0
     decoder_lookahead_frames: int = 1
     pitch: Optional[PitchConfig] = None
+    lowband: Optional[LowBandConfig] = None
 
 
 @dataclass
@@ -166,6 +178,11 @@ class TrainConfig:
     lambda_commit: float = 10.0
     # 1 - (an ESTOI-like band-envelope correlation) (losses.EnvelopeCorrelationLoss)
     lambda_estoi: float = 0.0
+    # phase-aware, at the highest bitrate only: compressed complex spectrum L1, APNet phase errors
+    lambda_complex: float = 0.0
+    lambda_phase: float = 0.0
+    # generator and discriminator in bfloat16 autocast (FFTs, FSQ and the losses stay in float32)
+    bf16: bool = False
     disc_n_ffts: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])
     disc_filters: int = 16
     warmup_steps: int = 0

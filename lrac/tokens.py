@@ -7,11 +7,13 @@ frame in some of those rows:
 * ``latent``: the stages of the neural latent's residual quantiser (``lrac/quant``), one per row;
 * ``pitch``: the frame family's pitch symbols (``lrac/models/pitch.py``), in the low bits of the
   first rows (3 bits of row 0, 4 of row 1 in the shipped models), which leaves those rows' latent
-  stages fewer codes; the bitrates stay.
+  stages fewer codes; the bitrates stay;
+* ``lowband``: the frame family's low-band waveform code (``lrac/models/lowband.py``), whole rows at
+  the end (rows 4-5 of 6 for three harmonics), so only the highest bitrate carries it.
 
 Within a row the sub-codes are packed from the most significant bits down, in the order they are
 declared, and every row's bits are spent. :func:`token_layout` declares a model's sub-codes from its
-config; a new sub-code (say a low-band waveform code on rows 3-5) is one more :class:`SubCode` there.
+config; a new sub-code is one more :class:`SubCode` there.
 Nothing else in lrac needs to know where a sub-code's bits are.
 """
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ModelConfig, QuantizerConfig
+from .models.lowband import ROW_BITS, row_bits
 
 LATENT = "latent"   # the sub-code of the residual quantiser, which every model has
 
@@ -123,7 +126,14 @@ def token_layout(model: ModelConfig, quantizer: QuantizerConfig) -> TokenLayout:
     if len(pitch_bits) > quantizer.n_stages or any(b >= bits for b in pitch_bits):
         raise ValueError(f"the pitch symbols' bits {list(pitch_bits)} (model.frame.pitch) do not fit in "
                          f"{quantizer.n_stages} tokens of {bits} bits beside the latent")
-    latent = tuple(bits - (pitch_bits[row] if row < len(pitch_bits) else 0)
-                   for row in range(quantizer.n_stages))
+    lowband = model.frame.lowband if pitch is not None else None
+    lowband_bits = row_bits(lowband.harmonics) if lowband is not None else ()
+    latent_rows = quantizer.n_stages - len(lowband_bits)
+    if lowband_bits and (bits != ROW_BITS or latent_rows < max(len(pitch_bits), 1)):
+        raise ValueError(f"the low-band code ({len(lowband_bits)} tokens of {ROW_BITS} bits) needs tokens of "
+                         f"{ROW_BITS} bits and leaves the latent and the pitch too few of the {quantizer.n_stages}")
+    latent = tuple(bits - (pitch_bits[row] if row < len(pitch_bits) else 0) for row in range(latent_rows))
     subcodes = [SubCode(LATENT, latent)] + ([SubCode("pitch", pitch_bits)] if pitch_bits else [])
+    if lowband_bits:
+        subcodes.append(SubCode("lowband", lowband_bits, first_row=latent_rows))
     return TokenLayout(bits, quantizer.n_stages, subcodes)

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..config import FrameConfig, ModelConfig
 from .conv import Residual, SConv1d
+from .lowband import ROW_BITS, LowBandDecoder, LowBandEncoder, code_bits, row_bits
 from .pitch import HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker
 from .streaming import FrameDelay, State, StreamingModule, causal_frames
 
@@ -240,19 +241,34 @@ class FrameEncoder(nn.Module):
         self.pitch_packer = PitchPacker(pitch.bits, pitch.every_frames, pitch.fine_bits) if pitch else None
         # streaming: the symbols wait for the backbone's look-ahead frames, so both stay aligned
         self.pitch_delay = FrameDelay(cfg.encoder_lookahead_frames) if pitch else None
+        lowband = cfg.lowband
+        if lowband:  # the low band is fitted at the pitch the decoder will use: decoded here too
+            self.lowband_pitch = PitchUnpacker(pitch.bits, pitch.every_frames, 1, pitch.fine_bits)
+            self.lowband = LowBandEncoder(cfg.n_fft, cfg.hop, sample_rate, lowband.harmonics,
+                                          row_bits(lowband.harmonics), sqrt_hann(cfg.n_fft))
+            self.lowband_delay = FrameDelay(cfg.encoder_lookahead_frames)
+        else:
+            self.lowband = None
         in_dim = 3 * bins + (2 if pitch else 0)
         self.backbone = Backbone(in_dim, cfg.encoder_dim, latent_dim, cfg.encoder_layers,
                                  cfg.encoder_mlp_ratio, cfg.kernel, cfg.encoder_lookahead_frames)
         self.hop_length = cfg.hop
 
     def analyze(self, wav: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(latent [B, latent_dim, F], {"pitch": symbols [B, S, F] int64} or {})``."""
+        """``(latent [B, latent_dim, F], symbols)``: with the pitch path ``{"pitch": [B, S, F]}`` int64,
+        with a low-band code ``"lowband"`` ``[B, rows, F]`` too (the token layout drops it at the
+        bitrates that do not carry it); without either ``{}``."""
         features = spectral_features(self.stft(wav))
         if self.pitch is None:
             return self.backbone(features), {}
         f0, dip, voiced = self.pitch(wav)
         features = torch.cat([features, torch.log2(f0 / 100.0)[:, None].to(features), dip[:, None].to(features)], 1)
-        return self.backbone(features), {"pitch": self.pitch_delay(self.pitch_packer(f0, voiced))}
+        pitch = self.pitch_packer(f0, voiced)
+        symbols = {"pitch": self.pitch_delay(pitch)}
+        if self.lowband is not None:
+            decoded_f0, voicing = self.lowband_pitch(pitch)
+            symbols["lowband"] = self.lowband_delay(self.lowband(wav, decoded_f0.to(wav.dtype), voicing))
+        return self.backbone(features), symbols
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.analyze(wav)[0]
@@ -294,10 +310,17 @@ class FrameDecoder(nn.Module):
                 # and the harmonic phase at zero: the pulse train as it is, for training to take on
                 self.backbone.out.weight[3 * bins:].zero_()
                 self.backbone.out.bias[3 * bins:].zero_()
+        self.lowband = (LowBandDecoder(cfg.n_fft, sample_rate, cfg.lowband.harmonics, row_bits(cfg.lowband.harmonics),
+                                       sqrt_hann(cfg.n_fft)) if cfg.lowband else None)
 
-    def forward(self, latent: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
-        """``latent [B, latent_dim, F]`` and, with the pitch path, the ``pitch`` symbols ``[B, S, F]``."""
+    def forward(self, latent: torch.Tensor, pitch: torch.Tensor | None = None,
+                lowband: torch.Tensor | None = None) -> torch.Tensor:
+        """``latent [B, latent_dim, F]`` and, with the pitch path, the ``pitch`` symbols ``[B, S, F]``;
+        ``lowband`` symbols ``[B, rows, F]`` where the bitrate carries them (the harmonics below
+        500 Hz then come from them, not from the neural spectrum). The head's spectrum is built in
+        float32 (under a bfloat16 autocast only the backbone runs in bfloat16)."""
         out = self.backbone(latent)
+        out = out.to(torch.promote_types(out.dtype, torch.float32))
         if not self.harmonic:
             return self.istft(out)
         if pitch is None:
@@ -309,8 +332,12 @@ class FrameDecoder(nn.Module):
         harmonics = self.source_stft(self.source(f0.to(out.dtype), voicing.to(out.dtype)))
         harmonics = self.harmonic_phase(harmonics, psi)
         harmonics = harmonics * torch.exp(log_mag.clamp(max=LOG_MAG_MAX)) * share
-        aperiodic = torch.cat([log_mag + torch.log((1 - share).clamp(min=1e-6)), phase], dim=1)
-        return self.istft(aperiodic, harmonics)
+        aperiodic_log_mag = log_mag + torch.log((1 - share).clamp(min=1e-6))
+        if lowband is not None and self.lowband is not None:
+            coded, keep = self.lowband(lowband, f0.float())
+            harmonics = harmonics * keep + coded
+            aperiodic_log_mag = aperiodic_log_mag + torch.log(keep.clamp(min=1e-6))
+        return self.istft(torch.cat([aperiodic_log_mag, phase], dim=1), harmonics)
 
 
 def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
@@ -329,4 +356,11 @@ def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
                              f"of at least {max(p.every_frames - 1, 1)} frame(s): a pitch code spread over "
                              f"{p.every_frames} frame(s), and the onset of the next frame; have "
                              f"{f.decoder_lookahead_frames}")
+    if f.lowband is not None:
+        if p is None or not p.fine_bits or f.decoder_lookahead_frames < 1:
+            raise ValueError("model.frame.lowband needs the pitch path with its refinement (model.frame.pitch "
+                             "with fine_bits) and a decoder look-ahead of at least one frame")
+        if f.lowband.harmonics < 1 or code_bits(f.lowband.harmonics) % ROW_BITS:
+            raise ValueError(f"model.frame.lowband.harmonics ({f.lowband.harmonics}) must be odd and at least 1: "
+                             f"the code ({code_bits(f.lowband.harmonics)} bits) fills whole {ROW_BITS}-bit tokens")
     return FrameEncoder(f, cfg.latent_dim, cfg.sample_rate), FrameDecoder(f, cfg.latent_dim, cfg.sample_rate)

@@ -68,7 +68,8 @@ class GanStep:
         self.stage_choices = [self.codec.stages_for_bitrate(b) for b in self.codec.bitrates_bps]
         self.disc = MultiScaleSTFTDiscriminator(self.tc.disc_n_ffts, self.tc.disc_filters).to(self.device)
         sr = cfg.model.sample_rate
-        self.losses = ReconstructionLoss({"mel": self.tc.lambda_mel, "estoi": self.tc.lambda_estoi},
+        self.losses = ReconstructionLoss({"mel": self.tc.lambda_mel, "estoi": self.tc.lambda_estoi,
+                                          "complex": self.tc.lambda_complex, "phase": self.tc.lambda_phase},
                                          sr).to(self.device)
         self.losses.check_segment(self.tc.segment_samples)
         if not (0 <= self.tc.erasure_prob <= 1 and 0 <= self.tc.erasure_rate < 1
@@ -94,6 +95,12 @@ class GanStep:
             self.g_model = ddp(self.generator, find_unused_parameters=True, **no_buffer_sync)
             for p in self.disc.parameters():
                 dist.broadcast(p.data, src=0)
+
+    def autocast(self) -> torch.autocast:
+        """bfloat16 autocast of the networks' matrix products when ``train.bf16`` (else a no-op):
+        about 1.5x faster on CPUs with AVX512-BF16 (docs/training.md); the FFTs, FSQ and losses
+        stay in float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.tc.bf16)
 
     def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.RAdam(params, lr=self.tc.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0)
@@ -175,15 +182,16 @@ class GanStep:
         tc = self.tc
         n_q = self.stages_at(step)
         lost = self.erasures_at(step, x.shape[0], x.shape[-1] // self.codec.hop_length)
-        y_hat, commit = self.g_model(x, n_q, lost)
-        y_hat = y_hat[..., :y.shape[-1]]
-        reconstruction, values = self.losses(y_hat, y)
+        with self.autocast():
+            y_hat, commit = self.g_model(x, n_q, lost)
+        y_hat = y_hat[..., :y.shape[-1]].float()
+        reconstruction, values = self.losses(y_hat, y, top_bitrate=n_q == max(self.stage_choices))
         g_loss = reconstruction + tc.lambda_commit * commit
         out = {"n_q": float(n_q), **{k: v.item() for k, v in values.items()}, "commit": commit.item()}
         use_disc = step >= tc.warmup_steps
         if use_disc:
             # cached(): each weight-normed D weight is computed once for both forwards.
-            with parametrize.cached():
+            with parametrize.cached(), self.autocast():
                 fake, real = self.disc(y_hat), self.disc(y)
             adv = generator_adversarial_loss(fake)
             fm = feature_matching_loss(fake, real)

@@ -15,7 +15,10 @@ What may grow (``model.frame`` keys; everything else must be equal):
   The first blocks of a backbone are its look-ahead ones, so the new look-ahead blocks go in front
   and the other new blocks at the end; the trained blocks keep their padding, hence their function;
 * ``encoder_mlp_ratio`` / ``decoder_mlp_ratio``: new hidden units get fresh input weights and zero
-  output weights.
+  output weights;
+* ``lowband`` (from null): the model gains the low-band code (``lrac/models/lowband.py``, no
+  weights), which takes the last token rows; the latent keeps the file's first stages. This one
+  changes what the highest bitrate decodes, by design.
 
 Usage: ``lrac-train --init-from SMALL.pt --set model.frame.encoder_layers=8
 --set model.frame.encoder_lookahead_frames=2 ...`` (:meth:`lrac.train.trainer.Trainer.load_weights`
@@ -35,6 +38,7 @@ from ..models.frame import mlp_hidden
 
 _GROWABLE_KEYS = ("layers", "lookahead_frames", "mlp_ratio")   # of each side, model.frame.<side>_<key>
 _GROWABLE = {f"{side}_{key}" for side in ("encoder", "decoder") for key in _GROWABLE_KEYS}
+_STAGE_KEY = re.compile(r"^quantizer\.stages\.(?P<index>\d+)\.")
 _BLOCK_KEY = re.compile(r"^(?P<side>encoder|decoder)\.net\.backbone\.blocks\.(?P<index>\d+)\.(?P<rest>.+)$")
 
 
@@ -51,6 +55,8 @@ def growth_plan(src: ModelConfig, dst: ModelConfig) -> dict[str, int]:
             raise ValueError(f"model.{key} differs ({a.get(key)} -> {b.get(key)}): only the frame "
                              "backbones' layers, look-ahead and MLP ratio can grow")
     for key in sorted(set(fa) | set(fb)):
+        if key == "lowband" and fa.get(key) is None:
+            continue
         if key not in _GROWABLE and fa.get(key) != fb.get(key):
             raise ValueError(f"model.frame.{key} differs ({fa.get(key)} -> {fb.get(key)}): only the "
                              "backbones' layers, look-ahead and MLP ratio can grow")
@@ -77,8 +83,13 @@ def grow_generator(generator: nn.Module, state: dict[str, torch.Tensor], src: Mo
     front = growth_plan(src, dst)
     target = generator.state_dict()
     fs, fd = dataclasses.asdict(src.frame), dataclasses.asdict(dst.frame)
+    dropped_stages = set()
     try:
         for key, value in state.items():
+            stage = _STAGE_KEY.match(key)
+            if stage is not None and key not in target:   # a latent stage the low-band code replaced
+                dropped_stages.add(int(stage["index"]))
+                continue
             match = _BLOCK_KEY.match(key)
             if match is None:
                 target[key].copy_(value)   # same shapes: growth_plan allows nothing else to change
@@ -106,5 +117,8 @@ def grow_generator(generator: nn.Module, state: dict[str, torch.Tensor], src: Mo
             report.append(f"{side}: {old} -> {new} blocks ({front[side]} new look-ahead block(s) in front, "
                           f"{new - old - front[side]} at the end), hidden {hidden[0]} -> {hidden[1]}; "
                           "new weights start inert")
+    if dropped_stages:
+        report.append(f"quantizer: latent stages {sorted(dropped_stages)} dropped (their tokens carry the "
+                      "low-band code)")
     generator.load_state_dict(target)
     return report
