@@ -310,6 +310,8 @@ class Config:
             if parts[-1] not in node:
                 raise ConfigError(f"unknown config key {key!r}")
             node[parts[-1]] = value
+            if isinstance(value, dict):   # a section turned on: its defaults, for the keys after it
+                data = Config.from_dict(data).to_dict()
         return Config.from_dict(data)
 
 

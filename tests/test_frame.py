@@ -27,9 +27,10 @@ LIMITS = {"t1": (700.0, 300.0, 30.0), "t2": (2600.0, 600.0, 50.0)}
 
 def _config(preset: str):
     """``PRESET`` or ``PRESET+plain`` (a plain iSTFT head: the pitch path off), ``PRESET+coarse``
-    (the pitch path without its refinement)."""
+    (the pitch path without its refinement), ``PRESET+lowband`` (the low-band code at 6 kbps)."""
     name, _, extra = preset.partition("+")
-    return load_config(name, {"": [], "plain": PLAIN_HEAD, "coarse": ["model.frame.pitch.fine_bits=0"]}[extra])
+    return load_config(name, {"": [], "plain": PLAIN_HEAD, "coarse": ["model.frame.pitch.fine_bits=0"],
+                              "lowband": ["model.frame.lowband={}"]}[extra])
 
 
 def _codec(preset: str, seed: int = 0) -> Codec:
@@ -61,14 +62,14 @@ def _chunks(total: int, high: int, gen: torch.Generator) -> list[tuple[int, int]
     return out
 
 
-@pytest.fixture(scope="module", params=PRESETS + ["t1+plain", "t1+coarse"])
+@pytest.fixture(scope="module", params=PRESETS + ["t1+plain", "t1+coarse", "t1+lowband", "t2+lowband"])
 def codec(request) -> Codec:
     return _codec(request.param)
 
 
 # -- compute, latency, bitrate --------------------------------------------------------------------
 
-@pytest.mark.parametrize("preset", PRESETS + ["t1+plain", "t2+plain"])
+@pytest.mark.parametrize("preset", PRESETS + ["t1+plain", "t2+plain", "t1+lowband"])
 def test_preset_within_track_limits(preset: str) -> None:
     report = complexity_report(Codec(_config(preset)))
     total, receive, latency = LIMITS[preset.partition("+")[0]]
@@ -99,7 +100,8 @@ def test_t1_compute_counted_by_hand() -> None:
 
 
 def test_token_rates_are_exactly_1_and_6_kbps(codec: Codec) -> None:
-    assert codec.bits_per_index == 10 and codec.quantizer.n_stages == 6
+    lowband_rows = 2 if codec.config.model.frame.lowband else 0    # the low-band code's tokens
+    assert codec.bits_per_index == 10 and codec.n_stages == 6 and codec.quantizer.n_stages == 6 - lowband_rows
     assert codec.bitrates_bps == [1000, 6000]
     assert codec.stages_for_bitrate(1000) == 1 and codec.stages_for_bitrate(6000) == 6
     x = 0.1 * torch.randn(1, 1, 24000)
@@ -126,8 +128,9 @@ def test_streaming_networks_equal_one_pass(codec: Codec) -> None:
     streamed = torch.cat([p[0] for p in parts], dim=-1)
     assert streamed.shape == latent.shape
     assert (streamed - latent).abs().max() <= 1e-5
-    assert set(symbols) == ({"pitch"} if codec.config.model.frame.pitch else set())
-    for name, rows in symbols.items():   # the pitch symbols, voiced frames among them
+    frame = codec.config.model.frame
+    assert set(symbols) == ({"pitch"} if frame.pitch else set()) | ({"lowband"} if frame.lowband else set())
+    for name, rows in symbols.items():   # the pitch and low-band symbols, voiced frames among them
         assert torch.equal(torch.cat([p[1][name] for p in parts], dim=-1), rows) and rows.any()
 
     def cut(a: int, b: int) -> dict:

@@ -112,7 +112,8 @@ class CausalISTFT(StreamingModule):
     def init_state(self, batch_size: int) -> State:
         return State(tail=self.window.new_zeros(batch_size, self.overlap), drop=self.overlap)
 
-    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None,
+                extra_frames: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: log-magnitude and phase ``[B, 2 * bins, F]``; ``extra``: an optional complex
         spectrum ``[B, bins, F]`` added before the inverse FFT (the pitch path's harmonics)."""
         log_mag, phase = x.transpose(1, 2).chunk(2, dim=-1)          # [B, F, bins] each
@@ -122,6 +123,8 @@ class CausalISTFT(StreamingModule):
             if extra is not None:
                 spec = spec + extra.transpose(1, 2)
             frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.window
+            if extra_frames is not None:   # frames already under the synthesis window (the low band)
+                frames = frames + extra_frames
         else:  # (an FFT of zero frames is an error for some backends)
             frames = x.new_zeros(x.shape[0], 0, self.n_fft)
         ola = overlap_add(frames, self.hop)                          # starts at sample -overlap
@@ -141,6 +144,7 @@ class CausalISTFT(StreamingModule):
         bins = self.n_fft // 2 + 1
         # an added spectrum: share (sigmoid, voicing, 1 - m, log: 4), exp and products (4), sum (2) per bin
         added = 10 * bins if len(inputs) > 1 and inputs[1] is not None else 0
+        added += self.n_fft if len(inputs) > 2 and inputs[2] is not None else 0   # the low band's frames
         return inputs[0].shape[-1] * (fft_macs(self.n_fft) + self.n_fft + 2 * bins + added)
 
 
@@ -335,8 +339,9 @@ class FrameDecoder(nn.Module):
         aperiodic_log_mag = log_mag + torch.log((1 - share).clamp(min=1e-6))
         if lowband is not None and self.lowband is not None:
             coded, keep = self.lowband(lowband, f0.float())
-            harmonics = harmonics * keep + coded
-            aperiodic_log_mag = aperiodic_log_mag + torch.log(keep.clamp(min=1e-6))
+            harmonics = harmonics * keep
+            aperiodic_log_mag = torch.where(keep > 0, aperiodic_log_mag, torch.full_like(aperiodic_log_mag, -30.0))
+            return self.istft(torch.cat([aperiodic_log_mag, phase], dim=1), harmonics, coded)
         return self.istft(torch.cat([aperiodic_log_mag, phase], dim=1), harmonics)
 
 

@@ -48,25 +48,26 @@ def row_bits(harmonics: int) -> tuple[int, ...]:
     return (ROW_BITS,) * (code_bits(harmonics) // ROW_BITS)
 
 
-def harmonic_frames(f0_hz: torch.Tensor, n_fft: int, sample_rate: int, harmonics: int,
-                    window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Windowed cosines and sines of the harmonics ``h = 1..harmonics`` of ``f0_hz [B, F]`` on a frame
-    of ``n_fft`` samples whose time origin is just after its last sample (so a frame's phases are
-    those at its end): ``(basis [B, F, n_fft, 2 * harmonics], active [B, F, harmonics])``, where
-    ``active`` marks the harmonics below ``MAX_HZ`` (the others' columns are zero)."""
+def harmonic_basis(f0_hz: torch.Tensor, n_fft: int, sample_rate: int, harmonics: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosines and sines of the harmonics ``h = 1..harmonics`` of ``f0_hz [B, F]`` on a frame of
+    ``n_fft`` samples whose time origin is just after its last sample (so a frame's phases are those
+    at its end): ``(basis [B, F, n_fft, 2 * harmonics], active [B, F, harmonics])``, ``active``
+    marking the harmonics below ``MAX_HZ`` (the others' columns are zero)."""
     h = torch.arange(1, harmonics + 1, device=f0_hz.device, dtype=f0_hz.dtype)
     freq = f0_hz[..., None] * h                                               # [B, F, H]
     active = freq < MAX_HZ
     t = torch.arange(-n_fft, 0, device=f0_hz.device, dtype=f0_hz.dtype)
     angle = (2 * math.pi / sample_rate) * freq[..., None, :] * t[:, None]      # [B, F, n_fft, H]
-    gate = active[..., None, :].to(f0_hz.dtype) * window.to(f0_hz.dtype)[:, None]
+    gate = active[..., None, :].to(f0_hz.dtype)
     return torch.cat([torch.cos(angle) * gate, torch.sin(angle) * gate], -1), active
 
 
 def basis_macs(n_fft: int, harmonics: int) -> int:
-    """MACs charged for :func:`harmonic_frames` on one frame: a cosine and a sine per sample and
-    harmonic (8 each) and the window."""
-    return n_fft * harmonics * 18
+    """MACs charged for :func:`harmonic_basis` on one frame, as a device computes it: the
+    fundamental's ``exp(i w t)`` by one complex rotation per sample (4), each further harmonic by one
+    complex product per sample (4), plus the fundamental's cosine and sine once (16)."""
+    return 4 * n_fft * harmonics + 16
 
 
 class LowBandEncoder(StreamingModule):
@@ -93,13 +94,14 @@ class LowBandEncoder(StreamingModule):
 
     def codes(self, frames: torch.Tensor, f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
         """One integer code per frame ``[B, F]`` (int64; ``NONE`` where unvoiced or above ``MAX_HZ``)."""
-        x = frames * self.window.to(frames.dtype)                                 # [B, F, n_fft]
-        basis, active = harmonic_frames(f0_hz.to(frames.dtype), self.n_fft, self.sample_rate,
-                                        self.harmonics, self.window)
-        gram = basis.transpose(-1, -2) @ basis                                     # [B, F, 2H, 2H]
+        weight = self.window.to(frames.dtype).square()                           # Hann: the window squared
+        basis, active = harmonic_basis(f0_hz.to(frames.dtype), self.n_fft, self.sample_rate, self.harmonics)
+        weighted = basis * weight[:, None]                                        # [B, F, n_fft, 2H]
+        gram = weighted.transpose(-1, -2) @ basis                                  # [B, F, 2H, 2H]
         ridge = 1e-6 * gram.diagonal(dim1=-2, dim2=-1).sum(-1).clamp(min=1e-6)     # a zero column solves to 0
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        coef = torch.linalg.solve(gram + ridge[..., None, None] * eye, (basis.transpose(-1, -2) @ x[..., None]))[..., 0]
+        rhs = weighted.transpose(-1, -2) @ frames[..., None]
+        coef = torch.linalg.solve(gram + ridge[..., None, None] * eye, rhs)[..., 0]   # least squares under the window
         cos_part, sin_part = coef.chunk(2, -1)                # a cos(wt + phi) = a cos(phi) cos(wt) - a sin(phi) sin(wt)
         amp_db = 10 * torch.log10(cos_part.square() + sin_part.square() + 1e-20)
         phase = torch.atan2(-sin_part, cos_part)
@@ -126,26 +128,28 @@ class LowBandEncoder(StreamingModule):
             m = f0_hz.shape[-1]
             frames, state.frames = frames[:, :m], frames[:, m:]
         codes = self.codes(frames, f0_hz, voiced)
-        first = state is None or not state.started
-        if state is not None:
-            state.started = True
-        if first:
-            codes = torch.cat([torch.zeros_like(codes[:, :1]), codes], -1)
+        if n and (state is None or not state.started):   # the first token position carries no code
+            codes = torch.cat([codes.new_zeros(codes.shape[0], 1), codes], -1)
+            if state is not None:
+                state.started = True
         codes = codes[:, :n]                                         # the last frame's code has no token
         return split_rows(codes, self.row_bits)
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         n, h2 = self.n_fft, 2 * self.harmonics
-        # basis; Gram matrix (symmetric half) and right side; a solve of that size; window; quantise
-        per_frame = basis_macs(n, self.harmonics) + n * h2 * (h2 + 1) // 2 + n * h2 + h2 ** 3 + n + 40 * self.harmonics
+        # basis; its weighting; Gram matrix (symmetric half) and right side; a solve of that size;
+        # levels, phases (atan2: 8) and their quantisation
+        per_frame = (basis_macs(n, self.harmonics) + n * h2 + n * h2 * (h2 + 1) // 2 + n * h2 + h2 ** 3
+                     + 40 * self.harmonics)
         return output.shape[-1] * per_frame
 
 
 class LowBandDecoder(StreamingModule):
     """Low-band symbols at token positions ``[B, rows, n]`` and the decoder's pitch ``[B, m]`` for the
-    frames it emits -> ``(spectrum [B, bins, m], keep [B, bins, m])``: the harmonics' complex spectrum
-    (windowed as the iSTFT's frames, so its overlap-add rebuilds them) and the mask that the neural
-    spectrum is multiplied by (0 below ``(H + 1/2) f0`` in frames with a code, else 1)."""
+    frames it emits -> ``(frames [B, m, n_fft], keep [B, bins, m])``: the harmonics on each frame
+    under the Hann window (the analysis and synthesis windows' product, so that the iSTFT's
+    overlap-add of them rebuilds the sinusoids), and the mask that the neural spectrum is multiplied
+    by (0 below ``(H + 1/2) f0`` in frames with a code, else 1)."""
 
     def __init__(self, n_fft: int, sample_rate: int, harmonics: int, row_bits: tuple[int, ...],
                  window: torch.Tensor) -> None:
@@ -160,17 +164,16 @@ class LowBandDecoder(StreamingModule):
     def forward(self, symbols: torch.Tensor, f0_hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         codes = join_rows(symbols, self.row_bits)                                 # [B, n]
         state = self.stream_state
-        first = state is None or not state.started
-        if state is not None:
-            state.started = True
-        if first:                  # position 0 carries no frame's code
+        if codes.shape[-1] and (state is None or not state.started):   # position 0 carries no frame's code
             codes = codes[:, 1:]
+            if state is not None:
+                state.started = True
         m = f0_hz.shape[-1]        # frames emitted now: the flush adds the last one, which has no code
-        codes = torch.cat([codes, torch.zeros_like(codes[:, :1]).expand(-1, max(m - codes.shape[-1], 0))], -1)[:, :m]
+        codes = torch.cat([codes, codes.new_zeros(codes.shape[0], max(m - codes.shape[-1], 0))], -1)[:, :m]
         return self.synthesize(codes, f0_hz)
 
     def synthesize(self, codes: torch.Tensor, f0_hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame codes ``[B, F]`` at pitch ``f0_hz [B, F]`` -> ``(spectrum, keep)`` ``[B, bins, F]``."""
+        """Frame codes ``[B, F]`` at pitch ``f0_hz [B, F]`` -> ``(frames [B, F, n_fft], keep [B, bins, F])``."""
         dtype = f0_hz.dtype
         steps = 1 << PHASE_BITS
         rel, ph = [], []
@@ -184,21 +187,20 @@ class LowBandDecoder(StreamingModule):
                   - torch.stack(rel, -1) * AMP_STEP_DB).to(dtype)
         amp = torch.pow(10.0, amp_db / 20) * has_code[..., None].to(dtype)
         phase = torch.stack(ph, -1).to(dtype) * (2 * math.pi / steps)
-        basis, active = harmonic_frames(f0_hz, self.n_fft, self.sample_rate, self.harmonics, self.window)
+        basis, active = harmonic_basis(f0_hz, self.n_fft, self.sample_rate, self.harmonics)
         coef = torch.cat([amp * torch.cos(phase), -amp * torch.sin(phase)], -1)   # [B, F, 2H]
-        frames = (basis @ coef[..., None])[..., 0]                                 # [B, F, n_fft], windowed
-        spectrum = torch.fft.rfft(frames, dim=-1).transpose(1, 2)                  # [B, bins, F]
+        frames = (basis @ coef[..., None])[..., 0] * self.window.to(dtype).square()  # [B, F, n_fft]
         cut_hz = (active.sum(-1).to(dtype) + 0.5) * f0_hz * has_code.to(dtype)     # 0: keep everything
         keep = (self.bin_hz.to(dtype)[:, None] >= cut_hz[:, None, :]).to(dtype)
-        return spectrum, keep
+        return frames, keep
 
     def extra_macs(self, inputs: tuple, output: tuple) -> int:
-        from .frame import fft_macs   # (frame imports this module)
         n, h = self.n_fft, self.harmonics
         # unpack (4 per harmonic), levels (exp: 8) and phases (cos, sin: 16) per harmonic, the basis,
-        # one product per sample and column, the FFT, the mask per bin
-        per_frame = 28 * h + basis_macs(n, h) + 2 * h * n + fft_macs(n) + (n // 2 + 1)
-        return output[0].shape[-1] * per_frame
+        # one product per sample and column, the window, the mask per bin and its use on the two
+        # neural spectra (periodic and aperiodic)
+        per_frame = 28 * h + basis_macs(n, h) + 2 * h * n + n + 3 * (n // 2 + 1)
+        return output[1].shape[-1] * per_frame   # keep: [B, bins, F]
 
 
 def split_rows(codes: torch.Tensor, row_bits: tuple[int, ...]) -> torch.Tensor:

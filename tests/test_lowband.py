@@ -1,0 +1,110 @@
+"""The low-band code (lrac/models/lowband.py) and the phase-aware losses that train the waveform."""
+
+import math
+
+import pytest
+import torch
+
+from lrac.codec import Codec
+from lrac.config import load_config
+from lrac.models.frame import overlap_add, sqrt_hann
+from lrac.models.lowband import (LowBandDecoder, LowBandEncoder, code_bits, join_rows, row_bits,
+                                 split_rows)
+from lrac.train.losses import ComplexSpectrumLoss, PhaseDerivativeLoss, ReconstructionLoss
+
+torch.set_num_threads(1)
+SR, N, HOP = 24000, 480, 240
+
+
+def test_three_harmonics_on_the_grid_come_back_exactly() -> None:
+    """Amplitudes and phases that the code can represent (150 Hz: every frame end advances each
+    harmonic by a multiple of 45 degrees) are rebuilt to within the least-squares fit's rounding."""
+    frames_n = 30
+    t = torch.arange(HOP * frames_n, dtype=torch.float64) / SR
+    amps, phases = (0.25, 0.125, 0.0625), (math.pi / 4, -math.pi / 2, math.pi)   # -12, -18, -24 dB
+    wav = sum(a * torch.cos(2 * math.pi * 150 * h * t + p) for h, a, p in zip((1, 2, 3), amps, phases))
+    rows = row_bits(3)
+    enc = LowBandEncoder(N, HOP, SR, 3, rows, sqrt_hann(N).double())
+    dec = LowBandDecoder(N, SR, 3, rows, sqrt_hann(N).double())
+    f0 = torch.full((1, frames_n), 150.0, dtype=torch.float64)
+    voiced = torch.ones(1, frames_n)
+    symbols = enc(wav[None, None], f0, voiced)                     # [1, 2, F] at token positions
+    assert symbols.shape == (1, len(rows), frames_n) and int(symbols[0, :, 0].sum()) == 0
+    frames, keep = dec(symbols, f0)                                 # frame f from position f + 1
+    rebuilt = overlap_add(frames, HOP)[0, N - HOP:]                 # sample 0 at the first frame's end
+    ref = wav[: rebuilt.shape[-1]]
+    steady = slice(2 * N, (frames_n - 3) * HOP)                      # whole frames with codes on both sides
+    err = (rebuilt[steady] - ref[steady]).square().mean() / ref[steady].square().mean()
+    assert 10 * math.log10(1 / err) > 40
+    # the neural spectrum gives way below 3.5 x 150 = 525 Hz where a code came, nowhere in the last frame
+    bins_hz = torch.arange(N // 2 + 1) * SR / N
+    assert torch.equal(keep[0, :, 5] > 0, bins_hz >= 525) and bool((keep[0, :, -1] > 0).all())
+
+
+def test_unvoiced_frames_and_high_voices_send_no_code() -> None:
+    rows = row_bits(3)
+    enc = LowBandEncoder(N, HOP, SR, 3, rows, sqrt_hann(N))
+    wav = 0.1 * torch.randn(1, 1, HOP * 8)
+    f0 = torch.tensor([[120.0, 120, 120, 600, 600, 120, 120, 120]])
+    voiced = torch.tensor([[1.0, 1, 0, 1, 1, 1, 1, 1]])
+    codes = join_rows(enc(wav, f0, voiced), rows)[0]
+    # position p holds frame p - 1: frame 2 unvoiced, frames 3-4 above 500 Hz
+    assert codes[0] == 0 and codes[3] == 0 and codes[4] == 0 and codes[5] == 0
+    assert bool((codes[[1, 2, 6, 7]] > 0).all())
+
+
+def test_code_rows_round_trip() -> None:
+    rows = row_bits(5)
+    assert sum(rows) == code_bits(5) == 30 and rows == (10, 10, 10)
+    codes = torch.randint(0, 1 << 30, (2, 7))
+    assert torch.equal(join_rows(split_rows(codes, rows), rows), codes)
+
+
+def test_lowband_leaves_1_kbps_alone_and_changes_6_kbps() -> None:
+    """The low-band code takes the last two tokens: 1 kbps is the same model and bitstream."""
+    torch.manual_seed(0)
+    plain = Codec("t1")
+    lowband = Codec(load_config("t1", ["model.frame.lowband={}"]))
+    state = lowband.generator.state_dict()
+    lowband.generator.load_state_dict({k: v for k, v in plain.generator.state_dict().items() if k in state})
+    t = torch.arange(24000) / SR
+    wav = (0.3 * torch.sin(2 * math.pi * 140 * t) * torch.sin(2 * math.pi * 2 * t) ** 2)[None, None]
+    assert torch.equal(plain.encode(wav, 1000), lowband.encode(wav, 1000))
+    tokens = plain.encode(wav, 1000)
+    assert torch.equal(plain.decode(tokens), lowband.decode(tokens))
+    assert lowband.layout.rows_carried("lowband", 6) == 2 and lowband.layout.rows_carried("lowband", 1) == 0
+    six = lowband.encode(wav, 6000)
+    assert torch.equal(six[:, :4], plain.encode(wav, 6000)[:, :4])         # the latent and pitch rows
+    assert bool((six[0, 4:, 10:] > 0).any())                                # a voiced tone sends codes
+
+
+@pytest.mark.parametrize("setting, message", [
+    (["model.frame.pitch=null", "model.frame.lowband={}"], "needs the pitch path"),
+    (["model.frame.lowband={}", "model.frame.lowband.harmonics=2"], "must be odd"),
+])
+def test_bad_lowband_config_is_refused(setting, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Codec(load_config("t1", setting))
+
+
+# -- phase-aware losses ------------------------------------------------------------------------------
+
+def _tone(delay: int = 0) -> torch.Tensor:
+    t = (torch.arange(12000) - delay) / SR
+    return (0.3 * torch.sin(2 * math.pi * 200 * t) + 0.1 * torch.sin(2 * math.pi * 410 * t + 1.0))[None, None]
+
+
+@pytest.mark.parametrize("loss", [ComplexSpectrumLoss(), PhaseDerivativeLoss()])
+def test_phase_losses_see_a_delay_that_magnitudes_do_not(loss) -> None:
+    x = _tone()
+    assert float(loss(x, x)) < 1e-5
+    shifted = _tone(delay=30)            # same magnitudes (away from the edges), other phases
+    assert float(loss(shifted, x)) > 0.05
+
+
+def test_phase_losses_act_at_the_highest_bitrate_only() -> None:
+    losses = ReconstructionLoss({"mel": 1.0, "complex": 1.0, "phase": 1.0})
+    x = _tone()
+    _, top = losses(_tone(delay=30), x, top_bitrate=True)
+    _, low = losses(_tone(delay=30), x, top_bitrate=False)
+    assert set(top) == {"mel", "complex", "phase"} and set(low) == {"mel"}
