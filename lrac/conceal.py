@@ -18,7 +18,9 @@ Methods (``METHODS``):
 Symbols under "learned" and "repeat" repeat those of the last received frame at the same position
 of their sub-code's period (``periods``: the pitch code spreads over 2 frames, so the whole last
 code repeats) until the frame ``HOLD_FRAMES + FADE_FRAMES // 2`` of a burst, and are silence's
-(unvoiced) after it. "Silence" is the model's own coding of zeros
+(unvoiced) after it. A sub-code of period 0 is never repeated: its lost frames get silence's symbols
+at once (the low-band code: a phase held over a lost frame would be wrong; without a code the
+decoder's own low band, concealed with the latent, takes over). "Silence" is the model's own coding of zeros
 (:meth:`lrac.codec.Generator.silence`), one frame per position of the longest period.
 """
 
@@ -102,8 +104,8 @@ def conceal(latent: torch.Tensor, symbols: Symbols, lost: torch.Tensor | None,
         fill = missing_latent.to(latent.dtype)[None, :, None]
     out = torch.where(lost[:, None], fill, latent)
     keep = (run <= HOLD_FRAMES + FADE_FRAMES // 2) & (method != "zero")
-    out_symbols = {name: _conceal_symbols(name, x, lost, keep, silent_symbols[name], periods.get(name, 1),
-                                          state) for name, x in symbols.items()}
+    out_symbols = {name: _conceal_symbols(name, x, lost, keep & (periods.get(name, 1) > 0), silent_symbols[name],
+                                          max(periods.get(name, 1), 1), state) for name, x in symbols.items()}
     if n:
         state.run = run[:, -1]
         state.last_latent = earlier[:, :, -1]

@@ -108,3 +108,23 @@ def test_phase_losses_act_at_the_highest_bitrate_only() -> None:
     _, top = losses(_tone(delay=30), x, top_bitrate=True)
     _, low = losses(_tone(delay=30), x, top_bitrate=False)
     assert set(top) == {"mel", "complex", "phase"} and set(low) == {"mel"}
+
+
+def test_a_lost_frame_sends_no_low_band_code() -> None:
+    """Concealment repeats the pitch over a lost frame but not the low-band code (its phase would be
+    wrong): the decoder's own low band, concealed with the latent, takes over."""
+    from lrac.conceal import conceal
+    torch.manual_seed(0)
+    codec = Codec(load_config("t1", ["model.frame.lowband={}"]))
+    t = torch.arange(HOP * 20) / SR
+    wav = (0.3 * torch.sin(2 * math.pi * 140 * t))[None, None]
+    latent, symbols = codec.encoder.analyze(wav)
+    quantized = codec.quantizer.decode(codec.quantizer.encode(latent, 4))
+    lost = torch.zeros(1, 20, dtype=torch.bool)
+    lost[:, 10:12] = True
+    assert bool((symbols["lowband"][..., 9:12] > 0).all())
+    for method in ("repeat", "learned"):
+        _, out = conceal(quantized, symbols, lost, codec.generator.silence(6), method,
+                         codec.decoder.missing_latent, codec.decoder.symbol_periods)
+        assert bool((out["lowband"][..., 10:12] == 0).all()) and torch.equal(out["lowband"][..., :10], symbols["lowband"][..., :10])
+        assert torch.equal(out["pitch"][..., 10:12], symbols["pitch"][..., 8:10])     # the pitch code repeats

@@ -302,6 +302,8 @@ class FrameDecoder(nn.Module):
         self.istft = CausalISTFT(cfg.n_fft, cfg.hop)
         self.hop_length = cfg.hop
         self.symbol_periods = {"pitch": pitch.every_frames} if pitch else {}   # frames of one pitch code
+        if cfg.lowband:
+            self.symbol_periods["lowband"] = 0   # not repeated over a lost frame (lrac/conceal.py)
         if pitch:
             # the unpacker holds back as many frames as the backbone, so their outputs stay aligned
             self.pitch_unpacker = PitchUnpacker(pitch.bits, pitch.every_frames, cfg.decoder_lookahead_frames,
