@@ -178,9 +178,6 @@ class TrainConfig:
     lambda_commit: float = 10.0
     # 1 - (an ESTOI-like band-envelope correlation) (losses.EnvelopeCorrelationLoss)
     lambda_estoi: float = 0.0
-    # phase-aware, at the highest bitrate only: compressed complex spectrum L1, APNet phase errors
-    lambda_complex: float = 0.0
-    lambda_phase: float = 0.0
     # generator and discriminator in bfloat16 autocast (FFTs, FSQ and the losses stay in float32)
     bf16: bool = False
     disc_n_ffts: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])
@@ -348,6 +345,8 @@ LEGACY_KEYS: dict[str, tuple[Any, str]] = {
     "train.mel_n_ffts": ([64, 128, 256, 512, 1024], "the mel loss's scales are the baseline's"),
     "train.mel_bins": ([10, 20, 40, 80, 160], "the mel loss's scales are the baseline's"),
     "train.lambda_stft": (0.0, _EXPERIMENT),
+    "train.lambda_complex": (0.0, _EXPERIMENT),
+    "train.lambda_phase": (0.0, _EXPERIMENT),
     "train.stft_n_ffts": ([512, 1024, 2048], _EXPERIMENT),
     "train.disc_every": (1, _EXPERIMENT),
     "train.disc_segment_samples": (0, _EXPERIMENT),

@@ -137,7 +137,7 @@ def test_reconstruction_loss_is_the_weighted_sum_of_its_terms():
     with pytest.raises(ValueError, match="train.lambda_estoi needs train.segment_samples >= 8960"):
         both.check_segment(4800)
     with pytest.raises(ValueError, match="unknown reconstruction loss"):
-        ReconstructionLoss({"stft": 1.0})
+        ReconstructionLoss({"phase": 1.0})
 
 
 def test_the_two_mel_scales_share_one_filterbank():

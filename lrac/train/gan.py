@@ -68,8 +68,7 @@ class GanStep:
         self.stage_choices = [self.codec.stages_for_bitrate(b) for b in self.codec.bitrates_bps]
         self.disc = MultiScaleSTFTDiscriminator(self.tc.disc_n_ffts, self.tc.disc_filters).to(self.device)
         sr = cfg.model.sample_rate
-        self.losses = ReconstructionLoss({"mel": self.tc.lambda_mel, "estoi": self.tc.lambda_estoi,
-                                          "complex": self.tc.lambda_complex, "phase": self.tc.lambda_phase},
+        self.losses = ReconstructionLoss({"mel": self.tc.lambda_mel, "estoi": self.tc.lambda_estoi},
                                          sr).to(self.device)
         self.losses.check_segment(self.tc.segment_samples)
         if not (0 <= self.tc.erasure_prob <= 1 and 0 <= self.tc.erasure_rate < 1
@@ -185,7 +184,7 @@ class GanStep:
         with self.autocast():
             y_hat, commit = self.g_model(x, n_q, lost)
         y_hat = y_hat[..., :y.shape[-1]].float()
-        reconstruction, values = self.losses(y_hat, y, top_bitrate=n_q == max(self.stage_choices))
+        reconstruction, values = self.losses(y_hat, y)
         g_loss = reconstruction + tc.lambda_commit * commit
         out = {"n_q": float(n_q), **{k: v.item() for k, v in values.items()}, "commit": commit.item()}
         use_disc = step >= tc.warmup_steps

@@ -151,76 +151,9 @@ class EnvelopeCorrelationLoss(nn.Module):
         return 1.0 - self.score(y_hat, y)
 
 
-class _LowSpectrum(nn.Module):
-    """The complex STFT (``n_fft`` 512, hop 128, Hann) of a waveform ``[B, 1, T]`` below ``max_hz``,
-    ``[B, bins, frames]``, in float32 whatever the autocast dtype, for the phase-aware losses.
-
-    Both losses act only at the highest bitrate (``top_bitrate_only``): there the tokens can carry
-    the waveform (the low-band code, the latent's six stages); at 1 kbps, asking for a phase the
-    tokens cannot carry would only teach the model to shrink what it is unsure of."""
-
-    top_bitrate_only = True
-    POWER = 0.3   # magnitude compression, as the encoder's features
-
-    def __init__(self, sample_rate: int = 24000, n_fft: int = 512, max_hz: float = 4000.0) -> None:
-        super().__init__()
-        self.n_fft = n_fft
-        self.bins = int(max_hz / sample_rate * n_fft) + 1
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-
-    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(x.reshape(-1, x.shape[-1]).float(), self.n_fft, self.n_fft // 4, self.n_fft,
-                          window=self.window, center=True, return_complex=True)
-        return spec[:, : self.bins]
-
-    def compressed(self, spec: torch.Tensor) -> torch.Tensor:
-        """``|X|^0.3 exp(i angle X)`` as real and imaginary parts ``[..., 2]``."""
-        mag = spec.abs().clamp(min=1e-5)
-        return torch.view_as_real(spec * (mag.pow(self.POWER) / mag))
-
-
-class ComplexSpectrumLoss(_LowSpectrum):
-    """L1 distance of the compressed complex spectra ``|X|^0.3 exp(i angle X)`` below 4 kHz: a bin's
-    phase error counts in proportion to its compressed magnitude, so loud low harmonics must be in
-    phase, and noise-like bins weigh little."""
-
-    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(y_hat.device.type, enabled=False):
-            with torch.no_grad():
-                target = self.compressed(self.spectrum(y))
-            return (self.compressed(self.spectrum(y_hat)) - target).abs().mean()
-
-
-class PhaseDerivativeLoss(_LowSpectrum):
-    """The anti-wrapped instantaneous-phase, group-delay and instantaneous-frequency errors of APNet /
-    APCodec (Ai and Ling, 2023) below 4 kHz, each weighted by the reference's compressed magnitude
-    (normalised to mean 1) so that bins holding only noise do not steer the model."""
-
-    @staticmethod
-    def anti_wrap(x: torch.Tensor) -> torch.Tensor:
-        """``|x - 2 pi round(x / 2 pi)|``: the distance of a phase difference to 0 on the circle."""
-        return (x - 2 * math.pi * torch.round(x / (2 * math.pi))).abs()
-
-    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(y_hat.device.type, enabled=False):
-            s_hat = self.spectrum(y_hat)
-            p_hat = torch.atan2(s_hat.imag, s_hat.real + 1e-9)
-            with torch.no_grad():
-                s = self.spectrum(y)
-                p = torch.angle(s)
-                weight = s.abs().pow(self.POWER)
-                weight = weight / weight.mean().clamp(min=1e-8)
-            ip = self.anti_wrap(p_hat - p) * weight
-            gd = self.anti_wrap(torch.diff(p_hat, dim=1) - torch.diff(p, dim=1)) * weight[:, 1:]
-            iaf = self.anti_wrap(torch.diff(p_hat, dim=2) - torch.diff(p, dim=2)) * weight[:, :, 1:]
-            return ip.mean() + gd.mean() + iaf.mean()
-
-
 RECONSTRUCTION_LOSSES: dict[str, Callable[[int], nn.Module]] = {
     "mel": MultiScaleMelLoss,              # (sample_rate) -> module(y_hat, y) -> scalar
     "estoi": EnvelopeCorrelationLoss,
-    "complex": ComplexSpectrumLoss,
-    "phase": PhaseDerivativeLoss,
 }
 
 
@@ -246,12 +179,8 @@ class ReconstructionLoss(nn.Module):
                 raise ValueError(f"train.lambda_{name} needs train.segment_samples >= {need} "
                                  f"(one segment of the {name} loss), got {samples}")
 
-    def forward(self, y_hat: torch.Tensor, y: torch.Tensor, top_bitrate: bool = True
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``top_bitrate``: the batch was coded at the highest bitrate (losses marked
-        ``top_bitrate_only`` skip the others)."""
-        values = {name: term(y_hat, y) for name, term in self.terms.items()
-                  if top_bitrate or not getattr(term, "top_bitrate_only", False)}
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        values = {name: term(y_hat, y) for name, term in self.terms.items()}
         total = sum((self.weights[name] * value for name, value in values.items()), y_hat.new_zeros(()))
         return total, values
 
