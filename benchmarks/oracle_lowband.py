@@ -1,0 +1,166 @@
+"""What a low-band code is worth: t1's 6 kbps output with its band below 500 Hz replaced.
+
+For each validation clip, t1 codes the clip at 6 kbps; then the band below 500 Hz of its output
+(per 20 ms frame of the codec's own framing, in voiced frames) is replaced by:
+
+* ``reference``: the reference's waveform below 500 Hz (a zero-phase brick wall, every frame);
+* ``harmonics``: the harmonics below 500 Hz fitted to the reference by least squares at the pitch
+  the decoder uses (``lrac.models.lowband``'s fit), unquantised; ``harmonics-3``: only the first three;
+* ``amp-3dB`` / ``phase-3bit`` / ``phase-4bit``: those harmonics with amplitudes in 3 dB steps or
+  phases in 3 / 4 bits;
+* ``phase-continued``: amplitudes as fitted, phases carried from a voiced run's first frame by the
+  pitch alone (a pulse train's harmonics, in level);
+* ``code``: the shipped 20-bit low-band code of :mod:`lrac.models.lowband` (first three harmonics),
+  with the latent's 6 stages (``code``) or the 4 that leave it room (``code-4-stages``).
+
+    python benchmarks/oracle_lowband.py --list exp/lists/valid77.scp --max 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from lrac import Codec
+from lrac.audio import load_audio
+from lrac.eval.metrics import estoi, pesq_wb
+from lrac.lists import read_scp
+from lrac.models.frame import sqrt_hann
+from lrac.models.lowband import MAX_HZ, LowBandDecoder, LowBandEncoder, row_bits
+
+N, HOP, SR = 480, 240, 24000
+WINDOW = sqrt_hann(N).double().numpy()
+VARIANTS = ["none", "reference", "harmonics", "harmonics-3", "amp-3dB", "phase-3bit", "phase-4bit",
+            "phase-continued", "code", "code-4-stages"]
+
+
+def frames_of(x: np.ndarray) -> np.ndarray:
+    """``[T]`` -> the codec's frames ``[T // HOP, N]`` (frame f ends at (f + 1) * HOP)."""
+    xp = np.concatenate([np.zeros(N - HOP), x])
+    return np.lib.stride_tricks.sliding_window_view(xp, N)[::HOP][: len(x) // HOP]
+
+
+def overlap_add(frames: np.ndarray, length: int) -> np.ndarray:
+    y = np.zeros((len(frames) + 1) * HOP)
+    for i, f in enumerate(frames):
+        y[i * HOP: i * HOP + N] += f
+    return y[N - HOP: N - HOP + length]
+
+
+def lowpass(x: np.ndarray) -> np.ndarray:
+    spec = np.fft.rfft(x)
+    spec[np.fft.rfftfreq(len(x), 1 / SR) >= MAX_HZ] = 0
+    return np.fft.irfft(spec, len(x))
+
+
+def fit(frame: np.ndarray, f0: float, harmonics: int) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares under the Hann window: ``(amplitude, phase)`` of harmonics below MAX_HZ at the
+    frame's end, and the basis ``[N, 2H]``."""
+    h = np.arange(1, harmonics + 1)
+    h = h[h * f0 < MAX_HZ]
+    angle = 2 * np.pi * np.outer(np.arange(-N, 0), h) * f0 / SR
+    basis = np.concatenate([np.cos(angle), np.sin(angle)], 1)
+    w = WINDOW[:, None]
+    coef = np.linalg.lstsq(basis * w, frame * WINDOW, rcond=None)[0]
+    c = coef[: len(h)] - 1j * coef[len(h):]
+    return c, basis
+
+
+def synth(c: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    return basis @ np.concatenate([c.real, -c.imag]) * WINDOW ** 2
+
+
+def replaced(y: np.ndarray, lb_frames: dict[int, np.ndarray], cut_hz: dict[int, float]) -> np.ndarray:
+    """``y`` with each listed frame's band below ``cut_hz`` replaced by ``lb_frames`` (Hann-windowed)."""
+    spec = np.fft.rfft(frames_of(y) * WINDOW, axis=1)
+    freqs = np.fft.rfftfreq(N, 1 / SR)
+    out = np.fft.irfft(spec, N, axis=1) * WINDOW
+    for f, frame in lb_frames.items():
+        s = spec[f].copy()
+        s[freqs < cut_hz[f]] = 0
+        out[f] = np.fft.irfft(s, N) * WINDOW + frame
+    return overlap_add(out, len(y))
+
+
+def variant(name: str, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+    if name == "reference":
+        return y - lowpass(y) + lowpass(x)
+    harmonics = 3 if name == "harmonics-3" else 99
+    lb, cut, prev = {}, {}, {}
+    for f, frame in enumerate(frames_of(x)):
+        if not voiced[f] or f0[f] >= MAX_HZ:
+            prev = {}
+            continue
+        c, basis = fit(frame, f0[f], harmonics)
+        amp, phase = np.abs(c), np.angle(c)
+        if name == "amp-3dB":
+            amp = 10 ** (3 * np.round(20 * np.log10(amp + 1e-12) / 3) / 20)
+        if name.startswith("phase-") and name.endswith("bit"):
+            step = 2 * np.pi / (1 << int(name[6]))
+            phase = step * np.round(phase / step)
+        if name == "phase-continued":
+            advance = 2 * np.pi * f0[f] * HOP / SR
+            phase = np.array([prev[k] + (k + 1) * advance if k in prev else p for k, p in enumerate(phase)])
+            prev = dict(enumerate(phase))
+        lb[f], cut[f] = synth(amp * np.exp(1j * phase), basis), (len(c) + 0.5) * f0[f]
+    return replaced(y, lb, cut)
+
+
+def code_variant(codec: Codec, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+    """The shipped 20-bit code (lrac.models.lowband) on ``y``'s low band, at the decoded pitch."""
+    rows = row_bits(3)
+    enc = LowBandEncoder(N, HOP, SR, 3, rows, sqrt_hann(N).double())
+    dec = LowBandDecoder(N, SR, 3, rows, sqrt_hann(N).double())
+    f0_t, v_t = torch.from_numpy(f0)[None].double(), torch.from_numpy(voiced.astype(np.float64))[None]
+    codes = enc.codes(torch.from_numpy(frames_of(x))[None].double(), f0_t, v_t)      # [1, F]
+    frames, keep = dec.synthesize(codes, f0_t)
+    has = (codes[0] > 0).numpy()
+    lb = {f: frames[0, f].numpy() for f in np.flatnonzero(has)}
+    cut = {f: float(np.fft.rfftfreq(N, 1 / SR)[int((keep[0, :, f] == 0).sum())]) for f in lb}
+    return replaced(y, lb, cut)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="t1")
+    parser.add_argument("--list", default="exp/lists/valid77.scp")
+    parser.add_argument("--max", type=int, default=20, help="clips, spread over the list (seed 0)")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    codec = Codec.load(args.model) if args.model.endswith(".pt") else Codec.pretrained(args.model)
+    clips = read_scp(args.list)
+    pick = np.random.default_rng(0).choice(len(clips), min(args.max, len(clips)), replace=False)
+    scores: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+    for i, k in enumerate(pick):
+        x, _ = load_audio(clips[k][1], SR, warn_stereo=False)
+        x = x[: min(len(x), int(args.seconds * SR)) // HOP * HOP].astype(np.float64)
+        tokens = codec.encode(x.astype(np.float32), 6000)
+        with torch.inference_mode():
+            pitch = codec.layout.unpack(tokens)["pitch"]
+            f0, voicing = codec.decoder.net.pitch_unpacker(pitch)
+            # (4 stages is no bitrate of t1: its decoder is run directly)
+            outs = {n_q: codec._synthesize(tokens[:, :n_q])[0, 0, :len(x)].double().numpy() for n_q in (6, 4)}
+        f0, voiced = f0[0].double().numpy(), voicing[0].numpy() > 0
+        for name in VARIANTS:
+            if name == "none":
+                z = outs[6]
+            elif name.startswith("code"):
+                z = code_variant(codec, x, outs[4 if name == "code-4-stages" else 6], f0, voiced)
+            else:
+                z = variant(name, x, outs[6], f0, voiced)
+            scores[name].append((pesq_wb(x, z, SR), estoi(x, z, SR)))
+        print(f"\r{i + 1}/{len(pick)}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    print(f"{'t1 6 kbps, low band replaced by':34s} PESQ-WB  ESTOI   ({len(pick)} clips of {args.list})")
+    for name, rows in scores.items():
+        a = np.array(rows)
+        print(f"{name:34s} {a[:, 0].mean():.3f}    {a[:, 1].mean():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
