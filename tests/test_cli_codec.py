@@ -320,10 +320,11 @@ def test_inputs_are_checked_before_the_model_loads(tmp_path, monkeypatch):
 
 
 def test_every_command_has_version():
+    from lrac.cli.export import main as export_main
     from lrac.cli.score import main as score_main
     from lrac.cli.train import main as train_main
     from lrac.cli.common import package_version
-    for main in (encode_main, decode_main, score_main, train_main):
+    for main in (encode_main, decode_main, score_main, train_main, export_main):
         code, out = run(main, ["--version"])
         assert code == 0 and out.strip().endswith(f"(lrac) {package_version()}")
 

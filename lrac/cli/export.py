@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import load_codec, user_errors
+from .common import load_codec, user_errors, version_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +17,7 @@ from .common import load_codec, user_errors
               help="Weights of the graphs: float32, and/or int8 (the linear layers' weights in 8 bits).")
 @click.option("--bitrate", "bitrates_kbps", type=float, multiple=True,
               help="Export the decoder for these bitrates only (kbit/s; default: all the model's).")
+@version_option
 @user_errors
 def main(model: str, out_dir: str, chunk_frames: tuple[int, ...], variants: tuple[str, ...],
          bitrates_kbps: tuple[float, ...]) -> None:
