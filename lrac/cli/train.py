@@ -73,7 +73,8 @@ def main(track: str | None, config_name: str | None, overrides: tuple[str, ...],
          max_steps: int | None, batch_size: int | None, resume: bool, init_from: str | None,
          stage: int, stop_stage: int, threads: int, workers: int, cache_dir: str | None,
          augment_cache_mb: float, device: str | None, no_progress: bool) -> None:
-    """Train a codec for LRAC Track 1 or 2 (spec §3) with the recipe's data stages (spec §7.1)."""
+    """Train a codec for LRAC Track 1 (transparency) or Track 2 (enhancement): check, resample and
+    length-filter the data as the ESPnet recipe does (stages 1-3), then train (stage 5; docs/training.md)."""
     import torch
 
     from ..train.checkpoint import LAST
