@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrac.audio import load_audio, read_scp
+from lrac.audio import load_audio
 from lrac.codec import PRETRAINED_DIR, Codec
 from lrac.eval.metrics import estoi, pesq_wb
+from lrac.lists import read_scp
 from lrac.runtime import OnnxCodec
 
 
