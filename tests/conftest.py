@@ -11,8 +11,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-# the frame family with a plain iSTFT head: t1 without its pitch path
-PLAIN_HEAD = ["model.frame.pitch=null"]
+# the frame family with a plain iSTFT head: t1 without its pitch path (nor the low-band code, which
+# needs it)
+PLAIN_HEAD = ["model.frame.pitch=null", "model.frame.lowband=null"]
 
 
 def shared_data() -> Path | None:

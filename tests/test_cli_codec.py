@@ -140,6 +140,7 @@ def test_decode_bad_bitstreams(tmp_path, wav, model):
     Codec("t1").save(old)
     state = torch.load(old, weights_only=False)
     state["config"]["model"]["frame"]["pitch"] = None
+    state["config"]["model"]["frame"]["lowband"] = None   # it needs the pitch path
     torch.save(state, old)
     code, out = run(decode_main, [str(tmp_path / "x.lrac"), str(tmp_path / "o.wav"), "--model", str(old)])
     assert code == 2 and "weights do not fit" in out and len(out.strip().splitlines()) == 1

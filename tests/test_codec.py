@@ -168,8 +168,9 @@ def test_load_errors(tmp_path):
         Codec.load(tmp_path / "other.pt")
     Codec("t1").save(tmp_path / "t1.pt")
     state = torch.load(tmp_path / "t1.pt", weights_only=False)
-    # pitch-path weights under a config without the pitch path
+    # pitch-path weights under a config without the pitch path (nor the low band, which needs it)
     state["config"]["model"]["frame"]["pitch"] = None
+    state["config"]["model"]["frame"]["lowband"] = None
     torch.save(state, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="weights do not fit"):
         Codec.load(tmp_path / "mismatch.pt")

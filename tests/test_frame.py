@@ -27,10 +27,13 @@ LIMITS = {"t1": (700.0, 300.0, 30.0), "t2": (2600.0, 600.0, 50.0)}
 
 def _config(preset: str):
     """``PRESET`` or ``PRESET+plain`` (a plain iSTFT head: the pitch path off), ``PRESET+coarse``
-    (the pitch path without its refinement), ``PRESET+lowband`` (the low-band code at 6 kbps)."""
+    (the pitch path without its refinement), ``PRESET+lowband`` / ``PRESET+nolowband`` (with /
+    without the low-band code at 6 kbps)."""
     name, _, extra = preset.partition("+")
-    return load_config(name, {"": [], "plain": PLAIN_HEAD, "coarse": ["model.frame.pitch.fine_bits=0"],
-                              "lowband": ["model.frame.lowband={}"]}[extra])
+    return load_config(name, {"": [], "plain": PLAIN_HEAD,
+                              "coarse": ["model.frame.pitch.fine_bits=0", "model.frame.lowband=null"],
+                              "lowband": ["model.frame.lowband={}"],
+                              "nolowband": ["model.frame.lowband=null"]}[extra])
 
 
 def _codec(preset: str, seed: int = 0) -> Codec:
@@ -62,14 +65,14 @@ def _chunks(total: int, high: int, gen: torch.Generator) -> list[tuple[int, int]
     return out
 
 
-@pytest.fixture(scope="module", params=PRESETS + ["t1+plain", "t1+coarse", "t1+lowband", "t2+lowband"])
+@pytest.fixture(scope="module", params=PRESETS + ["t1+plain", "t1+coarse", "t1+nolowband", "t2+lowband"])
 def codec(request) -> Codec:
     return _codec(request.param)
 
 
 # -- compute, latency, bitrate --------------------------------------------------------------------
 
-@pytest.mark.parametrize("preset", PRESETS + ["t1+plain", "t2+plain", "t1+lowband"])
+@pytest.mark.parametrize("preset", PRESETS + ["t1+plain", "t2+plain", "t2+lowband"])
 def test_preset_within_track_limits(preset: str) -> None:
     report = complexity_report(Codec(_config(preset)))
     total, receive, latency = LIMITS[preset.partition("+")[0]]

@@ -112,7 +112,7 @@ def test_init_from_takes_the_recipe_of_the_file_it_starts_from(tmp_path):
     assert continued["train"]["lr"] == 1.25e-4 and continued["train"]["keep_best"] == 3
     assert continued["train"]["segment_samples"] == run.cfg.train.segment_samples
     started = config("--init-from", str(tmp_path / "m.pt"), "--track", "2")
-    assert started["train"] == config("--config", "t1")["train"] and started["model"]["track"] == 2
+    assert started["train"] == config("--config", "t2")["train"] and started["model"]["track"] == 2
 
 
 def test_init_from_grows_a_smaller_frame_model(tmp_path):

@@ -3,6 +3,7 @@ inverses at every bitrate, and a layout whose bits do not add up is refused."""
 
 import pytest
 import torch
+from conftest import PLAIN_HEAD
 
 from lrac.config import load_config
 from lrac.tokens import LATENT, SubCode, TokenLayout, token_layout
@@ -15,8 +16,8 @@ def _random_symbols(layout: TokenLayout, frames: int, gen: torch.Generator) -> d
 
 def test_a_model_declares_its_sub_codes():
     t1 = token_layout(load_config("t1").model, load_config("t1").quantizer)
-    assert t1.bits(LATENT) == (7, 6, 10, 10, 10, 10) and t1.bits("pitch") == (3, 4)
-    plain = token_layout(load_config("t1", ["model.frame.pitch=null"]).model, load_config("t1").quantizer)
+    assert t1.bits(LATENT) == (7, 6, 10, 10) and t1.bits("pitch") == (3, 4) and t1.bits("lowband") == (10, 10)
+    plain = token_layout(load_config("t1", PLAIN_HEAD).model, load_config("t1").quantizer)
     assert list(plain.subcodes) == [LATENT] and plain.bits(LATENT) == (10,) * 6
     baseline = load_config("baseline-t1")
     assert list(token_layout(baseline.model, baseline.quantizer).subcodes) == [LATENT]

@@ -93,7 +93,15 @@ class LowBandEncoder(StreamingModule):
                      started=False)
 
     def codes(self, frames: torch.Tensor, f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
-        """One integer code per frame ``[B, F]`` (int64; ``NONE`` where unvoiced or above ``MAX_HZ``)."""
+        """One integer code per frame ``[B, F]`` (int64; ``NONE`` where unvoiced or above ``MAX_HZ``).
+        The fit runs in the input's precision, float32 at least, outside any autocast: bfloat16
+        training would otherwise code other harmonics than inference does."""
+        if frames.dtype in (torch.bfloat16, torch.float16):
+            frames = frames.float()
+        with torch.autocast(frames.device.type, enabled=False):
+            return self._codes(frames, f0_hz, voiced)
+
+    def _codes(self, frames: torch.Tensor, f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
         weight = self.window.to(frames.dtype).square()                           # Hann: the window squared
         basis, active = harmonic_basis(f0_hz.to(frames.dtype), self.n_fft, self.sample_rate, self.harmonics)
         weighted = basis * weight[:, None]                                        # [B, F, n_fft, 2H]
