@@ -42,11 +42,12 @@ from torch import nn
 from .models.streaming import State, StreamingModule, run_with_states
 
 ONNX_FORMAT = "lrac-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_CHUNK_FRAMES = (1, 4)   # 10 and 40 ms chunks at hop 240 (each size adds branches to trace)
 MAX_LAYOUTS = 64       # a stream that never settles into a cycle has an unbounded counter in its state
 OPSET = 18
 SIDECAR = "lrac-onnx.json"
+WEIGHTS = "weights.bin"
 
 
 class ExportError(ValueError):
@@ -56,9 +57,19 @@ class ExportError(ValueError):
 # -- translations for the few ATen ops the ONNX exporter lacks ---------------------------------------
 def _onnx_translations() -> dict:
     """``torch.onnx.export`` translations: ``cummax`` and integer shifts (the pitch code uses them, the
-    exporter lacks them) and real FFTs of lengths that are not powers of two (as matrix products)."""
+    exporter lacks them), ``linalg.solve`` (the low-band fit) and real FFTs of lengths that are not
+    powers of two (as matrix products)."""
     import onnx_ir as ir
     from onnxscript import opset18 as op
+    from onnxscript.values import Op, Opset
+
+    from onnx.defs import OpSchema
+
+    # onnxruntime's Inverse (com.microsoft); its schema, which the ONNX package does not hold
+    schema = OpSchema("Inverse", "com.microsoft", 1, inputs=[OpSchema.FormalParameter("X", "T")],
+                      outputs=[OpSchema.FormalParameter("Y", "T")],
+                      type_constraints=[("T", ["tensor(float)", "tensor(double)"], "")])
+    inverse = Op(Opset("com.microsoft", 1), "Inverse", schema)
 
     def cummax(self, dim: int):
         # running maximum along the last axis of a short tensor: a masked ReduceMax over a triangle
@@ -123,8 +134,18 @@ def _onnx_translations() -> dict:
         shape = op.Concat(op.Shape(self, start=0, end=-2), op.Constant(value_ints=[-1]), axis=0)
         return op.MatMul(op.Reshape(self, shape), op.Constant(value=ir.tensor(matrix.astype(numpy_dtype))))
 
+    def solve(a, b, left: bool = True, check_errors: bool = False):
+        # ONNX has no linear solver; onnxruntime's Inverse (a contrib op every onnxruntime build has)
+        # does it in two nodes for the small systems here (the low band's 6 x 6 least squares)
+        if not left or len(b.shape) != len(a.shape):
+            raise NotImplementedError("linalg.solve is exported for a matrix right side on the left only")
+        unused = op.Constant(value=ir.tensor(np.zeros(1, dtype=np.int32)))    # LU pivots and info
+        return op.MatMul(inverse(a), b), a, unused, unused
+
+    irfft.complex_input = True      # (see _trace)
     aten = torch.ops.aten
     return {aten.cummax.default: cummax, aten._fft_r2c.default: rfft, aten._fft_c2r.default: irfft,
+            aten._linalg_solve_ex.default: solve,
             aten.__rshift__.Tensor: shift("RIGHT"), aten.__rshift__.Scalar: shift("RIGHT"),
             aten.__lshift__.Tensor: shift("LEFT"), aten.__lshift__.Scalar: shift("LEFT")}
 
@@ -260,120 +281,114 @@ def _placeholder(dtype: torch.dtype, rank: int) -> torch.Tensor:
 
 
 def _trace(step: _Step, args: tuple):
-    """ONNX ModelProto of one branch (unoptimised: onnxruntime optimises the whole graph on loading)."""
+    """ONNX ModelProto of one branch, unoptimised: :func:`fold_constants` follows (the exporter's own
+    optimiser moved tokens: 95 % of a small model's 6 kbps frames agreed with PyTorch, against 100 %)."""
     import logging
     import warnings
+
+    from torch.onnx._internal.exporter import _registration
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "onnx_ir", "torch.export")]
     levels = [q.level for q in quiet]
     for q in quiet:
         q.setLevel(logging.ERROR)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(step, args, dynamo=True, optimize=False, verbose=False,
-                                    opset_version=OPSET, custom_translation_table=_onnx_translations())
-    for q, level in zip(quiet, levels):
-        q.setLevel(level)
+    # torch.onnx.export registers custom translations for real inputs only, and dispatches an op with
+    # a complex input (the inverse FFT's) to translations marked complex: mark ours (private API)
+    register = _registration.ONNXRegistry.register_op
+
+    def register_op(self, target, function, is_complex: bool = False) -> None:
+        register(self, target, function, is_complex or getattr(function, "complex_input", False))
+    _registration.ONNXRegistry.register_op = register_op
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(step, args, dynamo=True, optimize=False, verbose=False,
+                                        opset_version=OPSET, custom_translation_table=_onnx_translations())
+    finally:
+        _registration.ONNXRegistry.register_op = register
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
     return program.model_proto
 
 
-# -- merging the branches into one graph ------------------------------------------------------------
-class _Merger:
-    """Builds one ModelProto whose ``If`` tree runs the branch that ``branch`` selects; initializers
-    shared by content (every branch holds the same weights)."""
-
-    def __init__(self) -> None:
-        self.initializers: dict = {}     # content key -> TensorProto (renamed)
-        self.names: set = set()
-        self.functions: dict = {}
-        self.opsets: dict = {}
-
-    def _shared(self, tensor, name: str | None = None) -> str:
-        from onnx import numpy_helper
-        array = numpy_helper.to_array(tensor)
-        key = (tensor.data_type, tuple(tensor.dims), hashlib.sha1(array.tobytes()).hexdigest())
-        if key not in self.initializers:
-            base = name or tensor.name
-            name = base
-            while name in self.names:
-                name = f"{base}_{len(self.names)}"
-            copied = numpy_helper.from_array(array, name)
-            self.initializers[key] = copied
-            self.names.add(name)
-        return self.initializers[key].name
-
-    def branch(self, model, prefix: str, inputs: list, outputs: list):
-        """The branch's graph for an ``If``: its inputs read the outer values ``inputs``, its own
-        values are prefixed (names are unique across the whole model), its outputs are ``outputs``."""
-        import onnx
-        from onnx import helper
-        g = model.graph
-        for opset in model.opset_import:
-            self.opsets[opset.domain] = max(self.opsets.get(opset.domain, 0), opset.version)
-        for f in model.functions:
-            self.functions.setdefault((f.domain, f.name, f.overload), f)
-        rename = {i.name: outer for i, outer in zip(g.input, inputs)}
-        for t in g.initializer:
-            rename[t.name] = self._shared(t)
-
-        def fix(name: str) -> str:
-            if name and name not in rename:
-                rename[name] = f"{prefix}{name}"
-            return rename.get(name, name)
-
-        nodes = []
-        for j, node in enumerate(g.node):
-            value = [a for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR]
-            if node.op_type == "Constant" and value and np.prod(value[0].t.dims) > 16:
-                # a constant array (a window, a mask): shared by content like the weights
-                rename[node.output[0]] = self._shared(value[0].t, f"{prefix}{node.output[0]}")
-                continue
-            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-                raise ExportError(f"a traced branch holds a control-flow node ({node.op_type}); not supported")
-            n = onnx.NodeProto()
-            n.CopyFrom(node)
-            del n.input[:]
-            del n.output[:]
-            n.input.extend(fix(x) for x in node.input)
-            n.output.extend(fix(x) for x in node.output)
-            n.name = f"{prefix}{j}_{node.name}"     # (onnxruntime's folded graphs leave names empty)
-            del n.metadata_props[:]   # the exporter's stack traces: most of the file's size
-            n.doc_string = ""
-            nodes.append(n)
-        infos = []
-        for o, name in zip(g.output, outputs):
-            nodes.append(helper.make_node("Identity", [fix(o.name)], [name], name=f"{prefix}{name}"))
-            t = o.type.tensor_type
-            infos.append(helper.make_tensor_value_info(name, t.elem_type, [None] * len(t.shape.dim)))
-        return helper.make_graph(nodes, prefix.rstrip("/"), [], infos)
+# -- one file per branch, the weights in one file beside them -----------------------------------------
+EXTERNAL_MIN_BYTES = 1024   # tensors this large live in the weights file, once; smaller ones in the graph
+ALIGN = 4096                # offsets in the weights file: page-aligned (onnxruntime may map them)
 
 
-def _select(selector: str, leaves: list, lo: int, hi: int, out_names: list, types: list, ranks: list,
-            tag: str) -> list:
-    """Nodes that compute ``out_names`` with the graph ``leaves[selector]`` (``lo <= selector < hi``):
-    a binary tree of ``If`` nodes, so a call passes log2(branches) of them."""
-    from onnx import TensorProto, helper
+class _Weights:
+    """The weights file of one variant: each distinct tensor once, referenced by every branch's graph."""
 
-    def sub(a: int, b: int, t: str):
-        if b - a == 1:
-            return leaves[a]
-        names = [f"{t}/o{j}" for j in range(len(out_names))]
-        return helper.make_graph(_select(selector, leaves, a, b, names, types, ranks, t), t, [],
-                                 [helper.make_tensor_value_info(n, ty, [None] * r)
-                                  for n, ty, r in zip(names, types, ranks)])
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.data = bytearray()
+        self.offsets: dict = {}     # content key -> (offset, length)
 
-    mid = (lo + hi) // 2
-    mid_name, cond = f"{tag}/mid", f"{tag}/cond"
-    return [helper.make_node("Constant", [], [mid_name], name=mid_name,
-                             value=helper.make_tensor(mid_name, TensorProto.INT64, [], [mid])),
-            helper.make_node("Less", [selector, mid_name], [cond], name=cond),
-            helper.make_node("If", [cond], out_names, name=f"{tag}/if",
-                             then_branch=sub(lo, mid, tag + "l"), else_branch=sub(mid, hi, tag + "r"))]
+    def externalize(self, tensor) -> None:
+        """Move ``tensor``'s (a TensorProto) data into the file (written once per content)."""
+        from onnx import TensorProto, numpy_helper
+        array = np.ascontiguousarray(numpy_helper.to_array(tensor))
+        raw = array.tobytes()
+        key = (tensor.data_type, tuple(tensor.dims), hashlib.sha1(raw).hexdigest())
+        if key not in self.offsets:
+            self.data.extend(b"\0" * (-len(self.data) % ALIGN))
+            self.offsets[key] = (len(self.data), len(raw))
+            self.data.extend(raw)
+        offset, length = self.offsets[key]
+        dims, data_type, name = list(tensor.dims), tensor.data_type, tensor.name
+        tensor.Clear()
+        tensor.name, tensor.data_type = name, data_type
+        tensor.dims.extend(dims)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key_, value in (("location", self.name), ("offset", str(offset)), ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key_, value
+
+
+def _finish(model, inputs: list, outputs: list, metadata: dict, weights: _Weights):
+    """``model`` (one traced, folded branch) with the stream's value names (``inputs``: the chunk and
+    every state slot, in the traced order; ``outputs`` likewise), the inputs it does not read removed,
+    the exporter's annotations dropped, ``metadata`` set and its large tensors in ``weights``."""
+    import onnx
+    from onnx import helper, numpy_helper
+    model = copy.deepcopy(model)
+    g = model.graph
+    rename = {v.name: new for v, new in zip(g.input, inputs)}
+    nodes = []
+    for node in g.node:
+        value = [a.t for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR]
+        if node.op_type == "Constant" and value:    # an initializer: large ones go to the weights file
+            g.initializer.append(numpy_helper.from_array(numpy_helper.to_array(value[0]), node.output[0]))
+            continue
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            raise ExportError(f"a traced branch holds a control-flow node ({node.op_type}); not supported")
+        node.input[:] = [rename.get(x, x) for x in node.input]
+        del node.metadata_props[:]   # the exporter's stack traces: most of a graph's size
+        node.doc_string = ""
+        nodes.append(node)
+    for v, name in zip(g.output, outputs):   # (an output may be an input or a constant as it is)
+        nodes.append(helper.make_node("Identity", [rename.get(v.name, v.name)], [name]))
+        v.name = name
+    del g.node[:]
+    g.node.extend(nodes)
+    read = {x for node in g.node for x in node.input}
+    kept = [v for v in g.input if rename[v.name] in read]
+    for v in kept:
+        v.name = rename[v.name]
+    del g.input[:]
+    g.input.extend(kept)
+    del g.value_info[:]
+    del model.metadata_props[:]
+    for k, value in metadata.items():
+        model.metadata_props.add(key=k, value=str(value))
+    model.ir_version = min(model.ir_version, 10)
+    onnx.checker.check_model(model)
+    for tensor in g.initializer:
+        if numpy_helper.to_array(tensor).nbytes >= EXTERNAL_MIN_BYTES:
+            weights.externalize(tensor)
+    return model
 
 
 # -- the export ---------------------------------------------------------------------------------------
-ONNX_TYPES = {torch.float32: 1, torch.int64: 7, torch.bool: 9, torch.float64: 11}   # TensorProto codes
-
-
 def _sides(codec, bitrates: list[int]) -> list[_Side]:
     """The encoder and decoder of ``codec`` as streaming functions with example chunks."""
     gen = codec.generator
@@ -408,78 +423,20 @@ def _examples(side: _Side, codec, chunk_frames: list) -> list:
     return kinds
 
 
-def _graph(side: _Side, merger: _Merger, leaves: list, slots: list, layouts: list, kinds: list,
-           table: dict, branches: list, out_dtype: torch.dtype, metadata: dict):
-    """The merged ModelProto of one side."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    max_frames = max(k[1] for k in kinds)
-    width = max_frames + 1
-    n_keys = (max(k[0] for k in kinds) + 1) * width
-    branch_table = np.full(len(layouts) * n_keys, -1, dtype=np.int64)
-    for b, (p, (rows, frames)) in enumerate(branches):
-        branch_table[p * n_keys + rows * width + frames] = b
-    next_table = np.array([table[p, kind] for p, kind in branches], dtype=np.int64)
-
-    slot_names = [f"state.{side.names[i]}.{attr}" for i, attr, _, _ in slots]
-    slot_types = [ONNX_TYPES[dtype] for _, _, dtype, _ in slots]
-    slot_ranks = [rank for *_, rank in slots]
-    out_names = [side.output_name] + [f"next.{n}" for n in slot_names]
-    out_types = [ONNX_TYPES[out_dtype]] + slot_types
-    chunk_type = TensorProto.FLOAT if side.chunk_name == "audio" else TensorProto.INT64
-    c = side.chunk_name
-    nodes = [
-        helper.make_node("Shape", [c], ["sel/shape"]),
-        helper.make_node("Constant", [], ["sel/one"], value=helper.make_tensor("v", TensorProto.INT64, [], [1])),
-        helper.make_node("Constant", [], ["sel/two"], value=helper.make_tensor("v", TensorProto.INT64, [], [2])),
-        helper.make_node("Gather", ["sel/shape", "sel/one"], ["sel/rows"]),
-        helper.make_node("Gather", ["sel/shape", "sel/two"], ["sel/length"]),
-        helper.make_node("Constant", [], ["sel/unit"], value=helper.make_tensor("v", TensorProto.INT64, [], [side.unit])),
-        helper.make_node("Div", ["sel/length", "sel/unit"], ["sel/frames"]),
-        helper.make_node("Constant", [], ["sel/width"], value=helper.make_tensor("v", TensorProto.INT64, [], [width])),
-        helper.make_node("Constant", [], ["sel/keys"], value=helper.make_tensor("v", TensorProto.INT64, [], [n_keys])),
-        helper.make_node("Mul", ["sel/rows", "sel/width"], ["sel/row_key"]),
-        helper.make_node("Add", ["sel/row_key", "sel/frames"], ["sel/key"]),
-        helper.make_node("Mul", ["phase", "sel/keys"], ["sel/phase_key"]),
-        helper.make_node("Add", ["sel/phase_key", "sel/key"], ["sel/index"]),
-        helper.make_node("Gather", ["branch_table", "sel/index"], ["branch"]),
-        helper.make_node("Gather", ["next_table", "branch"], ["next_phase"]),
-    ]
-    nodes += _select("branch", leaves, 0, len(leaves), out_names, out_types, [3] + slot_ranks, "sel")
-    inputs = [helper.make_tensor_value_info(c, chunk_type, [1, "rows" if c == "tokens" else 1, "length"]),
-              helper.make_tensor_value_info("phase", TensorProto.INT64, [])]
-    inputs += [helper.make_tensor_value_info(n, t, [None] * r) for n, t, r in zip(slot_names, slot_types, slot_ranks)]
-    outputs = [helper.make_tensor_value_info(out_names[0], out_types[0], [None] * 3),
-               helper.make_tensor_value_info("next_phase", TensorProto.INT64, [])]
-    outputs += [helper.make_tensor_value_info(n, t, [None] * r)
-                for n, t, r in zip(out_names[1:], slot_types, slot_ranks)]
-    initializers = list(merger.initializers.values()) + [
-        numpy_helper.from_array(branch_table, "branch_table"), numpy_helper.from_array(next_table, "next_table")]
-    graph = helper.make_graph(nodes, f"lrac_{side.name}_step", inputs, outputs, initializers)
-    opsets = [helper.make_opsetid(d, v) for d, v in sorted(merger.opsets.items())]
-    model = helper.make_model(graph, opset_imports=opsets, producer_name="lrac",
-                              functions=list(merger.functions.values()))
-    model.ir_version = min(model.ir_version, 10)
-    for k, v in metadata.items():
-        model.metadata_props.add(key=k, value=str(v))
-    onnx.checker.check_model(model)
-    return model
-
-
 def export_onnx(codec, out_dir: str | Path, chunk_frames: tuple[int, ...] = DEFAULT_CHUNK_FRAMES,
                 variants: tuple[str, ...] = ("float32",), bitrates_bps: list[int] | None = None,
                 log: Callable[[str], None] | None = None) -> dict:
-    """Write ``encoder[.VARIANT].onnx``, ``decoder[.VARIANT].onnx`` and the sidecar ``lrac-onnx.json``
-    into ``out_dir``; returns the sidecar.
+    """Write one folder per variant (``float32/``, ``int8/``: a graph per branch, ``encoder.K.onnx`` and
+    ``decoder.K.onnx``, and the weights they share, ``weights.bin``) and the sidecar
+    ``lrac-onnx.json`` into ``out_dir``; returns the sidecar.
 
     Args:
         codec: a :class:`~lrac.codec.Codec` (its send side runs in float32 for the export; restored after).
         chunk_frames: the chunk sizes (frames) the graphs take; 1 and 0 (the flush) are always added.
         variants: ``float32`` and/or ``int8`` (weights of the matrix products in 8 bits,
             onnxruntime's dynamic quantisation; see :func:`quantize_int8`).
-        bitrates_bps: the bitrates the decoder graph takes (default: all the codec's; fewer make a
-            smaller graph that exports faster).
+        bitrates_bps: the bitrates the decoder graphs take (default: all the codec's; fewer make
+            fewer graphs, exported faster).
         log: called with one line per step (progress), or None.
     """
     bitrates = sorted(bitrates_bps or codec.bitrates_bps)
@@ -505,6 +462,7 @@ def export_onnx(codec, out_dir: str | Path, chunk_frames: tuple[int, ...] = DEFA
                "n_stages": codec.n_stages,
                "bitrates_bps": {str(b): codec.stages_for_bitrate(b) for b in bitrates},
                "chunk_frames": chunk_frames, "variants": list(variants), "files": {}}
+    sides = []
     try:
         for side in _sides(codec, bitrates):
             start = time.perf_counter()
@@ -521,35 +479,41 @@ def export_onnx(codec, out_dir: str | Path, chunk_frames: tuple[int, ...] = DEFA
                     else _placeholder(dtype, rank) for i, a, dtype, rank in slots])
                 traced.append(fold_constants(_trace(step, args)))
             say(f"{side.name}: traced in {time.perf_counter() - start:.0f} s")
-            inputs = [side.chunk_name] + [f"state.{side.names[i]}.{a}" for i, a, *_ in slots]
-            out_dtype = torch.int64 if side.output_name == "tokens" else torch.float32
-            candidates = int8_candidates(codec.generator)
-            for variant in variants:
-                merger = _Merger()
-                leaves = []
+            states = [f"state.{side.names[i]}.{a}" for i, a, *_ in slots]
+            sidecar[side.name] = {
+                "input": side.chunk_name, "output": side.output_name, "layouts": len(layouts),
+                "states": [{"name": n, "dtype": str(dtype).replace("torch.", ""), "rank": rank}
+                           for n, (_, _, dtype, rank) in zip(states, slots)],
+                "branches": [{"layout": p, "rows": rows, "frames": frames, "next": table[p, (rows, frames)],
+                              "graph": f"{side.name}.{b}.onnx"}
+                             for b, (p, (rows, frames)) in enumerate(branches)]}
+            sides.append((side, traced, states))
+        candidates = int8_candidates(codec.generator)
+        for variant in variants:
+            folder = out / variant
+            folder.mkdir(exist_ok=True)
+            weights = _Weights(WEIGHTS)
+            for side, traced, states in sides:
                 for b, model in enumerate(traced):
                     if variant == "int8":
                         model = quantize_int8(model, candidates)
-                    names = [f"b{b}/out{j}" for j in range(len(slots) + 1)]
-                    leaves.append(merger.branch(model, f"b{b}/", inputs, names))
-                metadata = {"lrac.format": ONNX_FORMAT, "lrac.model_id": codec.model_id.hex(),
-                            "lrac.side": side.name, "lrac.variant": variant}
-                model = _graph(side, merger, leaves, slots, layouts, kinds, table, branches, out_dtype, metadata)
-                name = f"{side.name}.onnx" if variant == "float32" else f"{side.name}.{variant}.onnx"
-                data = model.SerializeToString()
-                (out / name).write_bytes(data)
-                sidecar["files"][name] = hashlib.sha256(data).hexdigest()
-                say(f"{side.name}: wrote {out / name} ({len(data) / 1e6:.1f} MB)")
-            sidecar[side.name] = {
-                "input": side.chunk_name, "output": side.output_name, "layouts": len(layouts),
-                "branches": len(branches),
-                "states": [{"name": f"state.{side.names[i]}.{a}", "dtype": str(dtype).replace("torch.", "")}
-                           for i, a, dtype, _ in slots]}
+                    metadata = {"lrac.format": ONNX_FORMAT, "lrac.model_id": codec.model_id.hex(),
+                                "lrac.side": side.name, "lrac.variant": variant, "lrac.branch": b}
+                    model = _finish(model, [side.chunk_name, *states],
+                                    [side.output_name, *(f"next.{n}" for n in states)], metadata, weights)
+                    _write(out, f"{variant}/{side.name}.{b}.onnx", model.SerializeToString(), sidecar)
+            _write(out, f"{variant}/{WEIGHTS}", bytes(weights.data), sidecar)
+            say(f"wrote {folder}: {sum(len(s[1]) for s in sides)} graphs, {len(weights.data) / 1e6:.1f} MB of weights")
     finally:
         codec.set_exact(was_exact)
         codec.generator.train(training)
     (out / SIDECAR).write_text(json.dumps(sidecar, indent=1) + "\n")
     return sidecar
+
+
+def _write(out: Path, name: str, data: bytes, sidecar: dict) -> None:
+    (out / name).write_bytes(data)
+    sidecar["files"][name] = hashlib.sha256(data).hexdigest()
 
 
 VARIANTS = ("float32", "int8")

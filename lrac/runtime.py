@@ -11,7 +11,9 @@ files into an application. Usage::
     audio = [dec.push(t) for t in tokens] + [dec.flush()]            # [n] float32 each
 
 Streams run the graphs on the largest exported chunk size that the buffered input fills (e.g. 4
-frames, else 1), so a caller that pushes 10 ms at a time gets one 10 ms step per push. Tokens are
+frames, else 1), so a caller that pushes 10 ms at a time gets one 10 ms step per push. Each call runs
+the one graph the sidecar names for the stream's state layout and the chunk's shape; a graph's
+onnxruntime session is made on its first call (a stream's first calls) and kept. Tokens are
 the PyTorch float32 streaming path's (lrac/codec.py) and ``.lrac`` files are interchangeable
 between the engines: the sidecar carries the model identity the bitstream header names.
 """
@@ -27,16 +29,15 @@ import numpy as np
 
 SIDECAR = "lrac-onnx.json"
 ONNX_FORMAT = "lrac-onnx"
-FORMAT_VERSION = 1
-_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
-           "tensor(bool)": np.bool_}
+FORMAT_VERSION = 2
+_DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "bool": np.bool_}
 
 
 class ModelFileError(ValueError):
     """A missing, corrupted or mismatched exported model; the message says which file and why."""
 
 
-def _session(path: Path, data: bytes, threads: int):
+def _session(path: Path, threads: int):
     try:
         import onnxruntime as ort
     except ImportError:
@@ -47,8 +48,8 @@ def _session(path: Path, data: bytes, threads: int):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    try:   # (by path: onnxruntime reads the weights file beside the graph)
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types, with long messages
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"{path}: onnxruntime cannot load it ({first[:200]})") from None
@@ -92,24 +93,18 @@ class OnnxCodec:
             self.chunk_frames = sorted(int(n) for n in meta["chunk_frames"])
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ModelFileError(f"{sidecar_path}: incomplete or corrupted ({type(exc).__name__}: {exc})") from None
-        self.encoder_graph = self._load("encoder", threads)
-        self.decoder_graph = self._load("decoder", threads)
-
-    def _load(self, side: str, threads: int):
-        name = f"{side}.onnx" if self.variant == "float32" else f"{side}.{self.variant}.onnx"
-        path = self.model_dir / name
-        if not path.is_file():
-            raise ModelFileError(f"{path}: file not found")
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != self.meta.get("files", {}).get(name):
-            raise ModelFileError(f"{path}: corrupted or replaced (its checksum is not the one "
-                                 f"{SIDECAR} records): export the model again")
-        session = _session(path, data, threads)
-        props = session.get_modelmeta().custom_metadata_map
-        if props.get("lrac.model_id") != self.model_id.hex() or props.get("lrac.side") != side:
-            raise ModelFileError(f"{path}: made for another model or side ({props.get('lrac.side')} of "
-                                 f"{props.get('lrac.model_id')}; this export is {self.model_id.hex()})")
-        return session
+        self.threads = threads
+        folder = self.model_dir / variant
+        for name, digest in meta.get("files", {}).items():   # this variant's graphs and weights
+            if name.startswith(f"{variant}/"):
+                path = self.model_dir / name
+                if not path.is_file():
+                    raise ModelFileError(f"{path}: file not found")
+                if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                    raise ModelFileError(f"{path}: corrupted or replaced (its checksum is not the one "
+                                         f"{SIDECAR} records): export the model again")
+        self.encoder_graphs = _Graphs(self, "encoder", folder)
+        self.decoder_graphs = _Graphs(self, "decoder", folder)
 
     # -- what the codec is -----------------------------------------------------------------------------
     @property
@@ -157,18 +152,49 @@ class OnnxCodec:
         return np.concatenate(parts + [stream.flush(length)])
 
 
-class _GraphStream:
-    """One stream through a step graph: the layout number (``phase``) and the state tensors."""
+class _Graphs:
+    """One side's graphs: one per (state layout, chunk rows, chunk frames), as the sidecar lists them;
+    each loaded into an onnxruntime session on its first call."""
 
-    def __init__(self, session) -> None:
-        self.session = session
-        inputs = session.get_inputs()
-        self.chunk_name = inputs[0].name
-        self.state_names = [i.name for i in inputs[2:]]
-        # the start layout's values are inside the graph: its state inputs are empty placeholders
-        self.state = {i.name: np.zeros((0,) * len(i.shape), dtype=_DTYPES[i.type]) for i in inputs[2:]}
-        self.output_names = [o.name for o in session.get_outputs()]
-        self.phase = np.array(0, dtype=np.int64)
+    def __init__(self, codec: OnnxCodec, side: str, folder: Path) -> None:
+        self.codec, self.side, self.folder = codec, side, folder
+        try:
+            meta = codec.meta[side]
+            self.chunk_name = meta["input"]
+            self.unit = codec.hop_length if self.chunk_name == "audio" else 1
+            self.states = [(s["name"], _DTYPES[s["dtype"]], int(s["rank"])) for s in meta["states"]]
+            self.branches = {(int(b["layout"]), int(b["rows"]), int(b["frames"])): (b["graph"], int(b["next"]))
+                             for b in meta["branches"]}
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelFileError(f"{codec.model_dir / SIDECAR}: incomplete or corrupted "
+                                 f"({type(exc).__name__}: {exc})") from None
+        self.sessions: dict = {}
+        self.session(next(iter(self.branches.values()))[0])   # a bad graph file fails here, not mid-stream
+
+    def session(self, graph: str) -> tuple:
+        """``(session, input names)`` of the graph file ``graph``."""
+        if graph not in self.sessions:
+            path = self.folder / graph
+            if not path.is_file():
+                raise ModelFileError(f"{path}: file not found")
+            session = _session(path, self.codec.threads)
+            props = session.get_modelmeta().custom_metadata_map
+            model_id = self.codec.model_id.hex()
+            if props.get("lrac.model_id") != model_id or props.get("lrac.side") != self.side:
+                raise ModelFileError(f"{path}: made for another model or side ({props.get('lrac.side')} of "
+                                     f"{props.get('lrac.model_id')}; this export is {model_id})")
+            self.sessions[graph] = session, [i.name for i in session.get_inputs()]
+        return self.sessions[graph]
+
+
+class _GraphStream:
+    """One stream through a side's graphs: its state layout and state tensors."""
+
+    def __init__(self, graphs: _Graphs) -> None:
+        self.graphs = graphs
+        # the start layout's values are inside its graphs: the state starts as empty placeholders
+        self.state = {name: np.zeros((0,) * rank, dtype=dtype) for name, dtype, rank in graphs.states}
+        self.layout = 0
         self.finished = False
 
     def check_open(self) -> None:
@@ -176,9 +202,15 @@ class _GraphStream:
             raise RuntimeError("stream already flushed; start a new stream")
 
     def step(self, chunk: np.ndarray) -> np.ndarray:
-        outputs = self.session.run(None, {self.chunk_name: chunk, "phase": self.phase, **self.state})
-        self.phase = outputs[1]
-        self.state = dict(zip(self.state_names, outputs[2:]))
+        g = self.graphs
+        key = (self.layout, chunk.shape[1], chunk.shape[2] // g.unit)
+        if key not in g.branches:
+            raise ValueError(f"no {g.side} graph for a chunk of {key[2]} frames and {key[1]} rows "
+                             f"(exported: {self.graphs.codec.chunk_frames} frames)")
+        graph, self.layout = g.branches[key]
+        session, inputs = g.session(graph)
+        outputs = session.run(None, {n: chunk if n == g.chunk_name else self.state[n] for n in inputs})
+        self.state = {name: value for (name, _, _), value in zip(g.states, outputs[1:])}
         return outputs[0]
 
 
@@ -199,7 +231,7 @@ class OnnxStreamEncoder:
     def __init__(self, codec: OnnxCodec, bitrate_bps: int) -> None:
         self.codec = codec
         self.n_q = codec.stages_for_bitrate(bitrate_bps)
-        self.stream = _GraphStream(codec.encoder_graph)
+        self.stream = _GraphStream(codec.encoder_graphs)
         self.pending = np.zeros(0, dtype=np.float32)
 
     def _run(self, frames: int) -> list[np.ndarray]:
@@ -234,7 +266,7 @@ class OnnxStreamDecoder:
 
     def __init__(self, codec: OnnxCodec) -> None:
         self.codec = codec
-        self.stream = _GraphStream(codec.decoder_graph)
+        self.stream = _GraphStream(codec.decoder_graphs)
         self.pending: np.ndarray | None = None
         self.emitted = 0
 

@@ -166,22 +166,22 @@ def test_corrupted_or_mismatched_files_give_one_line_errors(small, tmp_path):
     _, folder = small
 
     def flip(copy):
-        data = bytearray((copy / "decoder.onnx").read_bytes())
+        data = bytearray((copy / "float32" / "weights.bin").read_bytes())
         data[len(data) // 2] ^= 0xFF
-        (copy / "decoder.onnx").write_bytes(bytes(data))
+        (copy / "float32" / "weights.bin").write_bytes(bytes(data))
 
-    def swap(copy):   # the encoder's graph where the decoder's belongs, checksum updated to match
+    def swap(copy):   # an encoder graph where a decoder graph belongs, checksum updated to match
         import hashlib
-        shutil.copy(copy / "encoder.onnx", copy / "decoder.onnx")
+        shutil.copy(copy / "float32" / "encoder.0.onnx", copy / "float32" / "decoder.0.onnx")
         meta = json.loads((copy / SIDECAR).read_text())
-        meta["files"]["decoder.onnx"] = hashlib.sha256((copy / "decoder.onnx").read_bytes()).hexdigest()
+        meta["files"]["float32/decoder.0.onnx"] = hashlib.sha256((copy / "float32" / "decoder.0.onnx").read_bytes()).hexdigest()
         (copy / SIDECAR).write_text(json.dumps(meta))
 
     def truncate(copy):
         (copy / SIDECAR).write_text((copy / SIDECAR).read_text()[:50])
 
     for change, message in ((flip, "corrupted"), (swap, "another model or side"), (truncate, "unreadable"),
-                            (lambda c: (c / "encoder.onnx").unlink(), "not found")):
+                            (lambda c: (c / "float32" / "encoder.1.onnx").unlink(), "not found")):
         broken = _broken_copy(folder, tmp_path / change.__name__, change)
         with pytest.raises(ModelFileError, match=message) as info:
             OnnxCodec(broken)
@@ -203,10 +203,33 @@ def test_cli_engine_onnx(small, tmp_path):
                                     "--model", str(folder)])
     assert result.exit_code == 0, result.output
     assert lrac.audio.load_audio(tmp_path / "x.wav", 24000)[0].shape == (12000,)
-    broken = _broken_copy(folder, tmp_path, lambda c: (c / "encoder.onnx").write_bytes(b"not onnx"))
+    broken = _broken_copy(folder, tmp_path, lambda c: (c / "float32" / "encoder.0.onnx").write_bytes(b"not onnx"))
     result = runner.invoke(encode, [str(wav), str(tmp_path / "y.lrac"), "--engine", "onnx", "--model", str(broken)])
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and result.output.startswith("error: ")
+
+
+@pytest.mark.slow
+def test_lowband_model_exports_and_agrees(tmp_path):
+    """A small untrained model with the pitch path and the low-band code (held-back frames, a first
+    token position without a code): the graphs follow PyTorch at random chunk sizes, and a stream
+    after another starts clean."""
+    torch.manual_seed(0)
+    settings = [s for s in SMALL if s not in PLAIN_HEAD] + ["model.frame.lowband={}"]
+    codec = lrac.Codec(lrac.load_config("t1", settings))
+    codec.save(tmp_path / "lowband.pt")
+    codec = lrac.Codec.load(tmp_path / "lowband.pt", exact=False)
+    codec.export_onnx(tmp_path / "onnx", chunk_frames=(3,), bitrates_bps=[6000])
+    onnx_codec = OnnxCodec(tmp_path / "onnx")
+    audio = _speech(2.0)
+    rng = np.random.default_rng(2)
+    ref_tokens, ref_audio = _torch_stream(codec, audio, 6000, rng)
+    rows = codec.layout.rows_carried("lowband", 6)
+    assert rows == 2 and (ref_tokens[-rows:] > 0).any(0).mean() > 0.3     # the low band is coded
+    for _ in range(2):     # the second stream starts from the start layout again
+        tokens, decoded = _onnx_stream(onnx_codec, audio, ref_tokens, 6000, rng)
+        assert (tokens == ref_tokens).all(0).mean() >= 0.99
+        assert np.abs(decoded - ref_audio).max() < 1e-4
 
 
 @pytest.mark.slow

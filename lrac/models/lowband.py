@@ -101,7 +101,9 @@ class LowBandEncoder(StreamingModule):
         ridge = 1e-6 * gram.diagonal(dim1=-2, dim2=-1).sum(-1).clamp(min=1e-6)     # a zero column solves to 0
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
         rhs = weighted.transpose(-1, -2) @ frames[..., None]
-        coef = torch.linalg.solve(gram + ridge[..., None, None] * eye, rhs)[..., 0]   # least squares under the window
+        # least squares under the window (solve_ex: solve without its error check, which the ONNX
+        # export cannot trace; the ridge keeps the system regular)
+        coef = torch.linalg.solve_ex(gram + ridge[..., None, None] * eye, rhs)[0][..., 0]
         cos_part, sin_part = coef.chunk(2, -1)                # a cos(wt + phi) = a cos(phi) cos(wt) - a sin(phi) sin(wt)
         amp_db = 10 * torch.log10(cos_part.square() + sin_part.square() + 1e-20)
         phase = torch.atan2(-sin_part, cos_part)
