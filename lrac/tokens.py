@@ -96,22 +96,23 @@ class TokenLayout:
     def pack(self, parts: dict[str, torch.Tensor], n_q: int) -> torch.Tensor:
         """Sub-code symbols (every sub-code, at least its carried rows) -> tokens ``[B, n_q, F]``."""
         latent = parts[LATENT]
-        tokens = torch.zeros(latent.shape[0], n_q, latent.shape[-1], dtype=torch.long, device=latent.device)
+        # rows built apart and stacked once (no in-place row writes: fewer nodes in an exported graph)
+        rows: list = [latent.new_zeros(latent.shape[0], latent.shape[-1], dtype=torch.long)] * n_q
         for name, sub in self.subcodes.items():
             for i in range(sub.rows_carried(n_q)):
                 row = sub.first_row + i
-                tokens[:, row] = (tokens[:, row] << sub.bits[i]) | parts[name][:, i].long()
-        return tokens
+                rows[row] = (rows[row] << sub.bits[i]) | parts[name][:, i].long()
+        return torch.stack(rows, 1)
 
     def unpack(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Tokens ``[B, n_q, F]`` -> the symbols of each sub-code they carry (the inverse of :meth:`pack`)."""
-        rows = tokens.long().clone()
+        rows = list(tokens.long().unbind(1))
         symbols: dict[str, list[torch.Tensor]] = {}
         for name, sub in reversed(self.subcodes.items()):   # the last declared sit in the low bits
             for i in reversed(range(sub.rows_carried(tokens.shape[1]))):
                 row = sub.first_row + i
-                symbols.setdefault(name, []).insert(0, rows[:, row] & ((1 << sub.bits[i]) - 1))
-                rows[:, row] >>= sub.bits[i]
+                symbols.setdefault(name, []).insert(0, rows[row] & ((1 << sub.bits[i]) - 1))
+                rows[row] = rows[row] >> sub.bits[i]
         return {name: torch.stack(symbols[name], 1) for name in self.subcodes if name in symbols}
 
 
