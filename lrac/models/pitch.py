@@ -62,8 +62,8 @@ def yin_cmnd(segs: torch.Tensor, sample_rate: int, width: int, f0_min: float = F
     energy_tau = c[..., width:width + lag_max + 1] - c[..., : lag_max + 1]
     d = (energy_0 + energy_tau - 2 * r).clamp(min=0)                             # d(tau), tau=0..lag_max
     taus = torch.arange(lag_max + 1, device=segs.device, dtype=segs.dtype)
-    cmnd = d * taus / d.cumsum(-1).clamp(min=1e-12)
-    cmnd[..., 0] = 1.0
+    # 1 at tau = 0 (a where, not an in-place write: one node in an exported graph, not a scatter)
+    cmnd = torch.where(taus == 0, 1.0, d * taus / d.cumsum(-1).clamp(min=1e-12))
     power_db = 10 * torch.log10(energy_0[..., 0] / width + 1e-12)
     return cmnd, power_db
 
@@ -77,8 +77,8 @@ class YinCurve:
         self.cmnd, self.sample_rate = cmnd, sample_rate
         lag_min, self.lag_max = yin_lags(sample_rate, f0_min, f0_max)
         self.inner = cmnd[..., 1:-1]                                               # tau = 1..lag_max-1
-        self.is_min = (self.inner <= cmnd[..., :-2]) & (self.inner <= cmnd[..., 2:])
-        self.is_min[..., : lag_min - 1] = False
+        in_range = torch.arange(1, cmnd.shape[-1] - 1, device=cmnd.device) >= lag_min    # tau >= lag_min
+        self.is_min = (self.inner <= cmnd[..., :-2]) & (self.inner <= cmnd[..., 2:]) & in_range
         masked = self.inner.masked_fill(~self.is_min, math.inf)
         self.deepest_lag = masked.argmin(-1) + 1
         self.deepest = masked.gather(-1, self.deepest_lag[..., None] - 1)
