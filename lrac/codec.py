@@ -54,15 +54,17 @@ class Generator(nn.Module):
         commitment loss)``. Codebooks update themselves in train mode; the symbols beside the
         latent (the pitch) go to the decoder as the tokens of ``n_q`` stages would carry them.
         ``lost [B, F]`` (bool, optional): frames erased as a lost packet would, filled in with the
-        decoder's learned missing latent (lrac/conceal.py, "learned")."""
-        latent, symbols = self.encoder.analyze(wav)
+        decoder's learned missing latent (lrac/conceal.py, "learned"). Each part runs in its
+        weights' dtype: float32 in training, a float64 send side after :meth:`Codec.set_exact`."""
+        latent, symbols = self.encoder.analyze(wav.to(_dtype_of(self.encoder)))
         with torch.autocast(wav.device.type, enabled=False):   # the FSQ grid in float32 under bfloat16 training
-            quantized, _, commit = self.quantizer(latent.float(), self.layout.rows_carried(LATENT, n_q))
+            quantized, _, commit = self.quantizer(latent.to(_dtype_of(self.quantizer)),
+                                                  self.layout.rows_carried(LATENT, n_q))
         symbols = self.layout.carried(symbols, n_q)
         if lost is not None:
             quantized, symbols = conceal(quantized, symbols, lost, self.silence(n_q), "learned",
                                          self.decoder.missing_latent, self.decoder.symbol_periods)
-        return self.decoder(quantized, symbols), commit
+        return self.decoder(quantized.to(_dtype_of(self.decoder)), symbols), commit
 
     @torch.no_grad()
     def silence(self, n_q: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -77,6 +79,11 @@ class Generator(nn.Module):
         indices = self.quantizer.encode(latent, self.layout.rows_carried(LATENT, n_q))
         quantized = self.quantizer.decode(indices)[..., -period:]
         return quantized, {k: v[..., -period:] for k, v in self.layout.carried(symbols, n_q).items()}
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    """The dtype of a module's (first) weights."""
+    return next(module.parameters()).dtype
 
 
 def as_float_audio(audio: Any, name: str = "audio", warn: bool = True) -> tuple[torch.Tensor, bool]:
@@ -293,11 +300,11 @@ class Codec:
 
     @property
     def encode_dtype(self) -> torch.dtype:
-        return next(self.encoder.parameters()).dtype
+        return _dtype_of(self.encoder)
 
     @property
     def decode_dtype(self) -> torch.dtype:
-        return next(self.decoder.parameters()).dtype
+        return _dtype_of(self.decoder)
 
     def _tokens(self, wav: torch.Tensor, n_q: int) -> torch.Tensor:
         """Send side: audio ``[B, 1, T]`` (whole frames, or a streamed chunk) -> tokens ``[B, n_q, F]``."""

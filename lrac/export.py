@@ -1,28 +1,29 @@
-"""Export the streaming coder to ONNX: an encoder-step and a decoder-step graph with explicit state.
+"""Export the streaming coder to ONNX: encoder-step and decoder-step graphs with explicit state.
 
 Each graph runs one streaming call of the PyTorch model (:class:`~lrac.codec.StreamEncoder` /
-:class:`~lrac.codec.StreamDecoder`) on a chunk of whole frames and returns the next state::
+:class:`~lrac.codec.StreamDecoder`) on a chunk of whole frames, from one state layout (below), and
+returns the next state::
 
-    encoder  audio [1, 1, N * hop] float32, phase int64 [], state...  ->  tokens [1, n_stages, f] int64,
-             next_phase int64 [], next.state...
-    decoder  tokens [1, n_q, N] int64, phase, state...  ->  audio [1, 1, n] float32, next_phase, next.state...
+    encoder  audio [1, 1, N * hop] float32, state...  ->  tokens [1, n_stages, f] int64, next.state...
+    decoder  tokens [1, n_q, N] int64, state...       ->  audio [1, 1, n] float32, next.state...
 
 A chunk of 0 frames ends the stream (the flush: look-ahead layers emit what they held back). Start a
-stream with ``phase = 0`` and empty tensors for every state input, then feed each call's ``next_*``
-outputs back in. The encoder always computes every stage; a bitrate of ``n_q`` stages keeps the
-first ``n_q`` token rows (they do not depend on the later stages).
+stream at layout 0 with empty tensors for every state, run the graph the sidecar names for the
+layout and the chunk's shape, then keep each call's ``next.*`` outputs and go to the layout it
+names (docs/onnx.md). The encoder always computes every stage; a bitrate of ``n_q`` stages keeps
+the first ``n_q`` token rows (they do not depend on the later stages).
 
 How it stays generic. Nothing here knows the model's layers: the export walks the
 :class:`~lrac.models.streaming.StreamingModule` tree and flattens every module's
 :class:`~lrac.models.streaming.State` into named tensors (``state.<module path>.<attribute>``).
-What is not a tensor (a counter, a ``None`` before the first frames) fixes the state's *layout*:
-the shapes and values that decide how a call runs. A stream passes through a few layouts (a start-up
-transient while look-ahead layers fill, then a short cycle, e.g. the pitch code's 2-frame groups),
-and the export finds them all by running the model on every supported chunk size from every layout
-it reaches. Each (layout, chunk size) pair is traced once with ``torch.onnx.export`` and becomes one
-branch of a tree of ``If`` nodes; the graph picks the branch from ``phase`` (the layout's number)
-and the chunk's shape, and returns the next layout's number. A new streaming layer exports without
-code of its own, provided its counters are bounded.
+What is not a tensor (a counter, a ``None`` before the first frames, a flag) fixes the state's
+*layout*: the shapes and values that decide how a call runs. A stream passes through a few layouts (a
+start-up transient while look-ahead layers fill, then a short cycle, e.g. the pitch code's 2-frame
+groups), and the export finds them all by running the model on every supported chunk size from
+every layout it reaches. Each (layout, chunk size) pair is traced once with ``torch.onnx.export``
+and written as its own graph file (one graph with an ``If`` tree over the branches cost about a
+third more per call); the weights they share are stored once. A new streaming layer exports
+without code of its own, provided its counters are bounded.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The Codec facade: shapes, bitrates, save/load, model identity, bad input."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,22 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(again.encode(x, 6000), tokens)
     trainable = Codec.load(path, inference=False)
     assert not trainable.weight_norm_folded
+
+
+def test_a_loaded_codec_runs_the_training_forward_as_it_codes():
+    """Codec.load gives a float64 send side and a float32 decoder; the training forward (what
+    validation and offline checks call) runs on it and gives the audio of encode then decode."""
+    from lrac.audio import load_audio
+
+    codec = Codec.pretrained("t1")
+    assert codec.encode_dtype == torch.float64 and codec.decode_dtype == torch.float32
+    x = torch.from_numpy(load_audio(Path(__file__).resolve().parents[1] / "examples" / "p238_165.flac",
+                                    24000)[0][:9600])
+    for bitrate in codec.bitrates_bps:
+        with torch.no_grad():
+            out = codec.generator(x[None, None], codec.stages_for_bitrate(bitrate))[0]
+        assert out.dtype == torch.float32
+        assert torch.allclose(out, codec.decode(codec.encode(x, bitrate)), atol=1e-6)
 
 
 def test_half_precision_file_is_smaller_and_loads_as_saved(tmp_path):

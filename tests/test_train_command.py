@@ -81,6 +81,38 @@ def test_resume_after_a_max_steps_run_goes_on(tmp_path, clips):
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
 
 
+def _valid_records(out: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "time"} for r in map(json.loads, (out / "train.jsonl").open())
+            if "valid_mel" in r]
+
+
+def test_validation_after_a_resume_equals_the_uninterrupted_run(tmp_path, clips):
+    """A run resumed with ``--stage 5`` and its validation list under another name (same entries)
+    logs the validation figures the uninterrupted run logs: 16 kHz speech, which stage 2 stores
+    resampled as 16-bit wav, is validated on the same audio whether or not the prepared list is
+    found."""
+    folder = tmp_path / "valid"
+    folder.mkdir()
+    for i in range(2):
+        t = np.arange(24000) / 16000
+        audio = 0.3 * np.sin(2 * np.pi * (150 + 30 * i) * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t))
+        sf.write(folder / f"v{i}.flac", audio.astype(np.float32), 16000)
+    entries = "".join(f"v{i} {folder / f'v{i}.flac'}\n" for i in range(2))
+    (tmp_path / "valid.scp").write_text(entries)
+    (tmp_path / "valid_again.scp").write_text(entries)
+    common = [*TINY, "--data", clips, "--set", "train.valid_every_steps=2", "--set", "train.valid_batches=1"]
+    code, text = _run(*common, "--valid", tmp_path / "valid.scp", "--out", tmp_path / "a", "--max-steps", "4")
+    assert code == 0, text
+    code, text = _run(*common, "--valid", tmp_path / "valid.scp", "--out", tmp_path / "b", "--max-steps", "2")
+    assert code == 0, text
+    code, text = _run(*common, "--valid", tmp_path / "valid_again.scp", "--out", tmp_path / "b",
+                      "--resume", "--stage", "5", "--max-steps", "4")
+    assert code == 0 and "resumed" in text and "validation chunks differ" not in text, text
+    straight, resumed = _valid_records(tmp_path / "a"), _valid_records(tmp_path / "b")
+    assert [r["step"] for r in straight] == [2, 4]
+    assert resumed == straight
+
+
 def test_strict_json_writes_null_for_non_finite_values():
     from lrac.train.trainer import strict_json
 

@@ -273,6 +273,42 @@ def test_real_data_list_passes_stage_1():
     assert all(u.num_samples and u.num_samples > SR // 2 for u in checked)
 
 
+def test_a_source_used_as_it_is_gives_the_samples_of_its_prepared_copy(corpus, tmp_path):
+    """16 and 48 kHz files resampled at load equal their 16-bit copies of stage 2 bit for bit: a
+    run validates (and trains) on the same audio whether or not its prepared list is found."""
+    from lrac.train.data import run_stages
+
+    formatted = run_stages("valid", corpus, tmp_path / "dump", 1, 2, SR, report=lambda line: None)
+    kept = {u.uid for u in formatted}
+    raw = [u for u in load_source(corpus) if u.uid in kept]
+    assert {"a_two", "b_deep_three"} <= kept and [u.uid for u in raw] == [u.uid for u in formatted]
+    for a, b in zip(fixed_chunks(raw, 4800, max_chunks=40), fixed_chunks(formatted, 4800, max_chunks=40)):
+        assert torch.equal(a, b)
+    streams = [ChunkStream(utts, 4800, buffer_size=3, seed=1) for utts in (raw, formatted)]
+    for _ in range(10):
+        for a, b in zip(*(s.next_chunk() for s in streams)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_prepared_set_is_found_by_its_entries_whatever_its_list_is_called(corpus, tmp_path):
+    from lrac.train.data import prepared, run_stages
+
+    listing = [f"{u.uid} {u.path}" for u in load_source(corpus)]
+    first, renamed = tmp_path / "valid.scp", tmp_path / "elsewhere" / "valid_copy.scp"
+    renamed.parent.mkdir()
+    first.write_text("\n".join(listing) + "\n")
+    renamed.write_text("\n".join(listing) + "\n")
+    cache = tmp_path / "dump"
+    utts = run_stages("valid", first, cache, 1, 3, SR, 2.9, 10.0, report=lambda line: None)
+    assert prepared(cache, "valid", renamed) == utts
+    first.write_text("\n".join(listing[1:]) + "\n")      # the list changed since its stages ran
+    assert prepared(cache, "valid", first) is None
+    # a cache of an earlier version names its source by path only, and is found by it
+    for folder in (cache / "valid", cache / "org" / "valid", cache / "checked" / "valid"):
+        (folder / "source").write_text(f"{first.resolve()}\n")
+    assert prepared(cache, "valid", first) == utts and prepared(cache, "valid", renamed) is None
+
+
 def test_run_stages_caches_by_source_and_resumes_from_any_stage(corpus, tmp_path):
     from lrac.train.data import prepared, run_stages
 

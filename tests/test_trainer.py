@@ -101,6 +101,29 @@ def test_resume_is_exact(tmp_path, workers):
     assert codec.decode(codec.encode(torch.zeros(1, 1, 2400), 1000)).shape == (1, 1, 2400)
 
 
+def test_a_resume_with_other_validation_chunks_says_so(tmp_path):
+    """The checkpoint knows the chunks its run validated on: a resume on others warns (their
+    figures would not continue the log), a resume on the same ones does not."""
+    import warnings
+
+    from lrac.train.data import fixed_chunks
+
+    utts = _utterances(tmp_path, 3)
+    cfg = _cfg()
+    valid = fixed_chunks(utts[:1], SEGMENT, max_chunks=2)
+    first = Trainer(cfg, tmp_path / "run", ChunkStream(utts, SEGMENT, buffer_size=4), valid, progress=False)
+    first.fit(1)
+    same = Trainer(cfg, tmp_path / "run", ChunkStream(utts, SEGMENT, buffer_size=4),
+                   tuple(t.clone() for t in valid), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same.load_checkpoint(tmp_path / "run" / "last.pt")
+    other = Trainer(cfg, tmp_path / "run", ChunkStream(utts, SEGMENT, buffer_size=4),
+                    (valid[0] + 2.0 ** -15, valid[1]), progress=False)
+    with pytest.warns(UserWarning, match="validation chunks differ .* up to step 1"):
+        other.load_checkpoint(tmp_path / "run" / "last.pt")
+
+
 def test_nonfinite_loss_skips_step(tmp_path):
     utts = _utterances(tmp_path, 1)
     trainer = _trainer(_cfg(), tmp_path / "run", utts, buffer=1)

@@ -17,6 +17,7 @@ temporary files a killed run left behind when it starts (:func:`remove_stale_tem
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -46,13 +47,27 @@ def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
 
 
 def write_checkpoint(path: str | Path, codec: Codec, cfg: Config, step: int, networks: dict[str, Any],
-                     best: list[dict[str, Any]], ranks: list[dict[str, Any]]) -> None:
+                     best: list[dict[str, Any]], ranks: list[dict[str, Any]],
+                     valid_digest: str | None = None) -> None:
     """Write ``last.pt``: the codec as a model file, plus the run's config ``cfg``, ``networks``
     (:meth:`lrac.train.gan.GanStep.state_dict`, whose generator the model file already holds),
-    the ``step``, the ``best`` list and every rank's data position and RNG state (``ranks``)."""
+    the ``step``, the ``best`` list, every rank's data position and RNG state (``ranks``) and what
+    identifies the validation chunks (``valid_digest``, :func:`chunks_digest`)."""
     extra = {key: value for key, value in networks.items() if key != "generator"}
     codec.save(path, extra={"format_train": CHECKPOINT_FORMAT, "run_config": cfg.to_dict(), "step": step,
-                            "best": best, "world": len(ranks), "ranks": ranks, **extra})
+                            "best": best, "world": len(ranks), "ranks": ranks, "valid_digest": valid_digest,
+                            **extra})
+
+
+def chunks_digest(chunks: tuple[torch.Tensor, ...] | None) -> str | None:
+    """A digest of validation chunks ``(input, target)`` (each ``[N, 1, T]``), None for none."""
+    if chunks is None:
+        return None
+    digest = hashlib.sha1()
+    for tensor in chunks:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path, cfg: Config, world: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import json
 import math
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ import torch
 
 from lrac.config import Config
 from lrac.train.augment import check_level_range, random_level
-from lrac.train.checkpoint import (LAST, BestCheckpoints, load_start_weights, read_checkpoint,
+from lrac.train.checkpoint import (LAST, BestCheckpoints, chunks_digest, load_start_weights, read_checkpoint,
                                    remove_stale_temp_files, write_checkpoint)
 from lrac.train.data import ChunkStream, make_prefetcher
 from lrac.train.distributed import DistInfo, broadcast_, gather, rank_tensor
@@ -70,6 +71,7 @@ class Trainer:
         self.stream, self.workers = stream, workers
         self.data = make_prefetcher(stream, self.batch_per_rank, workers)
         self.valid = valid
+        self.valid_digest = chunks_digest(valid)   # kept in checkpoints: a resume checks it
         self.step = 0
         self.best = BestCheckpoints(self.out_dir, self.tc.keep_best)
         self._stop_signal: int | None = None
@@ -80,8 +82,16 @@ class Trainer:
     # -- starting points ------------------------------------------------------------------------
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Continue exactly from a ``last.pt`` (same model config and process count)."""
+        """Continue exactly from a ``last.pt`` (same model config and process count). Warns when
+        this run's validation chunks are not the ones the checkpoint's run validated on: its
+        figures would not continue the log's, nor compare with its best checkpoints."""
         state = read_checkpoint(path, self.cfg, self.dist.world)
+        saved = state.get("valid_digest")
+        if saved and self.valid_digest and saved != self.valid_digest and self.dist.main:
+            warnings.warn(f"{path}: the validation chunks differ from those the run validated on up to "
+                          f"step {int(state['step'])} (another validation set, or other audio for it): "
+                          "validation figures from here on do not compare with the earlier ones, nor "
+                          "with its best checkpoints", stacklevel=2)
         self.gan.load_state_dict(state)
         self.step = int(state["step"])
         self.best.entries = list(state.get("best", []))
@@ -106,7 +116,7 @@ class Trainer:
         ranks = gather({"data": self.data.state_dict(), "torch_rng": torch.get_rng_state()}, self.dist.world)
         if self.dist.main:
             write_checkpoint(path, self.gan.codec, self.cfg, self.step, self.gan.state_dict(),
-                             self.best.entries, ranks)
+                             self.best.entries, ranks, self.valid_digest)
         self._last_save = time.monotonic()
         return path
 
