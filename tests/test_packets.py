@@ -247,7 +247,9 @@ def test_lost_packets_give_audio_of_their_length_and_the_decoder_recovers(t1):
     def rms(x, start, stop):
         return float(x[start * 2 * hop:stop * 2 * hop].square().mean().sqrt())
     level = rms(reference, 20, 24)
-    assert rms(outs["zero"], 21, 24) < 0.1 * level       # no concealment: silence
+    # no concealment: silence inside the gap (its last packet's frames already hear the next
+    # packet through the decoder's look-ahead)
+    assert rms(outs["zero"], 21, 23) < 0.1 * level
     assert rms(outs["repeat"], 20, 24) > 0.3 * level     # concealed: speech goes on
     for method, out in outs.items():                     # 300 ms later, the level is back
         assert rms(out, 40, 60) == pytest.approx(rms(reference, 40, 60), rel=0.1), method
