@@ -339,12 +339,12 @@ class FrameDecoder(nn.Module):
         harmonics = self.harmonic_phase(harmonics, psi)
         harmonics = harmonics * torch.exp(log_mag.clamp(max=LOG_MAG_MAX)) * share
         aperiodic_log_mag = log_mag + torch.log((1 - share).clamp(min=1e-6))
+        coded = None
         if lowband is not None and self.lowband is not None:
             coded, keep = self.lowband(lowband, f0.float())
             harmonics = harmonics * keep
             aperiodic_log_mag = torch.where(keep > 0, aperiodic_log_mag, torch.full_like(aperiodic_log_mag, -30.0))
-            return self.istft(torch.cat([aperiodic_log_mag, phase], dim=1), harmonics, coded)
-        return self.istft(torch.cat([aperiodic_log_mag, phase], dim=1), harmonics)
+        return self.istft(torch.cat([aperiodic_log_mag, phase], dim=1), harmonics, coded)
 
 
 def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:

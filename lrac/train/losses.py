@@ -234,4 +234,3 @@ def feature_matching_loss(fake: list[list[torch.Tensor]], real: list[list[torch.
     per_scale = [sum(_L1ToConstant.apply(f_hat, f.detach()) for f_hat, f in zip(scale_hat, scale))
                  for scale_hat, scale in zip(fake, real)]
     return torch.stack(per_scale).mean()
-
