@@ -29,7 +29,7 @@ from lrac.audio import load_audio
 from lrac.eval.metrics import estoi, pesq_wb
 from lrac.lists import read_scp
 from lrac.models.frame import sqrt_hann
-from lrac.models.lowband import MAX_HZ, LowBandDecoder, LowBandEncoder, row_bits
+from lrac.models.lowband import MAX_HZ, LowBandDecoder, LowBandEncoder
 
 N, HOP, SR = 480, 240, 24000
 WINDOW = sqrt_hann(N).double().numpy()
@@ -111,9 +111,10 @@ def variant(name: str, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.
 
 def code_variant(codec: Codec, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
     """The shipped 20-bit code (lrac.models.lowband) on ``y``'s low band, at the decoded pitch."""
-    rows = row_bits(3)
-    enc = LowBandEncoder(N, HOP, SR, 3, rows, sqrt_hann(N).double())
-    dec = LowBandDecoder(N, SR, 3, rows, sqrt_hann(N).double())
+    lowband = codec.config.model.frame.lowband
+    layout = lowband.layout if lowband else "adaptive"     # a model without one: today's layout
+    enc = LowBandEncoder(N, HOP, SR, 3, layout, sqrt_hann(N).double())
+    dec = LowBandDecoder(N, SR, 3, layout, sqrt_hann(N).double())
     f0_t, v_t = torch.from_numpy(f0)[None].double(), torch.from_numpy(voiced.astype(np.float64))[None]
     codes = enc.codes(torch.from_numpy(frames_of(x))[None].double(), f0_t, v_t)      # [1, F]
     frames, keep = dec.synthesize(codes, f0_t)

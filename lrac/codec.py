@@ -6,6 +6,7 @@ per ``hop_length`` samples; ``n_q`` codebooks of ``2**bits`` codes give ``n_q * 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -31,7 +32,8 @@ from .tokens import LATENT, TokenLayout, token_layout
 
 MODEL_FORMAT = "lrac-model"
 SILENCE_FRAMES = 32  # frames of zeros coded to find the tokens of silence (the encoders' context is shorter)
-MODEL_VERSION = 2   # 2: the model's config only (name, model, quantizer); 1 stored the whole Config
+MODEL_VERSION = 3   # 3: the low-band code names its layout; 2: the model's config only (name, model,
+                    # quantizer); 1 stored the whole Config
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"  # the model files shipped in the package
 
 
@@ -264,7 +266,7 @@ class Codec:
                 bad = int((~torch.isfinite(tensor)).sum())
                 raise ValueError(f"{path}: weight {key} holds {bad} NaN or infinite value(s); "
                                  "the file is damaged")
-        codec = cls(Config.from_dict(state["config"]))
+        codec = cls(Config.from_dict(_upgrade_model_config(state["config"], state.get("version", 1))))
         if state.get("weight_norm_folded"):
             codec.fold_weight_norm()
         try:
@@ -587,6 +589,17 @@ class _eval:
     def __exit__(self, *exc: Any) -> None:
         if self.was_training:
             self.module.train()
+
+
+def _upgrade_model_config(config: dict[str, Any], version: int) -> dict[str, Any]:
+    """A model file's config as today's keys read it: a low band in a file before format 3 is
+    coded in the ``uniform`` layout (t1 version 16), which the config did not name."""
+    lowband = config.get("model", {}).get("frame", {}).get("lowband") if isinstance(config, dict) else None
+    if version >= 3 or not isinstance(lowband, dict) or "layout" in lowband:
+        return config
+    config = copy.deepcopy(config)
+    config["model"]["frame"]["lowband"]["layout"] = "uniform"
+    return config
 
 
 def model_identity(config: dict[str, Any], weights: dict[str, torch.Tensor]) -> bytes:

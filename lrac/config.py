@@ -87,9 +87,13 @@ class LowBandConfig:
     """The low band coded close to the waveform at the highest bitrate (``lrac/models/lowband.py``):
     the amplitude and phase of the first ``harmonics`` harmonics below 500 Hz, in the last
     ``(5 + 5 * harmonics) / 10`` token rows (3 harmonics: 20 bits, two tokens of each 10 ms frame);
-    the neural latent keeps the other rows. Needs the pitch path."""
+    the neural latent keeps the other rows. Needs the pitch path. ``layout``: how a frame's bits
+    split between level, amplitudes and phases (``lrac.models.lowband.LAYOUTS``): ``adaptive`` by
+    the number of harmonics below 500 Hz (t1 from version 17), ``uniform`` the same for all (t1
+    version 16; model files before format 3 that have a low band)."""
 
     harmonics: int = 3
+    layout: str = "adaptive"
 
 
 @dataclass

@@ -5,27 +5,34 @@ import math
 import pytest
 import torch
 
-from lrac.codec import Codec
+from lrac.codec import Codec, model_identity
 from lrac.config import load_config
 from lrac.models.frame import overlap_add, sqrt_hann
-from lrac.models.lowband import (LowBandDecoder, LowBandEncoder, code_bits, join_rows, row_bits,
-                                 split_rows)
+from lrac.models.lowband import (LowBandDecoder, LowBandEncoder, code_bits, join_rows, layouts, pack,
+                                 row_bits, split_rows)
 
 torch.set_num_threads(1)
 SR, N, HOP = 24000, 480, 240
 
 
-def test_three_harmonics_on_the_grid_come_back_exactly() -> None:
-    """Amplitudes and phases that the code can represent (150 Hz: every frame end advances each
-    harmonic by a multiple of 45 degrees) are rebuilt to within the least-squares fit's rounding."""
+@pytest.mark.parametrize("layout, f0_hz, amps", [
+    ("uniform", 150.0, (0.25, 0.125, 0.0625)),       # -12, -18, -24 dB: three harmonics below 500 Hz
+    ("adaptive", 150.0, (0.25, 0.125, 0.0625)),
+    ("adaptive", 200.0, (0.25, 0.125 * 2 ** 0.5)),     # two: -12 and -15 dB (3 dB steps)
+    ("adaptive", 300.0, (0.25 * 10 ** (-0.75 / 20),)),  # one: -12.75 dB (0.75 dB steps)
+])
+def test_harmonics_on_the_grid_come_back_exactly(layout, f0_hz, amps) -> None:
+    """Amplitudes and phases that the layout can represent (every frame end advances each harmonic
+    by a multiple of 90 degrees at these pitches) are rebuilt to within the least-squares fit's
+    rounding."""
     frames_n = 30
     t = torch.arange(HOP * frames_n, dtype=torch.float64) / SR
-    amps, phases = (0.25, 0.125, 0.0625), (math.pi / 4, -math.pi / 2, math.pi)   # -12, -18, -24 dB
-    wav = sum(a * torch.cos(2 * math.pi * 150 * h * t + p) for h, a, p in zip((1, 2, 3), amps, phases))
+    phases = (math.pi / 4, -math.pi / 2, math.pi)
+    wav = sum(a * torch.cos(2 * math.pi * f0_hz * h * t + p) for h, a, p in zip((1, 2, 3), amps, phases))
     rows = row_bits(3)
-    enc = LowBandEncoder(N, HOP, SR, 3, rows, sqrt_hann(N).double())
-    dec = LowBandDecoder(N, SR, 3, rows, sqrt_hann(N).double())
-    f0 = torch.full((1, frames_n), 150.0, dtype=torch.float64)
+    enc = LowBandEncoder(N, HOP, SR, 3, layout, sqrt_hann(N).double())
+    dec = LowBandDecoder(N, SR, 3, layout, sqrt_hann(N).double())
+    f0 = torch.full((1, frames_n), f0_hz, dtype=torch.float64)
     voiced = torch.ones(1, frames_n)
     symbols = enc(wav[None, None], f0, voiced)                     # [1, 2, F] at token positions
     assert symbols.shape == (1, len(rows), frames_n) and int(symbols[0, :, 0].sum()) == 0
@@ -35,14 +42,40 @@ def test_three_harmonics_on_the_grid_come_back_exactly() -> None:
     steady = slice(2 * N, (frames_n - 3) * HOP)                      # whole frames with codes on both sides
     err = (rebuilt[steady] - ref[steady]).square().mean() / ref[steady].square().mean()
     assert 10 * math.log10(1 / err) > 40
-    # the neural spectrum gives way below 3.5 x 150 = 525 Hz where a code came, nowhere in the last frame
+    # the neural spectrum gives way below (harmonics + 1/2) x f0 where a code came, nowhere in the last frame
     bins_hz = torch.arange(N // 2 + 1) * SR / N
-    assert torch.equal(keep[0, :, 5] > 0, bins_hz >= 525) and bool((keep[0, :, -1] > 0).all())
+    assert torch.equal(keep[0, :, 5] > 0, bins_hz >= (len(amps) + 0.5) * f0_hz) and bool((keep[0, :, -1] > 0).all())
+
+
+def test_adaptive_layouts_fill_the_code() -> None:
+    """Each count of harmonics below 500 Hz has a layout within the code's 20 bits, and a valid code
+    is never the "no code" value."""
+    table = layouts("adaptive", 3)
+    assert sorted(table) == [1, 2, 3] and all(layout.bits <= code_bits(3) for layout in table.values())
+    assert table[3].bits == table[2].bits == code_bits(3)
+    quiet = torch.full((1, 1, 3), -300.0)                                   # below every level
+    assert all(int(pack(layout, quiet, torch.zeros(1, 1, 3))) > 0 for layout in table.values())
+
+
+def test_old_model_files_decode_their_low_band_as_they_were_made(tmp_path) -> None:
+    """A model file of format 2 with a low band (t1 version 16) keeps the uniform layout its codes
+    were made in, and its identity; a file saved today names its layout."""
+    codec = Codec(load_config("t1", ["model.frame.lowband.layout=uniform"]))
+    codec.save(tmp_path / "new.pt")
+    state = torch.load(tmp_path / "new.pt", weights_only=False)
+    assert state["config"]["model"]["frame"]["lowband"]["layout"] == "uniform"
+    del state["config"]["model"]["frame"]["lowband"]["layout"]
+    state["version"] = 2
+    state["model_id"] = model_identity(state["config"], state["generator"]).hex()
+    torch.save(state, tmp_path / "old.pt")
+    old = Codec.load(tmp_path / "old.pt")
+    assert old.config.model.frame.lowband.layout == "uniform" and old.model_id.hex() == state["model_id"]
+    assert Codec(load_config("t1")).config.model.frame.lowband.layout == "adaptive"
 
 
 def test_unvoiced_frames_and_high_voices_send_no_code() -> None:
     rows = row_bits(3)
-    enc = LowBandEncoder(N, HOP, SR, 3, rows, sqrt_hann(N))
+    enc = LowBandEncoder(N, HOP, SR, 3, "adaptive", sqrt_hann(N))
     wav = 0.1 * torch.randn(1, 1, HOP * 8)
     f0 = torch.tensor([[120.0, 120, 120, 600, 600, 120, 120, 120]])
     voiced = torch.tensor([[1.0, 1, 0, 1, 1, 1, 1, 1]])
@@ -55,8 +88,7 @@ def test_unvoiced_frames_and_high_voices_send_no_code() -> None:
 def test_bfloat16_training_codes_what_inference_codes() -> None:
     """The least-squares fit ignores autocast: under bfloat16 training the symbols are those of a
     float32 pass (in bfloat16 the Gram matrix and the fit move amplitudes and phases across steps)."""
-    rows = row_bits(3)
-    enc = LowBandEncoder(N, HOP, SR, 3, rows, sqrt_hann(N))
+    enc = LowBandEncoder(N, HOP, SR, 3, "adaptive", sqrt_hann(N))
     gen = torch.Generator().manual_seed(2)
     frames_n = 200
     t = torch.arange(HOP * frames_n) / SR
@@ -98,6 +130,8 @@ def test_lowband_leaves_1_kbps_alone_and_changes_6_kbps() -> None:
 @pytest.mark.parametrize("setting, message", [
     (["model.frame.pitch=null", "model.frame.lowband={}"], "needs the pitch path"),
     (["model.frame.lowband={}", "model.frame.lowband.harmonics=2"], "must be odd"),
+    (["model.frame.lowband.layout=spread"], "unknown low-band layout"),
+    (["model.frame.lowband.harmonics=5"], "codes 3 harmonics, not 5"),
 ])
 def test_bad_lowband_config_is_refused(setting, message) -> None:
     with pytest.raises(ValueError, match=message):

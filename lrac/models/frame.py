@@ -30,7 +30,7 @@ from torch import nn
 
 from ..config import FrameConfig, ModelConfig
 from .conv import Residual, SConv1d
-from .lowband import ROW_BITS, LowBandDecoder, LowBandEncoder, code_bits, row_bits
+from .lowband import ROW_BITS, LowBandDecoder, LowBandEncoder, code_bits, layouts
 from .pitch import HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker
 from .streaming import FrameDelay, State, StreamingModule, causal_frames
 
@@ -248,8 +248,8 @@ class FrameEncoder(nn.Module):
         lowband = cfg.lowband
         if lowband:  # the low band is fitted at the pitch the decoder will use: decoded here too
             self.lowband_pitch = PitchUnpacker(pitch.bits, pitch.every_frames, 1, pitch.fine_bits)
-            self.lowband = LowBandEncoder(cfg.n_fft, cfg.hop, sample_rate, lowband.harmonics,
-                                          row_bits(lowband.harmonics), sqrt_hann(cfg.n_fft))
+            self.lowband = LowBandEncoder(cfg.n_fft, cfg.hop, sample_rate, lowband.harmonics, lowband.layout,
+                                          sqrt_hann(cfg.n_fft))
             self.lowband_delay = FrameDelay(cfg.encoder_lookahead_frames)
         else:
             self.lowband = None
@@ -316,7 +316,7 @@ class FrameDecoder(nn.Module):
                 # and the harmonic phase at zero: the pulse train as it is, for training to take on
                 self.backbone.out.weight[3 * bins:].zero_()
                 self.backbone.out.bias[3 * bins:].zero_()
-        self.lowband = (LowBandDecoder(cfg.n_fft, sample_rate, cfg.lowband.harmonics, row_bits(cfg.lowband.harmonics),
+        self.lowband = (LowBandDecoder(cfg.n_fft, sample_rate, cfg.lowband.harmonics, cfg.lowband.layout,
                                        sqrt_hann(cfg.n_fft)) if cfg.lowband else None)
 
     def forward(self, latent: torch.Tensor, pitch: torch.Tensor | None = None,
@@ -370,4 +370,8 @@ def build_frame(cfg: ModelConfig) -> tuple[FrameEncoder, FrameDecoder]:
         if f.lowband.harmonics < 1 or code_bits(f.lowband.harmonics) % ROW_BITS:
             raise ValueError(f"model.frame.lowband.harmonics ({f.lowband.harmonics}) must be odd and at least 1: "
                              f"the code ({code_bits(f.lowband.harmonics)} bits) fills whole {ROW_BITS}-bit tokens")
+        try:
+            layouts(f.lowband.layout, f.lowband.harmonics)
+        except ValueError as exc:
+            raise ValueError(f"model.frame.lowband.layout: {exc}") from None
     return FrameEncoder(f, cfg.latent_dim, cfg.sample_rate), FrameDecoder(f, cfg.latent_dim, cfg.sample_rate)

@@ -8,9 +8,13 @@ tokens (20 bits per 10 ms frame) to a small parametric code of the harmonics bel
 
 * the encoder fits ``harmonics`` sinusoids at multiples of the pitch *the decoder will use* (the
   coded pitch, decoded on the send side too) to each windowed frame by least squares;
-* a frame's code is a level (the strongest harmonic, ``LEVEL_STEP_DB`` steps, ``LEVEL_BITS`` bits)
-  and per harmonic its amplitude below that level (``AMP_STEP_DB`` steps, ``AMP_BITS`` bits) and its
-  phase (``PHASE_BITS`` bits, uniform); level code 0 means "no low-band code in this frame";
+* a frame's code is a level (the strongest harmonic's amplitude in dB steps) and per harmonic its
+  amplitude below that level and its phase, each on a uniform grid; level code 0 means "no low-band
+  code in this frame";
+* how the 20 bits split (the *layout*, :data:`LAYOUTS`) follows the number of harmonics below
+  ``MAX_HZ`` at the frame's pitch, which the decoder knows too: a high voice's one or two harmonics
+  get the bits a low voice spreads over three, the first harmonic's phase the finest steps (on
+  validation clips the phases' and the strongest harmonic's steps cost the most, docs/results.md);
 * the decoder synthesises those sinusoids on the frame, as the spectrum the iSTFT head overlap-adds,
   and the neural spectrum gives way below ``(H + 1/2) * f0`` in the frames that carry a code.
 
@@ -23,19 +27,55 @@ look-ahead): no added latency. Token position 0 carries no code; the last frame 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from .streaming import State, StreamingModule, causal_frames
 
 MAX_HZ = 500.0        # the band coded: harmonics below this
-LEVEL_BITS = 5        # level codes 1..31: -90..0 dB in 3 dB steps (amplitude 1 = a full-scale sinusoid)
-LEVEL_STEP_DB = 3.0
-AMP_BITS = 2          # per harmonic: 0, -6, -12, -18 dB below the level
-AMP_STEP_DB = 6.0
-PHASE_BITS = 3        # per harmonic: 8 phases, 45 degrees apart
-NONE = 0              # the level code of a frame without a low-band code
+NONE = 0              # the code of a frame without a low-band code (its level code is 0)
 ROW_BITS = 10         # a token's bits: the code fills whole tokens
+LEVEL_BITS, AMP_BITS, PHASE_BITS = 5, 2, 3   # a code's size: LEVEL_BITS + harmonics * (AMP_BITS + PHASE_BITS)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one frame's code spends its bits: the level (``level_bits``: codes 1 .. 2^bits - 1 for
+    ``-(2^bits - 2) * level_step_db .. 0`` dB, amplitude 1 being a full-scale sinusoid), then per
+    harmonic ``(amplitude bits, amplitude step dB, phase bits)``: its amplitude below the level in
+    steps, and its phase on a uniform grid. Most significant first: level, then harmonic 1, 2, ..."""
+
+    level_bits: int
+    level_step_db: float
+    harmonics: tuple[tuple[int, float, int], ...]
+
+    @property
+    def bits(self) -> int:
+        return self.level_bits + sum(a + p for a, _, p in self.harmonics)
+
+
+# layout name -> harmonics below MAX_HZ -> Layout. "adaptive" (t1 from version 17) spends the 20 bits
+# of three harmonics on the ones the pitch leaves below 500 Hz; "uniform" (t1 version 16) gives every
+# harmonic 2 amplitude and 3 phase bits, whether it is below 500 Hz or not.
+LAYOUTS: dict[str, dict[int, Layout]] = {
+    "adaptive": {3: Layout(5, 3.0, ((2, 6.0, 4), (2, 6.0, 3), (2, 6.0, 2))),
+                 2: Layout(5, 3.0, ((3, 3.0, 5), (3, 3.0, 4))),
+                 1: Layout(7, 0.75, ((0, 0.0, 6),))},
+}
+
+
+def layouts(name: str, harmonics: int) -> dict[int, Layout]:
+    """The layout of each count of active harmonics ``1..harmonics`` for the layout ``name``."""
+    if name == "uniform":
+        every = Layout(LEVEL_BITS, 3.0, ((AMP_BITS, 6.0, PHASE_BITS),) * harmonics)
+        return {k: every for k in range(1, harmonics + 1)}
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown low-band layout {name!r}; layouts: uniform, {', '.join(LAYOUTS)}")
+    table = LAYOUTS[name]
+    if sorted(table) != list(range(1, harmonics + 1)) or max(t.bits for t in table.values()) > code_bits(harmonics):
+        raise ValueError(f"the {name!r} low-band layout codes {max(table)} harmonics, not {harmonics}")
+    return table
 
 
 def code_bits(harmonics: int) -> int:
@@ -78,14 +118,11 @@ class LowBandEncoder(StreamingModule):
     :class:`~lrac.models.pitch.PitchUnpacker` that holds back one frame; streaming, this module then
     holds back the frames until their pitch arrives."""
 
-    def __init__(self, n_fft: int, hop: int, sample_rate: int, harmonics: int, row_bits: tuple[int, ...],
+    def __init__(self, n_fft: int, hop: int, sample_rate: int, harmonics: int, layout: str,
                  window: torch.Tensor) -> None:
         super().__init__()
-        if sum(row_bits) != code_bits(harmonics):
-            raise ValueError(f"a low-band code of {harmonics} harmonics has {code_bits(harmonics)} bits, "
-                             f"the token rows give it {sum(row_bits)}")
         self.n_fft, self.hop, self.sample_rate = n_fft, hop, sample_rate
-        self.harmonics, self.row_bits = harmonics, row_bits
+        self.harmonics, self.row_bits, self.layouts = harmonics, row_bits(harmonics), layouts(layout, harmonics)
         self.register_buffer("window", window, persistent=False)
 
     def init_state(self, batch_size: int) -> State:
@@ -116,13 +153,10 @@ class LowBandEncoder(StreamingModule):
         amp_db = 10 * torch.log10(cos_part.square() + sin_part.square() + 1e-20)
         phase = torch.atan2(-sin_part, cos_part)
         amp_db = torch.where(active, amp_db, torch.full_like(amp_db, -200.0))
-        level = torch.round(amp_db.max(-1).values / LEVEL_STEP_DB).clamp(-(1 << LEVEL_BITS) + 2, 0)
-        rel = torch.round((level[..., None] * LEVEL_STEP_DB - amp_db) / AMP_STEP_DB).clamp(0, (1 << AMP_BITS) - 1)
-        steps = 1 << PHASE_BITS
-        ph = torch.round(phase / (2 * math.pi / steps)).long() % steps
-        code = (level.long() + (1 << LEVEL_BITS) - 1)                            # 1..31
-        for i in range(self.harmonics):
-            code = (code << (AMP_BITS + PHASE_BITS)) | (rel[..., i].long() << PHASE_BITS) | ph[..., i]
+        n_active = active.sum(-1)
+        code = torch.zeros_like(n_active)
+        for k, layout in self.layouts.items():
+            code = torch.where(n_active == k, pack(layout, amp_db, phase), code)
         has_code = (voiced > 0) & active[..., 0]
         return torch.where(has_code, code, torch.zeros_like(code))
 
@@ -148,9 +182,9 @@ class LowBandEncoder(StreamingModule):
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         n, h2 = self.n_fft, 2 * self.harmonics
         # basis; its weighting; Gram matrix (symmetric half) and right side; a solve of that size;
-        # levels, phases (atan2: 8) and their quantisation
+        # levels, phases (atan2: 8) and their quantisation in each distinct layout, one select each
         per_frame = (basis_macs(n, self.harmonics) + n * h2 + n * h2 * (h2 + 1) // 2 + n * h2 + h2 ** 3
-                     + 40 * self.harmonics)
+                     + (40 * self.harmonics + 1) * len(set(self.layouts.values())) - 1)
         return output.shape[-1] * per_frame
 
 
@@ -161,10 +195,10 @@ class LowBandDecoder(StreamingModule):
     overlap-add of them rebuilds the sinusoids), and the mask that the neural spectrum is multiplied
     by (0 below ``(H + 1/2) f0`` in frames with a code, else 1)."""
 
-    def __init__(self, n_fft: int, sample_rate: int, harmonics: int, row_bits: tuple[int, ...],
-                 window: torch.Tensor) -> None:
+    def __init__(self, n_fft: int, sample_rate: int, harmonics: int, layout: str, window: torch.Tensor) -> None:
         super().__init__()
-        self.n_fft, self.sample_rate, self.harmonics, self.row_bits = n_fft, sample_rate, harmonics, row_bits
+        self.n_fft, self.sample_rate, self.harmonics = n_fft, sample_rate, harmonics
+        self.row_bits, self.layouts = row_bits(harmonics), layouts(layout, harmonics)
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("bin_hz", torch.arange(n_fft // 2 + 1) * (sample_rate / n_fft), persistent=False)
 
@@ -185,19 +219,18 @@ class LowBandDecoder(StreamingModule):
     def synthesize(self, codes: torch.Tensor, f0_hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame codes ``[B, F]`` at pitch ``f0_hz [B, F]`` -> ``(frames [B, F, n_fft], keep [B, bins, F])``."""
         dtype = f0_hz.dtype
-        steps = 1 << PHASE_BITS
-        rel, ph = [], []
-        for _ in range(self.harmonics):
-            ph.insert(0, codes & (steps - 1))
-            rel.insert(0, (codes >> PHASE_BITS) & ((1 << AMP_BITS) - 1))
-            codes = codes >> (AMP_BITS + PHASE_BITS)
-        level = codes                                                              # 0 (none) or 1..31
-        has_code = level > NONE
-        amp_db = ((level - (1 << LEVEL_BITS) + 1)[..., None] * LEVEL_STEP_DB
-                  - torch.stack(rel, -1) * AMP_STEP_DB).to(dtype)
-        amp = torch.pow(10.0, amp_db / 20) * has_code[..., None].to(dtype)
-        phase = torch.stack(ph, -1).to(dtype) * (2 * math.pi / steps)
         basis, active = harmonic_basis(f0_hz, self.n_fft, self.sample_rate, self.harmonics)
+        n_active = active.sum(-1)
+        shape = (*codes.shape, self.harmonics)
+        amp_db, phase = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+        has_code = torch.zeros_like(codes, dtype=torch.bool)
+        for k, layout in self.layouts.items():
+            here = n_active == k
+            k_has, k_amp_db, k_phase = unpack(layout, codes, self.harmonics, dtype)
+            has_code = torch.where(here, k_has, has_code)
+            amp_db = torch.where(here[..., None], k_amp_db, amp_db)
+            phase = torch.where(here[..., None], k_phase, phase)
+        amp = torch.pow(10.0, amp_db / 20) * has_code[..., None].to(dtype)
         coef = torch.cat([amp * torch.cos(phase), -amp * torch.sin(phase)], -1)   # [B, F, 2H]
         frames = (basis @ coef[..., None])[..., 0] * self.window.to(dtype).square()  # [B, F, n_fft]
         cut_hz = (active.sum(-1).to(dtype) + 0.5) * f0_hz * has_code.to(dtype)     # 0: keep everything
@@ -206,11 +239,48 @@ class LowBandDecoder(StreamingModule):
 
     def extra_macs(self, inputs: tuple, output: tuple) -> int:
         n, h = self.n_fft, self.harmonics
-        # unpack (4 per harmonic), levels (exp: 8) and phases (cos, sin: 16) per harmonic, the basis,
-        # one product per sample and column, the window, the mask per bin and its use on the two
-        # neural spectra (periodic and aperiodic)
-        per_frame = 28 * h + basis_macs(n, h) + 2 * h * n + n + 3 * (n // 2 + 1)
+        # unpack (4 per harmonic) in each distinct layout and select (3 per harmonic and layout after
+        # the first), levels (exp: 8) and phases (cos, sin: 16) per harmonic, the basis, one product
+        # per sample and column, the window, the mask per bin and its use on the two neural spectra
+        # (periodic and aperiodic)
+        per_layout = len(set(self.layouts.values()))
+        per_frame = (4 * per_layout + 3 * (per_layout - 1) + 24) * h + basis_macs(n, h) + 2 * h * n + n + 3 * (n // 2 + 1)
         return output[1].shape[-1] * per_frame   # keep: [B, bins, F]
+
+
+def pack(layout: Layout, amp_db: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """Amplitudes in dB and phases ``[B, F, H]`` (harmonics beyond the layout's ignored; inactive
+    ones at -200 dB) -> one code per frame ``[B, F]`` (int64), level first."""
+    level = torch.round(amp_db.max(-1).values / layout.level_step_db).clamp(-(1 << layout.level_bits) + 2, 0)
+    code = level.long() + (1 << layout.level_bits) - 1                          # 1 .. 2^bits - 1
+    for i, (amp_bits, amp_step_db, phase_bits) in enumerate(layout.harmonics):
+        rel = torch.round((level * layout.level_step_db - amp_db[..., i]) / amp_step_db).clamp(0, (1 << amp_bits) - 1) \
+            if amp_bits else torch.zeros_like(level)
+        steps = 1 << phase_bits
+        ph = torch.round(phase[..., i] / (2 * math.pi / steps)).long() % steps
+        code = (code << (amp_bits + phase_bits)) | (rel.long() << phase_bits) | ph
+    return code
+
+
+def unpack(layout: Layout, codes: torch.Tensor, harmonics: int, dtype: torch.dtype
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The inverse of :func:`pack`: codes ``[B, F]`` -> ``(has_code [B, F], amp_db [B, F, harmonics],
+    phase [B, F, harmonics])``; harmonics beyond the layout's get no amplitude (-200 dB)."""
+    rel_db, phases = [], []
+    for amp_bits, amp_step_db, phase_bits in reversed(layout.harmonics):
+        steps = 1 << phase_bits
+        phases.insert(0, (codes & (steps - 1)).to(dtype) * (2 * math.pi / steps))
+        codes = codes >> phase_bits
+        rel_db.insert(0, (codes & ((1 << amp_bits) - 1)) * amp_step_db)
+        codes = codes >> amp_bits
+    level = codes & ((1 << layout.level_bits) - 1)                            # 0 (none) or 1 .. 2^bits - 1
+    amp_db = ((level - (1 << layout.level_bits) + 1)[..., None] * layout.level_step_db - torch.stack(rel_db, -1)).to(dtype)
+    phase = torch.stack(phases, -1)
+    missing = harmonics - len(layout.harmonics)
+    if missing:
+        amp_db = torch.cat([amp_db, amp_db.new_full((*codes.shape, missing), -200.0)], -1)
+        phase = torch.cat([phase, phase.new_zeros(*codes.shape, missing)], -1)
+    return level > NONE, amp_db, phase
 
 
 def split_rows(codes: torch.Tensor, row_bits: tuple[int, ...]) -> torch.Tensor:
