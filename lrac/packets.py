@@ -3,7 +3,7 @@
 A packet carries 1-4 token frames (10-40 ms at 100 frames/s) at one bitrate, after one
 table-of-contents byte, as an Opus packet does (RFC 6716, section 3.1)::
 
-    byte 0   TOC   bits 7-4  model tag: the high 4 bits of the model id's first byte
+    byte 0   TOC   bits 7-4  model tag: the model id's 16 nibbles XOR-ed (:func:`model_tag`)
                    bits 3-2  mode: the index of the bitrate in ``codec.bitrates_bps`` (0: 1 kbps, 1: 6 kbps)
                    bits 1-0  frames - 1
     bytes 1- payload: the frames' tokens as in a ``.lrac`` file (lrac/bitstream.py): frame-major,
@@ -36,6 +36,15 @@ class PacketError(BitstreamError):
     """A packet that cannot be decoded; the message says why in one line."""
 
 
+def model_tag(model_id: bytes) -> int:
+    """A packet's 4-bit model tag: the XOR of the model id's nibbles, so that every bit of the id
+    counts (the first byte's high nibble alone gave t1 version 17 and t2 version 13 the same tag)."""
+    tag = 0
+    for byte in model_id:
+        tag ^= byte >> TAG_BITS ^ byte & ((1 << TAG_BITS) - 1)
+    return tag
+
+
 @dataclass(frozen=True)
 class PacketFormat:
     """What a model's packets look like: its tag, the stages of each mode, bits per token.
@@ -53,7 +62,7 @@ class PacketFormat:
         rates = tuple(codec.bitrates_bps)
         if len(rates) > MAX_MODES:
             raise ValueError(f"a packet names one of {MAX_MODES} bitrates; this codec has {len(rates)}")
-        return cls(codec.model_id[0] >> (8 - TAG_BITS), tuple(codec.stages_for_bitrate(b) for b in rates),
+        return cls(model_tag(codec.model_id), tuple(codec.stages_for_bitrate(b) for b in rates),
                    rates, codec.bits_per_index)
 
     @staticmethod

@@ -11,7 +11,7 @@ import torch
 from conftest import speechlike
 from lrac.codec import Codec, model_identity
 from lrac.conceal import FADE_FRAMES, HOLD_FRAMES, ConcealState, conceal
-from lrac.packets import PacketError, PacketFormat, erasure_mask, loss_pattern
+from lrac.packets import PacketError, PacketFormat, erasure_mask, loss_pattern, model_tag
 
 torch.set_num_threads(1)
 FMT = PacketFormat(tag=8, stages=(1, 6), bitrates_bps=(1000, 6000), bits=10)
@@ -40,7 +40,8 @@ def test_toc_byte_layout():
 
 
 def test_the_tag_is_the_model_id_s_high_nibble(t1):
-    assert PacketFormat.of(t1).tag == t1.model_id[0] >> 4
+    assert PacketFormat.of(t1).tag == model_tag(t1.model_id) != model_tag(Codec.pretrained("t2").model_id)
+    assert model_tag(bytes.fromhex("16475a9096080fb8")) == 0x1 ^ 0x6 ^ 0x4 ^ 0x7 ^ 0x5 ^ 0xa ^ 0x9 ^ 0x0 ^ 0x9 ^ 0x6 ^ 0x0 ^ 0x8 ^ 0x0 ^ 0xf ^ 0xb ^ 0x8
     t2 = Codec.pretrained("t2")
     packet = PacketFormat.of(t2).pack(np.zeros((1, 2), dtype=np.int64))
     with pytest.raises(PacketError, match="another model"):

@@ -227,7 +227,7 @@ class LowBandDecoder(StreamingModule):
         for k, layout in self.layouts.items():
             here = n_active == k
             k_has, k_amp_db, k_phase = unpack(layout, codes, self.harmonics, dtype)
-            has_code = torch.where(here, k_has, has_code)
+            has_code = has_code | (here & k_has)      # not a where: onnxruntime has none for booleans
             amp_db = torch.where(here[..., None], k_amp_db, amp_db)
             phase = torch.where(here[..., None], k_phase, phase)
         amp = torch.pow(10.0, amp_db / 20) * has_code[..., None].to(dtype)
