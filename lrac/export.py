@@ -93,12 +93,13 @@ def _onnx_translations() -> dict:
         return values, op.ArgMax(masked, axis=-1, keepdims=0, select_last_index=1)
 
     def shift(direction: str):
-        # ONNX BitShift takes unsigned integers; the codes shifted here are never negative
+        # the codes shifted here are never negative: a shift is a product with (or a division by)
+        # a power of two, one node where ONNX BitShift needs unsigned casts around it (three)
         def translate(self, other):
-            amount = other if hasattr(other, "dtype") else op.Constant(value_int=int(other))
-            shifted = op.BitShift(op.Cast(self, to=ir.DataType.UINT64),
-                                  op.Cast(amount, to=ir.DataType.UINT64), direction=direction)
-            return op.CastLike(shifted, self)
+            power = (op.Pow(op.CastLike(op.Constant(value_int=2), other), other) if hasattr(other, "dtype")
+                     else op.Constant(value_int=1 << int(other)))
+            power = op.CastLike(power, self)
+            return op.Mul(self, power) if direction == "LEFT" else op.Div(self, power)
         return translate
 
     from onnxscript.function_libs.torch_lib.ops.fft import aten__fft_c2r, aten__fft_r2c
