@@ -2,11 +2,12 @@
 
     python benchmarks/speed.py [--presets baseline-t1 baseline-t2] [--seconds 10] [--chunk-ms 10]
                                [--memory-minutes 10] [--json FILE]
-    python benchmarks/speed.py --engines DIR [--model t1] [--stream-ms 10 20 40 200] [--seconds 10] [--cpu-time]
+    python benchmarks/speed.py --engines DIR [DIR ...] [--model t1] [--stream-ms 10 20 40 200] [--seconds 10] [--cpu-time]
 
 The second form streams a model with both engines side by side, in the same process and turn by
 turn (the PyTorch float32 streaming path, and the graphs ``lrac-export`` wrote to DIR in onnxruntime:
-float32 and, if exported, int8), per chunk size, encode and decode separately, and reports the RTF
+float32 and, if exported, int8; several DIRs, e.g. two exports of one model, are named by their
+folder), per chunk size, encode and decode separately, and reports the RTF
 (best of the repeats) and the distribution of the time one chunk takes (p50 / p99 in ms over every
 chunk of every repeat): the latency a real-time caller adds.
 
@@ -110,24 +111,26 @@ def _speech(seconds: float, sample_rate: int) -> np.ndarray:
     return np.tile(clip, int(np.ceil(seconds * sample_rate / len(clip))))[: int(seconds * sample_rate)]
 
 
-def _engine_streams(model: str, onnx_dir: Path) -> dict:
+def _engine_streams(model: str, onnx_dirs: list[Path]) -> dict:
     """name -> (make encoder stream, make decoder stream, to engine's tokens, to engine's audio)."""
     from lrac.runtime import OnnxCodec
     path = Path(model) if Path(model).is_file() else Path(__file__).resolve().parents[1] / "lrac" / "pretrained" / f"{model}.pt"
     codec = Codec.load(path, exact=False)
     engines = {"torch": (codec, lambda x: torch.from_numpy(x), lambda t: torch.from_numpy(t)[None])}
-    for variant in OnnxCodec(onnx_dir).meta["variants"]:
-        engines[f"onnx {variant}"] = (OnnxCodec(onnx_dir, variant), lambda x: x, lambda t: t)
+    for onnx_dir in onnx_dirs:
+        for variant in OnnxCodec(onnx_dir).meta["variants"]:
+            name = f"onnx {variant}" + (f" ({onnx_dir.name})" if len(onnx_dirs) > 1 else "")
+            engines[name] = (OnnxCodec(onnx_dir, variant), lambda x: x, lambda t: t)
     return engines
 
 
-def measure_engines(model: str, onnx_dir: Path, seconds: float, stream_ms: list[float], repeats: int,
+def measure_engines(model: str, onnx_dirs: list[Path], seconds: float, stream_ms: list[float], repeats: int,
                     cpu_time: bool = False) -> dict:
     """Per engine and chunk size: streaming RTF and per-chunk latency, encode and decode; in wall
     time, or with ``cpu_time`` in the CPU time of this thread (both engines run on the calling
     thread), which a busy machine's other processes do not inflate."""
     clock = time.thread_time if cpu_time else time.perf_counter
-    engines = _engine_streams(model, onnx_dir)
+    engines = _engine_streams(model, onnx_dirs)
     codec = engines["torch"][0]
     sr, hop = codec.sample_rate, codec.hop_length
     audio = _speech(seconds, sr)
@@ -180,8 +183,8 @@ def print_engines(results: dict, stream_ms: list[float], seconds: float, cpu_tim
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engines", type=Path, default=None, metavar="ONNX_DIR",
-                        help="compare the engines on the graphs lrac-export wrote to ONNX_DIR")
+    parser.add_argument("--engines", type=Path, nargs="+", default=None, metavar="ONNX_DIR",
+                        help="compare the engines on the graphs lrac-export wrote to ONNX_DIR (one or more)")
     parser.add_argument("--model", default="t1", help="with --engines: the model file or pretrained name")
     parser.add_argument("--stream-ms", type=float, nargs="+", default=[10, 20, 40, 200])
     parser.add_argument("--repeats", type=int, default=3)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,9 @@ class OnnxCodec:
     def encode(self, audio: np.ndarray, bitrate_bps: int = 6000, chunk_samples: int | None = None
                ) -> np.ndarray:
         """Mono audio ``[T]`` at :attr:`sample_rate` -> tokens ``[n_q, ceil(T / hop)]`` int64, pushed
-        ``chunk_samples`` at a time (default: all at once; the graphs still run chunk by chunk)."""
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        ``chunk_samples`` at a time (default: all at once; the graphs still run chunk by chunk).
+        Float samples beyond [-1, 1] are clipped, int16 PCM scaled, as in PyTorch."""
+        audio = np.asarray(audio).reshape(-1)
         size = chunk_samples or max(len(audio), 1)
         stream = self.stream_encoder(bitrate_bps)
         parts = [stream.push(audio[i:i + size]) for i in range(0, len(audio), size)]
@@ -233,6 +235,27 @@ class OnnxStreamEncoder:
         self.n_q = codec.stages_for_bitrate(bitrate_bps)
         self.stream = _GraphStream(codec.encoder_graphs)
         self.pending = np.zeros(0, dtype=np.float32)
+        self.clipped = False
+
+    def _samples(self, audio: Any) -> np.ndarray:
+        """Float32 samples ``[n]`` by the PyTorch engine's rule (``lrac.codec.as_float_audio``): int16
+        PCM scaled by 1/32768, float samples clipped to [-1, 1] (with a warning, once a stream)."""
+        x = np.asarray(audio)
+        if x.dtype == np.int16:
+            return x.reshape(-1).astype(np.float32) / 32768.0
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"audio must be float samples in [-1, 1] or int16 PCM, got {x.dtype}")
+        x = x.astype(np.float32).reshape(-1)
+        if not np.isfinite(x).all():
+            raise ValueError("audio contains NaN or infinite samples")
+        peak = float(np.abs(x).max()) if x.size else 0.0
+        if peak <= 1.0:
+            return x
+        if not self.clipped:
+            self.clipped = True
+            warnings.warn(f"audio stream: samples above full scale (up to {peak:.3g}); clipped to [-1, 1]",
+                          stacklevel=3)
+        return np.clip(x, -1.0, 1.0)
 
     def _run(self, frames: int) -> list[np.ndarray]:
         hop, out = self.codec.hop_length, []
@@ -243,9 +266,7 @@ class OnnxStreamEncoder:
 
     def push(self, audio: Any) -> np.ndarray:
         self.stream.check_open()
-        x = np.asarray(audio, dtype=np.float32).reshape(-1)
-        if not np.isfinite(x).all():
-            raise ValueError("audio contains NaN or infinite samples")
+        x = self._samples(audio)
         self.pending = np.concatenate([self.pending, x])
         parts = self._run(len(self.pending) // self.codec.hop_length)
         return np.concatenate(parts, -1) if parts else np.zeros((self.n_q, 0), dtype=np.int64)

@@ -94,6 +94,22 @@ def test_graphs_follow_the_torch_streaming_path(small, bitrate):
     assert np.abs(decoded - ref_audio).max() < 1e-4
 
 
+def test_audio_beyond_full_scale_is_clipped_as_in_pytorch(small):
+    """Both engines take audio by one rule: float samples clipped to [-1, 1] (with a warning), int16
+    PCM scaled; unclipped loud frames coded other tokens than PyTorch's."""
+    codec, folder = small
+    onnx_codec = OnnxCodec(folder)
+    loud = 4 * _speech(1.0)
+    with pytest.warns(UserWarning, match="clipped"):
+        ref = codec.encode(loud, 6000)[0].numpy()
+    with pytest.warns(UserWarning, match="clipped"):
+        tokens = onnx_codec.encode(loud, 6000, chunk_samples=240)
+    assert (tokens == ref).all(0).mean() >= 0.99
+    pcm = np.round(_speech(1.0) * 32767).astype(np.int16)
+    assert np.array_equal(onnx_codec.encode(pcm, 6000), onnx_codec.encode(pcm / np.float32(32768), 6000))
+    with pytest.raises(TypeError, match="int16"):
+        onnx_codec.encode(pcm.astype(np.int32), 6000)
+
 def test_int8_graphs_stay_close(small):
     codec, folder = small
     audio = _speech(1.0)

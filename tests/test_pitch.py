@@ -10,6 +10,7 @@ import pytest
 import torch
 from lrac.codec import Codec
 from lrac.config import load_config
+from lrac.models import pitch
 from lrac.models.frame import CausalSTFT, sqrt_hann
 from lrac.models.pitch import (HarmonicSource, PitchPacker, PitchTracker, PitchUnpacker, code_to_f0,
                                YinCurve, hold_voicing, late_code_to_f0, pitch_to_code, pitch_to_late_code,
@@ -153,13 +154,34 @@ def _strong_second_harmonic(f0_hz: float, seconds: float = 0.25) -> torch.Tensor
 def test_the_tracker_takes_the_period_not_its_half() -> None:
     wav = _strong_second_harmonic(120.0)
     segs = wav[0, :, -(SR // 75 + 481):].double().flip(-1)[None]     # the tracker's newest window
-    cmnd, _ = yin_cmnd(segs, SR, SR // 75)
+    cmnd = yin_cmnd(segs, SR, (SR // 75,))[0][..., 0, :]
     assert _cents(YinCurve(cmnd, SR).pick()[0], torch.tensor(240.0)) < 30     # YIN's pick: an octave up
     assert _cents(YinCurve(cmnd, SR).period(0.06), torch.tensor(120.0)) < 30
     f0, _, voiced = PitchTracker(SR, HOP)(wav)
     inner = voiced[0, 4:]
     assert inner.float().mean() > 0.5 and _cents(f0[0, 4:][inner], torch.tensor(120.0)).median() < 15
 
+
+
+def test_exported_yin_correlation_tracks_speech_as_the_ffts_do(monkeypatch) -> None:
+    """An ONNX export computes YIN's correlation as one convolution (lrac/models/pitch.py), PyTorch
+    with FFTs: on speech the two agree to float rounding, and the tracker's pitch and voicing with them."""
+    import lrac
+    from conftest import REPO
+    audio, _ = lrac.audio.load_audio(REPO / "examples" / "p238_165.flac", SR)
+    wav = torch.from_numpy(audio[: 2 * SR])[None, None]
+    tracker = PitchTracker(SR, HOP)
+    segs = wav[0, :, : tracker.span * 20].unfold(-1, tracker.span, HOP).flip(-1)       # [1, F, span]
+    widths = (tracker.width, tracker.onset_width)
+    ffts = pitch.yin_correlation(segs, widths, 481)
+    direct = pitch._correlation_as_convolution(segs, widths, 481)
+    assert (ffts - direct).abs().max() < 1e-5 * ffts[..., 0].abs().max()
+    f0, _, voiced = tracker(wav)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    f0_export, _, voiced_export = tracker(wav)
+    assert voiced.float().mean() > 0.3 and (voiced == voiced_export).float().mean() > 0.99
+    both = voiced & voiced_export
+    assert _cents(f0[both], f0_export[both]).max() < 1
 
 # -- the pitch code ---------------------------------------------------------------------------------
 

@@ -116,7 +116,9 @@ class DepthwiseConv1d(nn.Conv1d):
         if x.shape[-1] > self.short_input or self.stride[0] != 1:
             return super().forward(x)
         d, k = self.dilation[0], self.kernel_size[0]
-        windows = x.unfold(-1, (k - 1) * d + 1, 1)[..., ::d]          # [B, C, T_out, k]
+        span = (k - 1) * d + 1
+        # [B, C, T_out, k] (one output: the same view as unfold's, which an exported graph gathers)
+        windows = x[..., None, ::d] if x.shape[-1] == span else x.unfold(-1, span, 1)[..., ::d]
         if torch.compiler.is_exporting():  # ONNX Runtime: products and a sum beat its batched matmul
             y = (windows * self.weight[:, None, 0, :]).sum(-1)
         else:

@@ -46,31 +46,62 @@ def yin_lags(sample_rate: int, f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX
     return int(math.floor(sample_rate / f0_max)), int(math.ceil(sample_rate / f0_min))
 
 
-def yin_cmnd(segs: torch.Tensor, sample_rate: int, width: int, f0_min: float = F0_MIN_HZ
+def yin_correlation(segs: torch.Tensor, widths: tuple[int, ...], lags: int) -> torch.Tensor:
+    """``r(tau)``, ``tau = 0..lags - 1``, of frames ``[B, F, max(widths) + lags - 1]`` for each compared
+    span: the first ``w`` samples against the same span ``tau`` samples later. ``[B, F, W, lags]``.
+
+    PyTorch computes it with FFTs (per width, of the ``w + lags - 1`` samples it reads); an ONNX export
+    as one convolution of the frame with its own heads (a few graph nodes, where the FFTs, their
+    complex product and their crops take some fifty: lrac/export.py). The two agree to float rounding
+    (tests/test_pitch.py)."""
+    if torch.onnx.is_in_onnx_export():
+        return _correlation_as_convolution(segs, widths, lags)
+    out = []
+    for width in widths:
+        span = segs[..., : width + lags - 1]
+        n_fft = 1 << (span.shape[-1] - 1).bit_length()
+        spec = torch.fft.rfft(span, n_fft)
+        head = torch.fft.rfft(span[..., :width], n_fft)
+        out.append(torch.fft.irfft(spec * head.conj(), n_fft)[..., :lags])
+    return torch.stack(out, -2)
+
+
+def _correlation_as_convolution(segs: torch.Tensor, widths: tuple[int, ...], lags: int) -> torch.Tensor:
+    """:func:`yin_correlation` as a direct sum: one grouped convolution of each frame with its heads."""
+    b, f, n = segs.shape
+    longest = max(widths)
+    # each frame's first ``w`` samples, zero beyond: one kernel per width, one group per frame
+    keep = (torch.arange(longest, device=segs.device) < torch.tensor(widths, device=segs.device)[:, None])
+    heads = segs[..., None, :longest] * keep.to(segs.dtype)                     # [B, F, W, longest]
+    r = F.conv1d(segs.reshape(1, b * f, n), heads.reshape(b * f * len(widths), 1, longest), groups=b * f)
+    return r.reshape(b, f, len(widths), -1)[..., :lags]
+
+
+def yin_cmnd(segs: torch.Tensor, sample_rate: int, widths: tuple[int, ...], f0_min: float = F0_MIN_HZ
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """YIN's cumulative-mean-normalised difference (de Cheveigne & Kawahara 2002) of frames
-    ``[B, F, width + lag_max]``: the first ``width`` samples of each frame against the same span
-    ``tau`` samples later. Returns ``(cmnd [B, F, lag_max + 1], power_db [B, F])``, the latter the
-    mean square of the compared span."""
+    ``[B, F, max(widths) + lag_max]``, for each width ``w``: the first ``w`` samples of each frame
+    against the same span ``tau`` samples later. Returns ``(cmnd [B, F, W, lag_max + 1],
+    power_db [B, F, W])``, the latter the mean square of the compared span."""
     lag_max = yin_lags(sample_rate, f0_min)[1]
-    n_fft = 1 << (segs.shape[-1] - 1).bit_length()
-    spec = torch.fft.rfft(segs, n_fft)
-    head = torch.fft.rfft(segs[..., :width], n_fft)
-    r = torch.fft.irfft(spec * head.conj(), n_fft)[..., : lag_max + 1]           # r(tau)
+    taus = torch.arange(lag_max + 1, device=segs.device)
+    width = torch.tensor(widths, device=segs.device)
+    r = yin_correlation(segs, widths, lag_max + 1)                               # r(tau)
     c = F.pad(segs.square().cumsum(-1), (1, 0))
-    energy_0 = c[..., width:width + 1]
-    energy_tau = c[..., width:width + lag_max + 1] - c[..., : lag_max + 1]
+    energy_0 = c[..., width][..., None]                                          # [B, F, W, 1]
+    energy_tau = c[..., width[:, None] + taus] - c[..., None, : lag_max + 1]     # [B, F, W, lags]
     d = (energy_0 + energy_tau - 2 * r).clamp(min=0)                             # d(tau), tau=0..lag_max
-    taus = torch.arange(lag_max + 1, device=segs.device, dtype=segs.dtype)
+    taus = taus.to(segs.dtype)
     # 1 at tau = 0 (a where, not an in-place write: one node in an exported graph, not a scatter)
     cmnd = torch.where(taus == 0, 1.0, d * taus / d.cumsum(-1).clamp(min=1e-12))
-    power_db = 10 * torch.log10(energy_0[..., 0] / width + 1e-12)
+    power_db = 10 * torch.log10(energy_0[..., 0] / width.to(segs.dtype) + 1e-12)
     return cmnd, power_db
 
 
 class YinCurve:
-    """A YIN curve (:func:`yin_cmnd`, ``[B, F, lag_max + 1]``) with its local minima in the pitch
-    range found once, for the picks the tracker makes on it (up to three on the long window)."""
+    """YIN curves (:func:`yin_cmnd`, ``[..., lag_max + 1]``) with their local minima in the pitch
+    range found once, for the picks the tracker makes on them (several curves at once: the picks
+    of every curve run as one batch, which keeps an exported graph small)."""
 
     def __init__(self, cmnd: torch.Tensor, sample_rate: int, f0_min: float = F0_MIN_HZ,
                  f0_max: float = F0_MAX_HZ) -> None:
@@ -83,30 +114,38 @@ class YinCurve:
         self.deepest_lag = masked.argmin(-1) + 1
         self.deepest = masked.gather(-1, self.deepest_lag[..., None] - 1)
 
-    def pick(self, threshold: float = YIN_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """YIN's period: the first local minimum below ``threshold`` (else the deepest one), refined
-        by a parabola. Returns per frame ``[B, F]``: ``f0_hz``, ``dip`` (the curve there: near 0
-        periodic, near 1 noise) and ``has_dip`` (a minimum below ``threshold`` exists)."""
-        dips = self.is_min & (self.inner < threshold)
-        has_dip = dips.any(-1)
-        tau = torch.where(has_dip, dips.int().argmax(-1) + 1, self.deepest_lag)
-        f0, dip = self._parabola(tau)
-        return f0, dip.clamp(0, 1), has_dip
+    def pick(self, threshold: float | torch.Tensor = YIN_THRESHOLD
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """YIN's period: the first local minimum below ``threshold`` (a number, or one per curve
+        ``[...]``; else the deepest minimum), refined by a parabola. Returns per curve ``[...]``:
+        ``f0_hz``, ``dip`` (the curve there: near 0 periodic, near 1 noise) and ``has_dip`` (a
+        minimum below ``threshold`` exists)."""
+        threshold = torch.as_tensor(threshold, dtype=self.inner.dtype, device=self.inner.device)
+        return self._first_minimum(self.inner < threshold[..., None])
 
     def period(self, tolerance: float) -> torch.Tensor:
-        """The pitch ``[B, F]`` in Hz at the first local minimum within ``tolerance`` of the deepest
+        """The pitch ``[...]`` in Hz at the first local minimum within ``tolerance`` of the deepest
         one. YIN's first dip below an absolute threshold takes half the period whenever that dip
         clears the threshold, even when the true period's is far deeper; the deepest minimum alone
         takes two periods as often. Measured against Praat on the validation clips, a tolerance of
         0.06 cuts the gross pitch errors of the frames the tracker voices from 8.3 % to 6.0 %
         (docs/frame_family.md, "Voicing")."""
-        near = self.is_min & (self.inner <= self.deepest + tolerance)
-        return self._parabola(near.int().argmax(-1) + 1)[0]
+        return self._first_minimum(self.inner <= self.deepest + tolerance)[0]
+
+    def _first_minimum(self, near: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f0_hz, dip, found)`` at the first local minimum where ``near [..., lag_max - 1]``, else
+        at the deepest one (the first within any tolerance of the deepest is the deepest's or an
+        earlier one, so :meth:`period` always finds one where a minimum exists)."""
+        dips = self.is_min & near
+        found = dips.any(-1)
+        tau = torch.where(found, dips.int().argmax(-1) + 1, self.deepest_lag)
+        f0, dip = self._parabola(tau)
+        return f0, dip.clamp(0, 1), found
 
     def _parabola(self, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(f0_hz, curve at tau)`` ``[B, F]``, the lag ``tau`` refined by a parabola through its neighbours."""
+        """``(f0_hz, curve at tau)`` ``[...]``, the lag ``tau`` refined by a parabola through its neighbours."""
         tau = tau.clamp(1, self.lag_max - 1)
-        y0, y1, y2 = (self.cmnd.gather(-1, (tau + o)[..., None])[..., 0] for o in (-1, 0, 1))
+        y0, y1, y2 = self.cmnd.gather(-1, tau[..., None] + torch.arange(-1, 2, device=tau.device)).unbind(-1)
         denom = y0 - 2 * y1 + y2
         shift = torch.where(denom.abs() > 1e-12, 0.5 * (y0 - y2) / denom, torch.zeros_like(denom))
         return self.sample_rate / (tau + shift.clamp(-1, 1)), y1
@@ -173,22 +212,17 @@ class PitchTracker(StreamingModule):
             return empty, empty, empty.bool()
         # reversed frames: YIN's compared span is then the newest samples
         newest_first = frames.flip(-1)
-        cmnd, power_db = yin_cmnd(newest_first, self.sample_rate, self.width)
-        loud = power_db > VOICING_FLOOR_DB
-
-        def periodic(f0: torch.Tensor, has_dip: torch.Tensor) -> torch.Tensor:
-            return has_dip & loud & (f0 >= F0_MIN_HZ) & (f0 <= F0_MAX_HZ)
-
-        curve = YinCurve(cmnd, self.sample_rate)
-        f0, dip, has_dip = curve.pick()
-        voiced = periodic(f0, has_dip)
-        short = newest_first[..., : self.onset_span]
-        f0_short, dip_short, _ = YinCurve(yin_cmnd(short, self.sample_rate, self.onset_width)[0],
-                                          self.sample_rate).pick()
-        onset = periodic(f0_short, dip_short < ONSET_DIP) & ~voiced
+        cmnd, power_db = yin_cmnd(newest_first, self.sample_rate, (self.width, self.onset_width))
+        loud = power_db[..., 0] > VOICING_FLOOR_DB
+        # the picks, one batch: YIN's on the long window and on the onset window, the hold's on the
+        # long window ([B, F, 3] each); the period's on the long window
+        picks = YinCurve(cmnd[..., (0, 1, 0), :], self.sample_rate)
+        f0s, dips, found = picks.pick(torch.tensor((YIN_THRESHOLD, YIN_THRESHOLD, HOLD_THRESHOLD), dtype=cmnd.dtype))
+        in_range = loud[..., None] & (f0s >= F0_MIN_HZ) & (f0s <= F0_MAX_HZ)
+        (f0, f0_short, f0_hold), (dip, dip_short, dip_hold) = f0s.unbind(-1), dips.unbind(-1)
+        voiced, _, loose = (found & in_range).unbind(-1)
+        onset = in_range[..., 1] & (dip_short < ONSET_DIP) & ~voiced
         f0 = torch.where(onset, f0_short, f0)
-        f0_hold, dip_hold, has_hold = curve.pick(HOLD_THRESHOLD)
-        loose = periodic(f0_hold, has_hold)
         held = hold_voicing(voiced | onset, loose, None if state is None else state.voiced) & ~voiced
         # the long window's pitch where it has one: more precise than the short window's
         take_hold = held & loose
@@ -198,7 +232,7 @@ class PitchTracker(StreamingModule):
             state.voiced = voiced[:, -1]
         voiced = voiced | onset
         # the voicing stays; every voiced frame takes the long window's period
-        f0 = torch.where(voiced, curve.period(PERIOD_TOLERANCE), f0)
+        f0 = torch.where(voiced, picks.period(PERIOD_TOLERANCE)[..., 0], f0)
         return f0.clamp(F0_MIN_HZ, F0_MAX_HZ), dip, voiced
 
     def extra_macs(self, inputs: tuple, output: tuple) -> int:

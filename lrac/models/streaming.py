@@ -131,6 +131,8 @@ def causal_frames(state: State | None, wav: torch.Tensor, span: int, hop: int) -
         state.buffer = buf[..., n * hop:]
     if n == 0:
         return buf.new_zeros(buf.shape[0], 0, span)
+    if n == 1:   # (the same view as unfold's; an exported graph slices instead of gathering)
+        return buf[:, :, :span]
     return buf[:, 0, : (n - 1) * hop + span].unfold(-1, span, hop)
 
 

@@ -109,9 +109,9 @@ class ResidualVQ(nn.Module):
         all_indices = []
         for stage in self.stages[:n_q]:
             projected = stage.codebook.bound(stage.project_in(residual))
-            indices = stage.codebook.nearest(projected.reshape(b * f, projected.shape[-1])).view(b, f)
-            residual = residual - stage.project_out(stage.codebook.lookup(indices))
-            all_indices.append(indices)
+            codes, indices = stage.codebook.quantize(projected.reshape(b * f, projected.shape[-1]))
+            residual = residual - stage.project_out(codes.view(b, f, codes.shape[-1]))
+            all_indices.append(indices.view(b, f))
         return torch.stack(all_indices, dim=1)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:

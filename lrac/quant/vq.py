@@ -140,6 +140,11 @@ class EMACodebook(nn.Module):
         smoothed = (self.cluster_size + self.epsilon) / (n + self.codebook_size * self.epsilon) * n
         self.embed.copy_(self.embed_avg / smoothed[:, None])
 
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lookup(indices), indices)`` of ``x [N, dim]``, the nearest codes (no update)."""
+        indices = self.nearest(x)
+        return self.lookup(indices), indices
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantise ``x [N, dim]`` -> ``(codes [N, dim], indices [N])``; updates itself in train mode.
 
