@@ -222,7 +222,8 @@ class LowBandDecoder(StreamingModule):
         basis, active = harmonic_basis(f0_hz, self.n_fft, self.sample_rate, self.harmonics)
         n_active = active.sum(-1)
         shape = (*codes.shape, self.harmonics)
-        amp_db, phase = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+        amp_db = torch.zeros(shape, dtype=dtype, device=codes.device)
+        phase = torch.zeros_like(amp_db)
         has_code = torch.zeros_like(codes, dtype=torch.bool)
         for k, layout in self.layouts.items():
             here = n_active == k
