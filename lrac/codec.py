@@ -594,7 +594,9 @@ class _eval:
 def _upgrade_model_config(config: dict[str, Any], version: int) -> dict[str, Any]:
     """A model file's config as today's keys read it: a low band in a file before format 3 is
     coded in the ``uniform`` layout (t1 version 16), which the config did not name."""
-    lowband = config.get("model", {}).get("frame", {}).get("lowband") if isinstance(config, dict) else None
+    model = config.get("model") if isinstance(config, dict) else None
+    frame = model.get("frame") if isinstance(model, dict) else None
+    lowband = frame.get("lowband") if isinstance(frame, dict) else None
     if version >= 3 or not isinstance(lowband, dict) or "layout" in lowband:
         return config
     config = copy.deepcopy(config)

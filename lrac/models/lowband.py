@@ -78,6 +78,16 @@ def layouts(name: str, harmonics: int) -> dict[int, Layout]:
     return table
 
 
+def layout_masks(table: dict[int, Layout], n_active: torch.Tensor) -> list[tuple[Layout, torch.Tensor]]:
+    """Each distinct layout of ``table`` with the frames it codes: ``n_active [B, F]`` (harmonics below
+    ``MAX_HZ``) -> ``[(layout, mask [B, F] bool)]``; one entry for a layout every count shares."""
+    masks: dict[Layout, torch.Tensor] = {}
+    for k, layout in table.items():
+        here = n_active == k
+        masks[layout] = masks[layout] | here if layout in masks else here
+    return list(masks.items())
+
+
 def code_bits(harmonics: int) -> int:
     """Bits of one frame's low-band code for ``harmonics`` harmonics."""
     return LEVEL_BITS + harmonics * (AMP_BITS + PHASE_BITS)
@@ -155,8 +165,8 @@ class LowBandEncoder(StreamingModule):
         amp_db = torch.where(active, amp_db, torch.full_like(amp_db, -200.0))
         n_active = active.sum(-1)
         code = torch.zeros_like(n_active)
-        for k, layout in self.layouts.items():
-            code = torch.where(n_active == k, pack(layout, amp_db, phase), code)
+        for layout, here in layout_masks(self.layouts, n_active):
+            code = torch.where(here, pack(layout, amp_db, phase), code)
         has_code = (voiced > 0) & active[..., 0]
         return torch.where(has_code, code, torch.zeros_like(code))
 
@@ -225,8 +235,7 @@ class LowBandDecoder(StreamingModule):
         amp_db = torch.zeros(shape, dtype=dtype, device=codes.device)
         phase = torch.zeros_like(amp_db)
         has_code = torch.zeros_like(codes, dtype=torch.bool)
-        for k, layout in self.layouts.items():
-            here = n_active == k
+        for layout, here in layout_masks(self.layouts, n_active):
             k_has, k_amp_db, k_phase = unpack(layout, codes, self.harmonics, dtype)
             has_code = has_code | (here & k_has)      # not a where: onnxruntime has none for booleans
             amp_db = torch.where(here[..., None], k_amp_db, amp_db)
