@@ -114,7 +114,7 @@ def code_variant(codec: Codec, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voi
     lowband = codec.config.model.frame.lowband
     layout = lowband.layout if lowband else "adaptive"     # a model without one: today's layout
     enc = LowBandEncoder(N, HOP, SR, 3, layout, sqrt_hann(N).double())
-    dec = LowBandDecoder(N, SR, 3, layout, sqrt_hann(N).double())
+    dec = LowBandDecoder(N, HOP, SR, 3, layout, sqrt_hann(N).double())
     f0_t, v_t = torch.from_numpy(f0)[None].double(), torch.from_numpy(voiced.astype(np.float64))[None]
     codes = enc.codes(torch.from_numpy(frames_of(x))[None].double(), f0_t, v_t)      # [1, F]
     frames, keep = dec.synthesize(codes, f0_t)

@@ -73,7 +73,7 @@ class Generator(nn.Module):
         """Digital silence as the decoder receives it at ``n_q`` stages: ``(latent [1, D, P],
         {sub-code: symbols [1, rows, P]})``, one frame per position ``0..P-1`` of the longest
         symbol period, after enough frames for the encoder's context to hold only zeros."""
-        period = max(self.decoder.symbol_periods.values(), default=1)
+        period = max([1, *(p for rows in self.decoder.symbol_periods.values() for p in rows)])
         frames = period * -(-SILENCE_FRAMES // period)
         weight = next(self.encoder.parameters())
         wav = torch.zeros(1, 1, frames * self.encoder.hop_length, dtype=weight.dtype, device=weight.device)

@@ -15,13 +15,16 @@ Methods (``METHODS``):
 * ``"zero"``: the latent and symbols of digital silence, as if the lost audio were zeros: the
   reference a codec without concealment gives.
 
-Symbols under "learned" and "repeat" repeat those of the last received frame at the same position
-of their sub-code's period (``periods``: the pitch code spreads over 2 frames, so the whole last
-code repeats) until the frame ``HOLD_FRAMES + FADE_FRAMES // 2`` of a burst, and are silence's
-(unvoiced) after it. A sub-code of period 0 is never repeated: its lost frames get silence's symbols
-at once (the low-band code: a phase held over a lost frame would be wrong; without a code the
-decoder's own low band, concealed with the latent, takes over). "Silence" is the model's own coding of zeros
-(:meth:`lrac.codec.Generator.silence`), one frame per position of the longest period.
+Symbols under "learned" and "repeat" follow each row's period (``periods``: frames of one code of
+each row of a sub-code). A row of period ``P >= 1`` repeats the last received frame at the same
+position of its period until the frame ``HOLD_FRAMES + FADE_FRAMES // 2`` of a burst, and is silence's
+after it: the pitch code's first row spreads over 2 frames, so the whole last code repeats, and its
+refinement row (period 1) holds the last frame's pitch. A row of period 0 is extrapolated by the
+decoder itself: up to the same frame its lost frames carry ``-r`` (``r`` the frame's
+place in the burst, 1, 2, ...: negative, no code), then silence's symbols. The low-band code is such a row: its
+decoder continues the last received harmonics at the decoded pitch (lrac/models/lowband.py); a
+phase repeated as a symbol would be wrong by a frame's turn. "Silence" is the model's own coding of
+zeros (:meth:`lrac.codec.Generator.silence`), one frame per position of the longest period.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ HOLD_FRAMES = 4     # a repeated latent holds its level for 40 ms ...
 FADE_FRAMES = 16    # ... and fades to silence over the next 160 ms (validation clips: docs/packet_loss.md)
 
 Symbols = dict[str, torch.Tensor]
+Periods = dict[str, tuple[int, ...]]   # sub-code -> frames of one code, per row (the last entry for rows beyond)
 
 
 @dataclass
@@ -44,7 +48,7 @@ class ConcealState:
     frame: int = 0                              # frames seen so far (positions in the periods)
     run: torch.Tensor | None = None             # [B] frames lost in a row, up to now
     last_latent: torch.Tensor | None = None     # [B, D] the last received latent
-    history: Symbols = field(default_factory=dict)   # name -> [B, rows, period], by position
+    history: Symbols = field(default_factory=dict)   # (name, row) -> [B, period], by position
 
 
 def check_method(method: str) -> str:
@@ -60,7 +64,7 @@ def fade_weight(run: torch.Tensor) -> torch.Tensor:
 
 def conceal(latent: torch.Tensor, symbols: Symbols, lost: torch.Tensor | None,
             silence: tuple[torch.Tensor, Symbols], method: str,
-            missing_latent: torch.Tensor | None = None, periods: dict[str, int] | None = None,
+            missing_latent: torch.Tensor | None = None, periods: Periods | None = None,
             state: ConcealState | None = None) -> tuple[torch.Tensor, Symbols]:
     """Decoder inputs with the lost frames filled in.
 
@@ -72,8 +76,8 @@ def conceal(latent: torch.Tensor, symbols: Symbols, lost: torch.Tensor | None,
             positions ``0..P-1`` of the longest period.
         method: one of :data:`METHODS`.
         missing_latent: ``[D]``, the decoder's learned missing latent (for "learned").
-        periods: frames of one code of a sub-code (1 when absent); frame ``f`` is at position
-            ``f % period`` counted from the stream's start.
+        periods: frames of one code of each row of a sub-code (1 when absent; 0: extrapolated by
+            the decoder); frame ``f`` is at position ``f % period`` counted from the stream's start.
         state: a stream's :class:`ConcealState` (updated); None: ``latent`` is a whole stream.
 
     Returns ``(latent, symbols)`` shaped as given; the received frames are unchanged (gradients
@@ -104,8 +108,14 @@ def conceal(latent: torch.Tensor, symbols: Symbols, lost: torch.Tensor | None,
         fill = missing_latent.to(latent.dtype)[None, :, None]
     out = torch.where(lost[:, None], fill, latent)
     keep = (run <= HOLD_FRAMES + FADE_FRAMES // 2) & (method != "zero")
-    out_symbols = {name: _conceal_symbols(name, x, lost, keep & (periods.get(name, 1) > 0), silent_symbols[name],
-                                          max(periods.get(name, 1), 1), state) for name, x in symbols.items()}
+    out_symbols = {}
+    for name, x in symbols.items():
+        rows = []
+        for r in range(x.shape[1]):
+            row_periods = periods.get(name, (1,))
+            period = row_periods[min(r, len(row_periods) - 1)]
+            rows.append(_conceal_row((name, r), x[:, r], lost, keep, run, silent_symbols[name][:, r], period, state))
+        out_symbols[name] = torch.stack(rows, 1) if rows else x
     if n:
         state.run = run[:, -1]
         state.last_latent = earlier[:, :, -1]
@@ -113,25 +123,27 @@ def conceal(latent: torch.Tensor, symbols: Symbols, lost: torch.Tensor | None,
     return out, out_symbols
 
 
-def _conceal_symbols(name: str, x: torch.Tensor, lost: torch.Tensor, keep: torch.Tensor,
-                     silent: torch.Tensor, period: int, state: ConcealState) -> torch.Tensor:
-    """One sub-code's symbols ``[B, rows, F]``: lost frames repeat the last received frame at their
-    position of the period (where ``keep``), else silence's."""
-    b, rows, n = x.shape
-    silent = silent[:, :rows].to(x.dtype)
-    if name not in state.history or state.history[name].shape[1] != rows:    # (another bitrate)
-        at = torch.arange(period, device=x.device) % silent.shape[-1]
-        state.history[name] = silent[:, :, at].expand(b, -1, -1).clone()
-    history = state.history[name]
+def _conceal_row(key: tuple[str, int], x: torch.Tensor, lost: torch.Tensor, keep: torch.Tensor, run: torch.Tensor,
+                 silent: torch.Tensor, period: int, state: ConcealState) -> torch.Tensor:
+    """One row of a sub-code's symbols ``[B, F]``: lost frames repeat the last received frame at their
+    position of the ``period`` (0: ``-r`` in the ``r``-th lost frame of a burst) where ``keep``, else silence's."""
+    b, n = x.shape
+    silent = silent.to(x.dtype)
     frames = torch.arange(n, device=x.device)
+    quiet = silent[:, (state.frame + frames) % silent.shape[-1]]
+    if period == 0:
+        return torch.where(lost, torch.where(keep, -run.to(x.dtype), quiet), x)
+    if key not in state.history:
+        at = torch.arange(period, device=x.device) % silent.shape[-1]
+        state.history[key] = silent[:, at].expand(b, -1).clone()
+    history = state.history[key]
     pos = (state.frame + frames) % period
     repeated = torch.empty_like(x)
     for p in range(period):
         cols = frames[pos == p]
         src = torch.where(lost[:, cols], -1, cols).cummax(-1).values            # [B, F / period]
-        got = x.gather(-1, src.clamp(min=0)[:, None].expand(-1, rows, -1))
-        repeated[:, :, cols] = torch.where((src >= 0)[:, None], got, history[:, :, p, None])
+        got = x.gather(-1, src.clamp(min=0))
+        repeated[:, cols] = torch.where(src >= 0, got, history[:, p, None])
         if cols.numel():
-            history[:, :, p] = repeated[:, :, cols[-1]]
-    quiet = silent[:, :, (state.frame + frames) % silent.shape[-1]]
-    return torch.where(lost[:, None], torch.where(keep[:, None], repeated, quiet), x)
+            history[:, p] = repeated[:, cols[-1]]
+    return torch.where(lost, torch.where(keep, repeated, quiet), x)

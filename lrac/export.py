@@ -467,6 +467,10 @@ def export_onnx(codec, out_dir: str | Path, chunk_frames: tuple[int, ...] = DEFA
     codec.set_exact(False)
     training = codec.generator.training
     codec.generator.eval()
+    # the engine decodes whole streams, no lost frames: no concealment memory in its graphs
+    extrapolating = [m for m in codec.generator.modules() if getattr(m, "extrapolates", False)]
+    for m in extrapolating:
+        m.extrapolates = False
     sidecar = {"format": ONNX_FORMAT, "version": FORMAT_VERSION, "model_id": codec.model_id.hex(),
                "model_name": codec.config.name, "note": codec.note,
                "sample_rate": codec.sample_rate, "hop_length": codec.hop_length,
@@ -519,6 +523,8 @@ def export_onnx(codec, out_dir: str | Path, chunk_frames: tuple[int, ...] = DEFA
     finally:
         codec.set_exact(was_exact)
         codec.generator.train(training)
+        for m in extrapolating:
+            m.extrapolates = True
     (out / SIDECAR).write_text(json.dumps(sidecar, indent=1) + "\n")
     return sidecar
 

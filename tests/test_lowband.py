@@ -31,7 +31,7 @@ def test_harmonics_on_the_grid_come_back_exactly(layout, f0_hz, amps) -> None:
     wav = sum(a * torch.cos(2 * math.pi * f0_hz * h * t + p) for h, a, p in zip((1, 2, 3), amps, phases))
     rows = row_bits(3)
     enc = LowBandEncoder(N, HOP, SR, 3, layout, sqrt_hann(N).double())
-    dec = LowBandDecoder(N, SR, 3, layout, sqrt_hann(N).double())
+    dec = LowBandDecoder(N, HOP, SR, 3, layout, sqrt_hann(N).double())
     f0 = torch.full((1, frames_n), f0_hz, dtype=torch.float64)
     voiced = torch.ones(1, frames_n)
     symbols = enc(wav[None, None], f0, voiced)                     # [1, 2, F] at token positions
@@ -138,9 +138,9 @@ def test_bad_lowband_config_is_refused(setting, message) -> None:
         Codec(load_config("t1", setting))
 
 
-def test_a_lost_frame_sends_no_low_band_code() -> None:
+def test_a_lost_frame_asks_the_decoder_to_extrapolate_its_low_band() -> None:
     """Concealment repeats the pitch over a lost frame but not the low-band code (its phase would be
-    wrong): the decoder's own low band, concealed with the latent, takes over."""
+    wrong by a frame's turn): the lost frames carry -1, -2, ... for the decoder to extrapolate."""
     from lrac.conceal import conceal
     torch.manual_seed(0)
     codec = Codec(load_config("t1", ["model.frame.lowband={}"]))
@@ -154,5 +154,37 @@ def test_a_lost_frame_sends_no_low_band_code() -> None:
     for method in ("repeat", "learned"):
         _, out = conceal(quantized, symbols, lost, codec.generator.silence(6), method,
                          codec.decoder.missing_latent, codec.decoder.symbol_periods)
-        assert bool((out["lowband"][..., 10:12] == 0).all()) and torch.equal(out["lowband"][..., :10], symbols["lowband"][..., :10])
-        assert torch.equal(out["pitch"][..., 10:12], symbols["pitch"][..., 8:10])     # the pitch code repeats
+        assert torch.equal(out["lowband"][0, :, 10:12], torch.tensor([[-1, -2]] * 2))
+        assert torch.equal(out["lowband"][..., :10], symbols["lowband"][..., :10])
+        assert torch.equal(out["pitch"][:, 0, 10:12], symbols["pitch"][:, 0, 8:10])  # the pitch code repeats
+    _, out = conceal(quantized, symbols, lost, codec.generator.silence(6), "zero")
+    assert bool((out["lowband"][..., 10:12] == 0).all())                            # no concealment: no code
+
+
+def test_the_decoder_continues_a_steady_low_band_over_lost_frames_in_one_pass_and_streaming() -> None:
+    """A steady voice's harmonics go on through lost frames with their phases (the level held for
+    the burst's first frames), and a stream cut into chunks extrapolates as one pass does."""
+    from lrac.models.streaming import StreamSession
+    frames_n, f0_hz = 30, 150.0
+    t = torch.arange(HOP * frames_n, dtype=torch.float64) / SR
+    wav = sum(a * torch.cos(2 * math.pi * f0_hz * h * t + p)   # on the layout's grid, as above
+              for h, a, p in zip((1, 2, 3), (0.25, 0.125, 0.0625), (math.pi / 4, -math.pi / 2, math.pi)))
+    enc = LowBandEncoder(N, HOP, SR, 3, "adaptive", sqrt_hann(N).double())
+    dec = LowBandDecoder(N, HOP, SR, 3, "adaptive", sqrt_hann(N).double())
+    f0 = torch.full((1, frames_n), f0_hz, dtype=torch.float64)
+    symbols = enc(wav[None, None], f0, torch.ones(1, frames_n))
+    lossless, _ = dec(symbols, f0)
+    concealed = symbols.clone()
+    concealed[..., 12:16] = -torch.arange(1, 5)                  # positions 12-15: frames 11-14 lost
+    frames, keep = dec(concealed, f0)
+    gap = slice(11, 15)
+    err = (frames[0, gap] - lossless[0, gap]).square().sum() / lossless[0, gap].square().sum()
+    assert 10 * math.log10(1 / err) > 40 and bool((keep[0, :, gap] < 1).any())
+    without = concealed.clone()
+    without[..., 12:16] = 0                                       # no code: nothing to continue
+    assert dec(without, f0)[0][0, gap].abs().max() == 0
+    session, parts = StreamSession(dec), []
+    for (a, b), (c, d) in [((0, 5), (0, 4)), ((5, 13), (4, 12)), ((13, frames_n), (12, frames_n - 1)),
+                           ((frames_n, frames_n), (frames_n - 1, frames_n))]:
+        parts.append(session(concealed[..., a:b], f0[:, c:d])[0])
+    assert torch.allclose(torch.cat(parts, 1), frames, atol=1e-9)

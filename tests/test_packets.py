@@ -139,7 +139,7 @@ def test_erasure_masks_erase_whole_packets_in_a_share_of_chunks():
 # -- concealment -------------------------------------------------------------------------------
 
 
-PERIODS = {"pitch": 2}
+PERIODS = {"pitch": (2, 1)}   # a code over two frames, refined frame by frame
 
 
 def _inputs(b=2, d=4, n=40, period=2):
@@ -175,8 +175,9 @@ def test_repeat_holds_the_last_latent_then_fades_to_silence_and_repeats_the_pitc
     for f in range(4, 4 + HOLD_FRAMES):
         assert torch.equal(out[..., f], latent[..., 3])
     assert torch.equal(out[..., 4 + HOLD_FRAMES + FADE_FRAMES], silence[0][..., 0])
-    assert torch.equal(out_side[..., 4:6], side[..., 2:4])    # the whole last code, by position
-    assert torch.equal(out_side[..., 6:8], side[..., 2:4])
+    assert torch.equal(out_side[:, 0, 4:6], side[:, 0, 2:4])    # the whole last code, by position
+    assert torch.equal(out_side[:, 0, 6:8], side[:, 0, 2:4])
+    assert (out_side[:, 1, 4:8] == side[:, 1, 3, None]).all()   # the last frame's refinement held
     assert (out_side[..., 4 + HOLD_FRAMES + FADE_FRAMES // 2:] == 0).all()   # then unvoiced
 
 

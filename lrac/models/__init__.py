@@ -57,14 +57,15 @@ class Decoder(nn.Module):
     :attr:`missing_latent` ``[latent_dim]`` is what the decoder gets for a frame that was lost
     (lrac/conceal.py, "learned"); it starts at zero and learns only in training runs with frame
     erasures (``train.erasure_prob``); model files from before it existed load with it at zero.
-    :attr:`symbol_periods` gives the frames one code of a sub-code spans (the pitch code's group)."""
+    :attr:`symbol_periods` gives the frames one code of each row of a sub-code spans (the pitch
+    code's group; 0: the decoder extrapolates the row's lost frames itself)."""
 
     def __init__(self, cfg: ModelConfig, net: nn.Module | None = None) -> None:
         super().__init__()
         self.net = net if net is not None else build_nets(cfg)[1]
         self.hop_length = self.net.hop_length
         self.latent_dim = cfg.latent_dim
-        self.symbol_periods: dict[str, int] = dict(getattr(self.net, "symbol_periods", {}))
+        self.symbol_periods: dict[str, tuple[int, ...]] = dict(getattr(self.net, "symbol_periods", {}))
         # (registered last, so that it is the generator's last parameter: see GanStep.load_state_dict)
         self.missing_latent = nn.Parameter(torch.zeros(cfg.latent_dim))
 

@@ -301,9 +301,11 @@ class FrameDecoder(nn.Module):
                                  cfg.decoder_mlp_ratio, cfg.kernel, cfg.decoder_lookahead_frames)
         self.istft = CausalISTFT(cfg.n_fft, cfg.hop)
         self.hop_length = cfg.hop
-        self.symbol_periods = {"pitch": pitch.every_frames} if pitch else {}   # frames of one pitch code
+        # frames of one code per row, for concealment (lrac/conceal.py): the pitch code's group, then
+        # its per-frame refinement; the low band's decoder extrapolates its own lost frames (0)
+        self.symbol_periods = {"pitch": (pitch.every_frames, 1)} if pitch else {}
         if cfg.lowband:
-            self.symbol_periods["lowband"] = 0   # not repeated over a lost frame (lrac/conceal.py)
+            self.symbol_periods["lowband"] = (0,)
         if pitch:
             # the unpacker holds back as many frames as the backbone, so their outputs stay aligned
             self.pitch_unpacker = PitchUnpacker(pitch.bits, pitch.every_frames, cfg.decoder_lookahead_frames,
@@ -316,7 +318,7 @@ class FrameDecoder(nn.Module):
                 # and the harmonic phase at zero: the pulse train as it is, for training to take on
                 self.backbone.out.weight[3 * bins:].zero_()
                 self.backbone.out.bias[3 * bins:].zero_()
-        self.lowband = (LowBandDecoder(cfg.n_fft, sample_rate, cfg.lowband.harmonics, cfg.lowband.layout,
+        self.lowband = (LowBandDecoder(cfg.n_fft, cfg.hop, sample_rate, cfg.lowband.harmonics, cfg.lowband.layout,
                                        sqrt_hann(cfg.n_fft)) if cfg.lowband else None)
 
     def forward(self, latent: torch.Tensor, pitch: torch.Tensor | None = None,

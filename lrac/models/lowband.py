@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..conceal import fade_weight
 from .streaming import State, StreamingModule, causal_frames
 
 MAX_HZ = 500.0        # the band coded: harmonics below this
@@ -203,17 +204,30 @@ class LowBandDecoder(StreamingModule):
     frames it emits -> ``(frames [B, m, n_fft], keep [B, bins, m])``: the harmonics on each frame
     under the Hann window (the analysis and synthesis windows' product, so that the iSTFT's
     overlap-add of them rebuilds the sinusoids), and the mask that the neural spectrum is multiplied
-    by (0 below ``(H + 1/2) f0`` in frames with a code, else 1)."""
+    by (0 below ``(H + 1/2) f0`` in frames with a code, else 1).
 
-    def __init__(self, n_fft: int, sample_rate: int, harmonics: int, layout: str, window: torch.Tensor) -> None:
+    A lost frame (negative symbols, ``-r`` in the ``r``-th lost frame of a burst: lrac/conceal.py)
+    continues the last received frame's harmonics: each phase advanced by its harmonic's turn at the
+    decoded pitch over the frames since, the level held and faded as the concealed latent is
+    (:func:`lrac.conceal.fade_weight`). On 12 test clips at 10 % random loss this gains +0.11 PESQ-WB
+    over giving the frame no code (docs/packet_loss.md). ``extrapolates`` False (the ONNX export,
+    whose engine decodes whole streams) keeps no memory of the last frame."""
+
+    def __init__(self, n_fft: int, hop: int, sample_rate: int, harmonics: int, layout: str,
+                 window: torch.Tensor) -> None:
         super().__init__()
-        self.n_fft, self.sample_rate, self.harmonics = n_fft, sample_rate, harmonics
+        self.n_fft, self.hop, self.sample_rate, self.harmonics = n_fft, hop, sample_rate, harmonics
         self.row_bits, self.layouts = row_bits(harmonics), layouts(layout, harmonics)
+        self.extrapolates = True
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("bin_hz", torch.arange(n_fft // 2 + 1) * (sample_rate / n_fft), persistent=False)
 
     def init_state(self, batch_size: int) -> State:
-        return State(started=False)
+        if not self.extrapolates:
+            return State(started=False)
+        zeros = self.window.new_zeros(batch_size, self.harmonics, dtype=torch.float64)
+        return State(started=False, last_amp_db=zeros, last_phase=zeros.clone(),
+                     last_f0_hz=zeros[:, 0].clone(), last_has_code=zeros[:, 0].bool())
 
     def forward(self, symbols: torch.Tensor, f0_hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         codes = join_rows(symbols, self.row_bits)                                 # [B, n]
@@ -227,7 +241,8 @@ class LowBandDecoder(StreamingModule):
         return self.synthesize(codes, f0_hz)
 
     def synthesize(self, codes: torch.Tensor, f0_hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame codes ``[B, F]`` at pitch ``f0_hz [B, F]`` -> ``(frames [B, F, n_fft], keep [B, bins, F])``."""
+        """Frame codes ``[B, F]`` (negative: lost) at pitch ``f0_hz [B, F]`` -> ``(frames [B, F, n_fft],
+        keep [B, bins, F])``."""
         dtype = f0_hz.dtype
         basis, active = harmonic_basis(f0_hz, self.n_fft, self.sample_rate, self.harmonics)
         n_active = active.sum(-1)
@@ -240,12 +255,55 @@ class LowBandDecoder(StreamingModule):
             has_code = has_code | (here & k_has)      # not a where: onnxruntime has none for booleans
             amp_db = torch.where(here[..., None], k_amp_db, amp_db)
             phase = torch.where(here[..., None], k_phase, phase)
+        if self.extrapolates:
+            amp_db, phase, has_code = self._extrapolate(codes, f0_hz, amp_db, phase, has_code)
         amp = torch.pow(10.0, amp_db / 20) * has_code[..., None].to(dtype)
         coef = torch.cat([amp * torch.cos(phase), -amp * torch.sin(phase)], -1)   # [B, F, 2H]
         frames = (basis @ coef[..., None])[..., 0] * self.window.to(dtype).square()  # [B, F, n_fft]
         cut_hz = (active.sum(-1).to(dtype) + 0.5) * f0_hz * has_code.to(dtype)     # 0: keep everything
         keep = (self.bin_hz.to(dtype)[:, None] >= cut_hz[:, None, :]).to(dtype)
         return frames, keep
+
+    def _extrapolate(self, codes: torch.Tensor, f0_hz: torch.Tensor, amp_db: torch.Tensor, phase: torch.Tensor,
+                     has_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The lost frames (``codes < 0``) of ``amp_db``, ``phase`` ``[B, F, H]`` and ``has_code [B, F]``
+        continued from the last received frame (of this call, else the stream's memory)."""
+        state = self.stream_state
+        lost = codes < 0
+        if state is None and not bool(lost.any()):
+            return amp_db, phase, has_code
+        b, n = codes.shape
+        if state is None:
+            state = self.init_state(b)
+        if n == 0:
+            return amp_db, phase, has_code
+        if bool(lost.any()):
+            f0 = f0_hz.double()
+            # the fundamental's turn from the end of one frame to the end of the next, at the mean
+            # pitch of the two; accumulated in float64 and wrapped (harmonics turn whole multiples)
+            before = torch.cat([state.last_f0_hz.to(f0)[:, None], f0[:, :-1]], -1)
+            turn = torch.remainder(((math.pi * self.hop / self.sample_rate) * (before + f0)).cumsum(-1), 2 * math.pi)
+            frames = torch.arange(n, device=codes.device)
+            src = torch.where(lost, -1, frames).cummax(-1).values                 # last received, -1: before
+            at = src.clamp(min=0)
+            earlier = src < 0
+            base_amp = torch.where(earlier[..., None], state.last_amp_db.to(dtype=amp_db.dtype)[:, None],
+                                   amp_db.gather(1, at[..., None].expand_as(amp_db)))
+            base_phase = torch.where(earlier[..., None], state.last_phase[:, None],
+                                     phase.double().gather(1, at[..., None].expand_as(phase)))
+            base_has = torch.where(earlier, state.last_has_code[:, None], has_code.gather(1, at))
+            base_turn = torch.where(earlier, 0.0, turn.gather(1, at))
+            h = torch.arange(1, self.harmonics + 1, device=codes.device, dtype=torch.float64)
+            weight = fade_weight(-codes)
+            amp_db = torch.where(lost[..., None], base_amp + 20 * torch.log10(weight.clamp(min=1e-10)).to(amp_db.dtype)[..., None],
+                                 amp_db)
+            phase = torch.where(lost[..., None], (base_phase + h * (turn - base_turn)[..., None]).to(phase.dtype), phase)
+            has_code = torch.where(lost, base_has & (weight > 0), has_code)
+        state.last_amp_db = amp_db[:, -1].double()
+        state.last_phase = phase[:, -1].double()
+        state.last_f0_hz = f0_hz[:, -1].double()
+        state.last_has_code = has_code[:, -1]
+        return amp_db, phase, has_code
 
     def extra_macs(self, inputs: tuple, output: tuple) -> int:
         n, h = self.n_fft, self.harmonics
@@ -255,6 +313,9 @@ class LowBandDecoder(StreamingModule):
         # (periodic and aperiodic)
         per_layout = len(set(self.layouts.values()))
         per_frame = (4 * per_layout + 3 * (per_layout - 1) + 24) * h + basis_macs(n, h) + 2 * h * n + n + 3 * (n // 2 + 1)
+        # a lost frame's extrapolation: the turn (3), the fade's level (log: 8), per harmonic the
+        # last frame's values selected (3), the phase advanced (2) and the level faded (1)
+        per_frame += 11 + 6 * h
         return output[1].shape[-1] * per_frame   # keep: [B, bins, F]
 
 
