@@ -209,8 +209,8 @@ class LowBandDecoder(StreamingModule):
     A lost frame (negative symbols, ``-r`` in the ``r``-th lost frame of a burst: lrac/conceal.py)
     continues the last received frame's harmonics: each phase advanced by its harmonic's turn at the
     decoded pitch over the frames since, the level held and faded as the concealed latent is
-    (:func:`lrac.conceal.fade_weight`). On 12 test clips at 10 % random loss this gains +0.11 PESQ-WB
-    over giving the frame no code (docs/packet_loss.md). ``extrapolates`` False (the ONNX export,
+    (:func:`lrac.conceal.fade_weight`). On 40 test clips at 10 % random loss this gains +0.076
+    PESQ-WB over giving the frame no code (docs/packet_loss.md). ``extrapolates`` False (the ONNX export,
     whose engine decodes whole streams) keeps no memory of the last frame."""
 
     def __init__(self, n_fft: int, hop: int, sample_rate: int, harmonics: int, layout: str,
