@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,33 +114,72 @@ def _onnx_translations() -> dict:
     def scale(normalization: int, n: int) -> float:
         return {0: 1.0, 1: 1 / np.sqrt(n), 2: 1 / n}[normalization]
 
+    def const(array: np.ndarray, like):
+        numpy_dtype = np.float64 if like.dtype == ir.DataType.DOUBLE else np.float32
+        return op.Constant(value=ir.tensor(np.ascontiguousarray(array, dtype=numpy_dtype)))
+
+    def ints(*values) -> Any:
+        return op.Constant(value_ints=[int(v) for v in values])
+
+    def static(shape) -> bool:
+        return all(isinstance(d, int) for d in shape)
+
     def rfft(self, dim, normalization: int, onesided: bool):
         n = self.shape[-1]
-        if not (onesided and matmul_lengths(self, dim, n)):
+        if not (onesided and matmul_lengths(self, dim, n) and static(self.shape)):
             return aten__fft_r2c(self, dim, normalization, onesided)
-        k = np.arange(n // 2 + 1)
-        angle = 2 * np.pi * np.outer(np.arange(n), k) / n                      # [n, bins]
-        matrix = np.stack([np.cos(angle), -np.sin(angle)], -1).reshape(n, -1) * scale(normalization, n)
-        numpy_dtype = np.float64 if self.dtype == ir.DataType.DOUBLE else np.float32
-        spectrum = op.MatMul(self, op.Constant(value=ir.tensor(matrix.astype(numpy_dtype))))
-        shape = op.Concat(op.Shape(self, start=0, end=-1), op.Constant(value_ints=[n // 2 + 1, 2]), axis=0)
-        return op.Reshape(spectrum, shape)
+        stages = rfft_stages(n)
+        if stages is None:      # a prime length: one product with the whole DFT matrix
+            k = np.arange(n // 2 + 1)
+            angle = 2 * np.pi * np.outer(np.arange(n), k) / n                      # [n, bins]
+            matrix = np.stack([np.cos(angle), -np.sin(angle)], -1).reshape(n, -1) * scale(normalization, n)
+            shape = op.Concat(op.Shape(self, start=0, end=-1), ints(n // 2 + 1, 2), axis=0)
+            return op.Reshape(op.MatMul(self, const(matrix, self)), shape)
+        # two stages of small products (lrac.export.rfft_stages): kilobytes of constants, not the
+        # megabyte of the whole DFT matrix that every call would read
+        first, second = stages
+        second = second * scale(normalization, n)
+        lead, r = list(self.shape[:-1]), len(self.shape) - 1
+        n2 = first.shape[1]
+        n1, k1 = n // n2, second.shape[-1] // 2
+        x = op.Reshape(self, ints(*lead, n2, n1))
+        a = op.MatMul(const(first, self), x)                                     # [..., 2 * n2, n1]
+        a = op.Transpose(op.Reshape(a, ints(*lead, 2, n2, n1)), perm=[*range(r), r + 1, r, r + 2])
+        spectrum = op.MatMul(op.Reshape(a, ints(*lead, n2, 1, 2 * n1)), const(second, self))
+        spectrum = op.Reshape(spectrum, ints(*lead, n2, 2, k1))                  # [..., k2, re/im, k1]
+        spectrum = op.Transpose(spectrum, perm=[*range(r), r + 2, r, r + 1])     # [..., k1, k2, re/im]
+        spectrum = op.Reshape(spectrum, ints(*lead, k1 * n2, 2))
+        return op.Slice(spectrum, ints(0), ints(n // 2 + 1), ints(-2))
 
     def irfft(self, dim, normalization: int, last_dim_size):
         # complex input as real [..., bins, 2]; the transform runs along dim (the bins axis)
         rank = len(self.shape) - 1
         n = last_dim_size
         if not (len(dim) == 1 and dim[0] % rank == rank - 1 and isinstance(n, int) and n & (n - 1) != 0
-                and self.shape[-2] == n // 2 + 1):
+                and self.shape[-2] == n // 2 + 1 and static(self.shape)):
             return aten__fft_c2r(self, dim, normalization, last_dim_size)
-        k = np.arange(n // 2 + 1)
-        weight = np.where((k == 0) | (2 * k == n), 1.0, 2.0)[:, None]          # one-sided spectrum
-        angle = 2 * np.pi * np.outer(k, np.arange(n)) / n                      # [bins, n]
-        matrix = np.stack([weight * np.cos(angle), -weight * np.sin(angle)], 1).reshape(-1, n)
-        matrix = matrix * scale(normalization, n)
-        numpy_dtype = np.float64 if self.dtype == ir.DataType.DOUBLE else np.float32
-        shape = op.Concat(op.Shape(self, start=0, end=-2), op.Constant(value_ints=[-1]), axis=0)
-        return op.MatMul(op.Reshape(self, shape), op.Constant(value=ir.tensor(matrix.astype(numpy_dtype))))
+        stages = irfft_stages(n)
+        if stages is None:
+            k = np.arange(n // 2 + 1)
+            weight = np.where((k == 0) | (2 * k == n), 1.0, 2.0)[:, None]          # one-sided spectrum
+            angle = 2 * np.pi * np.outer(k, np.arange(n)) / n                      # [bins, n]
+            matrix = np.stack([weight * np.cos(angle), -weight * np.sin(angle)], 1).reshape(-1, n)
+            shape = op.Concat(op.Shape(self, start=0, end=-2), ints(-1), axis=0)
+            return op.MatMul(op.Reshape(self, shape), const(matrix * scale(normalization, n), self))
+        first, second = stages
+        first = first * scale(normalization, n)
+        k1, k2, n1 = first.shape[0], first.shape[1] // 2, first.shape[2] // 2
+        n2 = second.shape[-1]
+        lead, r = list(self.shape[:-2]), len(self.shape) - 2
+        pads = [0] * (r + 2) * 2
+        pads[r + 2 + r] = k1 * k2 - (n // 2 + 1)                                 # zero bins to k1 * k2
+        x = op.Reshape(op.Pad(self, ints(*pads)), ints(*lead, k2, k1, 2))
+        x = op.Transpose(x, perm=[*range(r), r + 1, r + 2, r])                   # [..., k1, re/im, k2]
+        y = op.MatMul(op.Reshape(x, ints(*lead, k1, 1, 2 * k2)), const(first, self))
+        y = op.Transpose(op.Reshape(y, ints(*lead, k1, 2, n1)), perm=[*range(r), r + 2, r + 1, r])
+        out = op.MatMul(op.Reshape(y, ints(*lead, n1, 1, 2 * k1)), const(second, self))   # [..., n1, 1, n2]
+        out = op.Transpose(op.Reshape(out, ints(*lead, n1, n2)), perm=[*range(r), r + 1, r])
+        return op.Reshape(out, ints(*lead, n))
 
     def solve(a, b, left: bool = True, check_errors: bool = False):
         # ONNX has no linear solver; onnxruntime's Inverse (a contrib op every onnxruntime build has)
@@ -160,6 +200,68 @@ def _onnx_translations() -> dict:
             aten._linalg_solve_ex.default: solve, aten.gelu.default: gelu,
             aten.__rshift__.Tensor: shift("RIGHT"), aten.__rshift__.Scalar: shift("RIGHT"),
             aten.__lshift__.Tensor: shift("LEFT"), aten.__lshift__.Scalar: shift("LEFT")}
+
+
+# -- real DFTs of lengths that are not powers of two, in two stages of small matrix products -----------
+def _split(n: int, cost: Callable[[int], float]) -> int | None:
+    """The divisor ``a`` of ``n`` (``1 < a < n``) of least ``cost(a)``, or None for a prime ``n``."""
+    divisors = [a for a in range(2, n) if n % a == 0]
+    return min(divisors, key=cost) if divisors else None
+
+
+def rfft_stages(n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``rfft`` of length ``n = n1 * n2`` as two products (Cooley-Tukey with the twiddles folded into
+    the second): ``x [..., n]`` -> ``a = first @ x.reshape(n2, n1)`` ``[2 * n2 (re, im; k2), n1]``, then
+    per ``k2`` the row ``(a_re, a_im) [2 * n1]`` times ``second [n2, 2 * n1, 2 * k1]`` gives bins
+    ``k = k2 + n2 * k1`` (re, im), of which ``k <= n / 2`` are kept. float64; None for a prime ``n``.
+
+    For the 480-sample STFT: 32 k constants and 60 k multiplications, where the whole DFT matrix is
+    231 k of each (0.9 MB of float32 read from memory on every call)."""
+    n1 = _split(n, lambda a: 2 * (n // a) + 2 * a)
+    if n1 is None:
+        return None
+    n2 = n // n1
+    k1 = (n // 2) // n2 + 1                       # the k1 that reach bins k <= n / 2
+    angle = 2 * np.pi * np.outer(np.arange(n2), np.arange(n2)) / n2
+    first = np.concatenate([np.cos(angle), -np.sin(angle)], 0)                        # [2 * n2, n2]
+    k = np.arange(n2)[:, None, None] + n2 * np.arange(k1)                             # [n2, 1, k1]
+    angle = 2 * np.pi * np.arange(n1)[:, None] * k / n                                # [n2, n1, k1]
+    second = np.concatenate([np.concatenate([np.cos(angle), -np.sin(angle)], -1),
+                             np.concatenate([np.sin(angle), np.cos(angle)], -1)], 1)  # [n2, 2 n1, 2 k1]
+    return first, second
+
+
+def irfft_stages(n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``irfft`` to length ``n`` from ``n / 2 + 1`` bins as two products: the bins, zero-padded to
+    ``k1 * k2`` and indexed ``k = k1' + k1 * k2'``, as rows ``(re, im; k2') [2 * k2]`` per ``k1'``
+    times ``first [k1, 2 * k2, 2 * n1]``, then per ``n1'`` the row ``(re, im; k1') [2 * k1]`` times
+    ``second [n1, 2 * k1, n2]`` gives samples ``n1' + n1 * n2'`` (``n1 = n / gcd(n, k1)``, ``n2 = n / n1``).
+    The one-sided weights (1 at DC and Nyquist, whose imaginary parts are ignored, 2 elsewhere) are
+    in ``first``; no normalisation. float64; None when no split exists."""
+    bins = n // 2 + 1
+
+    def shape(k1: int) -> tuple[int, int, int]:
+        n1 = n // math.gcd(n, k1)
+        return -(-bins // k1), n1, n // n1
+
+    def size(k1: int) -> float:
+        k2, n1, n2 = shape(k1)
+        return k1 * 4 * k2 * n1 + n1 * 2 * k1 * n2 if 1 < n1 < n and n2 > 1 else math.inf
+
+    k1 = min(range(2, bins), key=size, default=None)
+    if k1 is None or size(k1) == math.inf:
+        return None
+    k2, n1, n2 = shape(k1)
+    k = np.arange(k1)[:, None] + k1 * np.arange(k2)                                   # [k1, k2]
+    weight = (np.where((k == 0) | (2 * k == n), 1.0, 2.0) * (k < bins))[..., None]
+    imaginary = ((k != 0) & (2 * k != n))[..., None]
+    angle = 2 * np.pi * k1 * np.outer(np.arange(k2), np.arange(n1)) / n               # [k2, n1]
+    cos, sin = weight * np.cos(angle), weight * np.sin(angle)                          # [k1, k2, n1]
+    first = np.concatenate([np.concatenate([cos, sin], -1),
+                            np.concatenate([-sin * imaginary, cos * imaginary], -1)], 1)  # [k1, 2 k2, 2 n1]
+    angle = 2 * np.pi * np.arange(k1)[:, None] * (np.arange(n1)[:, None, None] + n1 * np.arange(n2)) / n
+    second = np.concatenate([np.cos(angle), -np.sin(angle)], 1)                        # [n1, 2 k1, n2]
+    return first, second
 
 
 # -- the state layouts of a stream -------------------------------------------------------------------

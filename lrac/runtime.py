@@ -38,7 +38,12 @@ class ModelFileError(ValueError):
     """A missing, corrupted or mismatched exported model; the message says which file and why."""
 
 
-def _session(path: Path, threads: int):
+def _session(path: Path, threads: int, prepack: bool):
+    """An onnxruntime session for the graph file ``path``. ``prepack``: let onnxruntime copy the
+    weights of the matrix products into its packed layouts. Each session packs its own copy;
+    without packing, every graph of a variant reads the one mapped weights file, which a stream
+    (alternating between a few graphs each frame) keeps in cache: for the float32 graphs that is
+    the faster choice, for int8 the packed kernels win (docs/onnx.md, "Speed")."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -49,6 +54,8 @@ def _session(path: Path, threads: int):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     try:   # (by path: onnxruntime reads the weights file beside the graph)
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types, with long messages
@@ -165,6 +172,7 @@ class _Graphs:
             self.chunk_name = meta["input"]
             self.unit = codec.hop_length if self.chunk_name == "audio" else 1
             self.states = [(s["name"], _DTYPES[s["dtype"]], int(s["rank"])) for s in meta["states"]]
+            self.state_names = [name for name, _, _ in self.states]
             self.branches = {(int(b["layout"]), int(b["rows"]), int(b["frames"])): (b["graph"], int(b["next"]))
                              for b in meta["branches"]}
         except (KeyError, ValueError, TypeError) as exc:
@@ -174,23 +182,27 @@ class _Graphs:
         self.session(next(iter(self.branches.values()))[0])   # a bad graph file fails here, not mid-stream
 
     def session(self, graph: str) -> tuple:
-        """``(session, input names)`` of the graph file ``graph``."""
+        """``(session, input names, output names)`` of the graph file ``graph``."""
         if graph not in self.sessions:
             path = self.folder / graph
             if not path.is_file():
                 raise ModelFileError(f"{path}: file not found")
-            session = _session(path, self.codec.threads)
+            session = _session(path, self.codec.threads, prepack=self.codec.variant != "float32")
             props = session.get_modelmeta().custom_metadata_map
             model_id = self.codec.model_id.hex()
             if props.get("lrac.model_id") != model_id or props.get("lrac.side") != self.side:
                 raise ModelFileError(f"{path}: made for another model or side ({props.get('lrac.side')} of "
                                      f"{props.get('lrac.model_id')}; this export is {model_id})")
-            self.sessions[graph] = session, [i.name for i in session.get_inputs()]
+            self.sessions[graph] = (session, [i.name for i in session.get_inputs()],
+                                    [o.name for o in session.get_outputs()])
         return self.sessions[graph]
 
 
 class _GraphStream:
-    """One stream through a side's graphs: its state layout and state tensors."""
+    """One stream through a side's graphs: its state layout and state tensors.
+
+    (The state stays in numpy between calls: handing onnxruntime's own output values back to it
+    as inputs, ``run_with_ort_values``, made a stream's calls slower, not faster.)"""
 
     def __init__(self, graphs: _Graphs) -> None:
         self.graphs = graphs
@@ -210,10 +222,11 @@ class _GraphStream:
             raise ValueError(f"no {g.side} graph for a chunk of {key[2]} frames and {key[1]} rows "
                              f"(exported: {self.graphs.codec.chunk_frames} frames)")
         graph, self.layout = g.branches[key]
-        session, inputs = g.session(graph)
-        outputs = session.run(None, {n: chunk if n == g.chunk_name else self.state[n] for n in inputs})
-        self.state = {name: value for (name, _, _), value in zip(g.states, outputs[1:])}
-        return outputs[0]
+        session, inputs, outputs = g.session(graph)
+        state = self.state
+        values = session.run(outputs, {n: chunk if n == g.chunk_name else state[n] for n in inputs})
+        self.state = dict(zip(g.state_names, values[1:]))
+        return values[0]
 
 
 def _plan(frames: int, sizes: list[int]) -> list[int]:

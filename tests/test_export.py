@@ -80,6 +80,29 @@ def small(tmp_path_factory):
     return lrac.Codec.load(folder / "small.pt", exact=False), folder / "onnx"
 
 
+@pytest.mark.parametrize("n", [480, 800, 6, 90])
+def test_real_dfts_in_two_stages_match_numpy(n):
+    """The export's real DFTs of lengths that are not powers of two (rfft_stages, irfft_stages),
+    applied as the graphs apply them, equal numpy's FFTs to float64 rounding."""
+    from lrac.export import irfft_stages, rfft_stages
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((2, n))
+    first, second = rfft_stages(n)
+    n2 = first.shape[1]
+    n1, k1 = n // n2, second.shape[-1] // 2
+    a = (first @ x.reshape(2, n2, n1)).reshape(2, 2, n2, n1).transpose(0, 2, 1, 3).reshape(2, n2, 1, 2 * n1)
+    spectrum = (a @ second).reshape(2, n2, 2, k1).transpose(0, 3, 1, 2).reshape(2, k1 * n2, 2)[:, : n // 2 + 1]
+    assert np.abs(spectrum[..., 0] + 1j * spectrum[..., 1] - np.fft.rfft(x)).max() < 1e-10 * n
+    spectrum = rng.standard_normal((2, n // 2 + 1, 2))
+    first, second = irfft_stages(n)
+    k1, k2, n1 = first.shape[0], first.shape[1] // 2, first.shape[2] // 2
+    padded = np.concatenate([spectrum, np.zeros((2, k1 * k2 - n // 2 - 1, 2))], 1)
+    rows = padded.reshape(2, k2, k1, 2).transpose(0, 2, 3, 1).reshape(2, k1, 1, 2 * k2)
+    y = (rows @ first).reshape(2, k1, 2, n1).transpose(0, 3, 2, 1).reshape(2, n1, 1, 2 * k1)
+    out = (y @ second).reshape(2, n1, -1).transpose(0, 2, 1).reshape(2, n) / n
+    assert np.abs(out - np.fft.irfft(spectrum[..., 0] + 1j * spectrum[..., 1], n)).max() < 1e-12 * n
+
+
 @pytest.mark.parametrize("bitrate", [1000, 6000])
 def test_graphs_follow_the_torch_streaming_path(small, bitrate):
     codec, folder = small
