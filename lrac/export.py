@@ -215,7 +215,7 @@ def rfft_stages(n: int) -> tuple[np.ndarray, np.ndarray] | None:
     per ``k2`` the row ``(a_re, a_im) [2 * n1]`` times ``second [n2, 2 * n1, 2 * k1]`` gives bins
     ``k = k2 + n2 * k1`` (re, im), of which ``k <= n / 2`` are kept. float64; None for a prime ``n``.
 
-    For the 480-sample STFT: 32 k constants and 60 k multiplications, where the whole DFT matrix is
+    For the 480-sample STFT: 22 k constants and 44 k multiplications, where the whole DFT matrix is
     231 k of each (0.9 MB of float32 read from memory on every call)."""
     n1 = _split(n, lambda a: 2 * (n // a) + 2 * a)
     if n1 is None:
