@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..conceal import fade_weight
-from .streaming import State, StreamingModule, causal_frames
+from .streaming import State, StreamingModule, causal_frames, lookup
 
 MAX_HZ = 500.0        # the band coded: harmonics below this
 NONE = 0              # the code of a frame without a low-band code (its level code is 0)
@@ -385,14 +385,15 @@ class PackTables:
     def pack(self, amp_db: torch.Tensor, phase: torch.Tensor, n_active: torch.Tensor) -> torch.Tensor:
         """Amplitudes in dB and phases ``[B, F, H]`` and active harmonics ``[B, F]`` -> codes ``[B, F]``
         (int64; meaningless where no harmonic is active)."""
-        step = self.level_step[n_active]
-        level = torch.minimum(torch.maximum(torch.round(amp_db.max(-1).values / step), self.level_min[n_active]),
-                              self.zero)
-        rel = torch.round((level[..., None] * step[..., None] - amp_db) / self.amp_step[n_active])
-        rel = torch.minimum(torch.maximum(rel, self.zero), self.amp_max[n_active])
-        ph = torch.remainder(torch.round(phase / self.phase_step[n_active]).long(), self.phase_steps[n_active])
-        fields = torch.cat([(level.long() + self.level_offset[n_active])[..., None], rel.long(), ph], -1)
-        return (fields * self.scale[n_active]).sum(-1)
+        step = lookup(self.level_step, n_active)
+        level = torch.round(amp_db.max(-1).values / step)
+        level = torch.minimum(torch.maximum(level, lookup(self.level_min, n_active)), self.zero)
+        rel = torch.round((level[..., None] * step[..., None] - amp_db) / lookup(self.amp_step, n_active))
+        rel = torch.minimum(torch.maximum(rel, self.zero), lookup(self.amp_max, n_active))
+        ph = torch.round(phase / lookup(self.phase_step, n_active)).long()
+        ph = torch.remainder(ph, lookup(self.phase_steps, n_active))
+        fields = torch.cat([(level.long() + lookup(self.level_offset, n_active))[..., None], rel.long(), ph], -1)
+        return (fields * lookup(self.scale, n_active)).sum(-1)
 
 
 class UnpackTables:
@@ -443,12 +444,12 @@ class UnpackTables:
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Codes and active harmonics ``[B, F]`` -> ``(has_code [B, F], amp_db [B, F, H], phase [B, F, H])``."""
         h = self.harmonics
-        fields = torch.remainder(torch.div(codes[..., None], self.divisor[n_active], rounding_mode="floor"),
-                                 self.modulus[n_active])                           # [B, F, 1 + 2H]
+        fields = torch.remainder(torch.div(codes[..., None], lookup(self.divisor, n_active), rounding_mode="floor"),
+                                 lookup(self.modulus, n_active))                           # [B, F, 1 + 2H]
         level, amp, ph = fields[..., :1], fields[..., 1:1 + h], fields[..., 1 + h:]
         row = n_active[..., None] * h + self.harmonic                               # [B, F, H]
-        amp_db = self.amp_db[(row * self.level_values + level) * self.amp_values + amp]
-        phase = self.phase[row * self.phase_values + ph]
+        amp_db = lookup(self.amp_db, (row * self.level_values + level) * self.amp_values + amp)
+        phase = lookup(self.phase, row * self.phase_values + ph)
         return (level[..., 0] > NONE) & (n_active > 0), amp_db, phase
 
 
