@@ -8,8 +8,8 @@ import torch
 from lrac.codec import Codec, model_identity
 from lrac.config import load_config
 from lrac.models.frame import overlap_add, sqrt_hann
-from lrac.models.lowband import (LowBandDecoder, LowBandEncoder, code_bits, join_rows, layouts, pack,
-                                 row_bits, split_rows)
+from lrac.models.lowband import (LowBandDecoder, LowBandEncoder, PackTables, UnpackTables, code_bits, join_rows,
+                                 layouts, pack, row_bits, split_rows, unpack)
 
 torch.set_num_threads(1)
 SR, N, HOP = 24000, 480, 240
@@ -188,3 +188,27 @@ def test_the_decoder_continues_a_steady_low_band_over_lost_frames_in_one_pass_an
                            ((frames_n, frames_n), (frames_n - 1, frames_n))]:
         parts.append(session(concealed[..., a:b], f0[:, c:d])[0])
     assert torch.allclose(torch.cat(parts, 1), frames, atol=1e-9)
+
+@pytest.mark.parametrize("name", ["adaptive", "uniform"])
+def test_layout_tables_match_pack_and_unpack(name):
+    """The table formulations (every layout at once, as lookups; what the encoder and decoder and
+    their ONNX export run) give :func:`pack`'s and :func:`unpack`'s results bit for bit, in each
+    frame's layout (the count of active harmonics), also at rounding boundaries."""
+    torch.manual_seed(0)
+    table, h = layouts(name, 3), 3
+    amp_db = torch.randn(2, 400, h) * 30 - 20
+    amp_db = torch.where(torch.rand(2, 400, h) < 0.1, torch.full_like(amp_db, -200.0), amp_db)
+    amp_db[0] = torch.round(amp_db[0] / 1.5) * 1.5                      # on the rounding boundaries
+    phase = (torch.rand(2, 400, h) * 2 - 1) * math.pi
+    phase[1] = torch.round(phase[1] / (math.pi / 64)) * (math.pi / 64)
+    n_active = torch.randint(0, h + 1, (2, 400))
+    codes = torch.randint(0, 1 << code_bits(h), (2, 400))
+    got_code = PackTables(table, h, torch.float32, "cpu").pack(amp_db, phase, n_active)
+    got = UnpackTables(table, h, torch.float32, "cpu").unpack(codes, n_active)
+    for k, layout in table.items():
+        here = n_active == k
+        assert torch.equal(got_code[here], pack(layout, amp_db, phase)[here])
+        for g, want in zip(got, unpack(layout, codes, h, torch.float32)):
+            assert torch.equal(g[here], want[here])
+    none = n_active == 0
+    assert not got[0][none].any() and not got[1][none].any() and not got[2][none].any()

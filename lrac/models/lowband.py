@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..conceal import fade_weight
-from .streaming import State, StreamingModule, causal_frames
+from .streaming import State, StreamingModule, causal_frames, lookup
 
 MAX_HZ = 500.0        # the band coded: harmonics below this
 NONE = 0              # the code of a frame without a low-band code (its level code is 0)
@@ -77,16 +77,6 @@ def layouts(name: str, harmonics: int) -> dict[int, Layout]:
     if sorted(table) != list(range(1, harmonics + 1)) or max(t.bits for t in table.values()) > code_bits(harmonics):
         raise ValueError(f"the {name!r} low-band layout codes {max(table)} harmonics, not {harmonics}")
     return table
-
-
-def layout_masks(table: dict[int, Layout], n_active: torch.Tensor) -> list[tuple[Layout, torch.Tensor]]:
-    """Each distinct layout of ``table`` with the frames it codes: ``n_active [B, F]`` (harmonics below
-    ``MAX_HZ``) -> ``[(layout, mask [B, F] bool)]``; one entry for a layout every count shares."""
-    masks: dict[Layout, torch.Tensor] = {}
-    for k, layout in table.items():
-        here = n_active == k
-        masks[layout] = masks[layout] | here if layout in masks else here
-    return list(masks.items())
 
 
 def code_bits(harmonics: int) -> int:
@@ -134,6 +124,7 @@ class LowBandEncoder(StreamingModule):
         super().__init__()
         self.n_fft, self.hop, self.sample_rate = n_fft, hop, sample_rate
         self.harmonics, self.row_bits, self.layouts = harmonics, row_bits(harmonics), layouts(layout, harmonics)
+        self._tables: dict = {}       # (dtype, device) -> PackTables (not buffers: kept exact under .to(dtype))
         self.register_buffer("window", window, persistent=False)
 
     def init_state(self, batch_size: int) -> State:
@@ -164,12 +155,15 @@ class LowBandEncoder(StreamingModule):
         amp_db = 10 * torch.log10(cos_part.square() + sin_part.square() + 1e-20)
         phase = torch.atan2(-sin_part, cos_part)
         amp_db = torch.where(active, amp_db, torch.full_like(amp_db, -200.0))
-        n_active = active.sum(-1)
-        code = torch.zeros_like(n_active)
-        for layout, here in layout_masks(self.layouts, n_active):
-            code = torch.where(here, pack(layout, amp_db, phase), code)
+        code = self._pack_tables(amp_db.dtype, amp_db.device).pack(amp_db, phase, active.sum(-1))
         has_code = (voiced > 0) & active[..., 0]
         return torch.where(has_code, code, torch.zeros_like(code))
+
+    def _pack_tables(self, dtype: torch.dtype, device: torch.device) -> "PackTables":
+        key = (dtype, device)
+        if key not in self._tables:
+            self._tables[key] = PackTables(self.layouts, self.harmonics, dtype, device)
+        return self._tables[key]
 
     def forward(self, wav: torch.Tensor, f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
         """``wav [B, 1, T]`` (``n`` new frames) and the pitch of the frames the unpacker has decoded
@@ -219,6 +213,7 @@ class LowBandDecoder(StreamingModule):
         self.n_fft, self.hop, self.sample_rate, self.harmonics = n_fft, hop, sample_rate, harmonics
         self.row_bits, self.layouts = row_bits(harmonics), layouts(layout, harmonics)
         self.extrapolates = True
+        self._unpack_tables: dict = {}       # (dtype, device) -> UnpackTables (not buffers: kept exact under .to(dtype))
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("bin_hz", torch.arange(n_fft // 2 + 1) * (sample_rate / n_fft), persistent=False)
 
@@ -245,16 +240,7 @@ class LowBandDecoder(StreamingModule):
         keep [B, bins, F])``."""
         dtype = f0_hz.dtype
         basis, active = harmonic_basis(f0_hz, self.n_fft, self.sample_rate, self.harmonics)
-        n_active = active.sum(-1)
-        shape = (*codes.shape, self.harmonics)
-        amp_db = torch.zeros(shape, dtype=dtype, device=codes.device)
-        phase = torch.zeros_like(amp_db)
-        has_code = torch.zeros_like(codes, dtype=torch.bool)
-        for layout, here in layout_masks(self.layouts, n_active):
-            k_has, k_amp_db, k_phase = unpack(layout, codes, self.harmonics, dtype)
-            has_code = has_code | (here & k_has)      # not a where: onnxruntime has none for booleans
-            amp_db = torch.where(here[..., None], k_amp_db, amp_db)
-            phase = torch.where(here[..., None], k_phase, phase)
+        has_code, amp_db, phase = self._tables(dtype, codes.device).unpack(codes, active.sum(-1))
         if self.extrapolates:
             amp_db, phase, has_code = self._extrapolate(codes, f0_hz, amp_db, phase, has_code)
         amp = torch.pow(10.0, amp_db / 20) * has_code[..., None].to(dtype)
@@ -263,6 +249,12 @@ class LowBandDecoder(StreamingModule):
         cut_hz = (active.sum(-1).to(dtype) + 0.5) * f0_hz * has_code.to(dtype)     # 0: keep everything
         keep = (self.bin_hz.to(dtype)[:, None] >= cut_hz[:, None, :]).to(dtype)
         return frames, keep
+
+    def _tables(self, dtype: torch.dtype, device: torch.device) -> "UnpackTables":
+        key = (dtype, device)
+        if key not in self._unpack_tables:
+            self._unpack_tables[key] = UnpackTables(self.layouts, self.harmonics, dtype, device)
+        return self._unpack_tables[key]
 
     def _extrapolate(self, codes: torch.Tensor, f0_hz: torch.Tensor, amp_db: torch.Tensor, phase: torch.Tensor,
                      has_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -352,6 +344,113 @@ def unpack(layout: Layout, codes: torch.Tensor, harmonics: int, dtype: torch.dty
         amp_db = torch.cat([amp_db, amp_db.new_full((*codes.shape, missing), -200.0)], -1)
         phase = torch.cat([phase, phase.new_zeros(*codes.shape, missing)], -1)
     return level > NONE, amp_db, phase
+
+
+class PackTables:
+    """:func:`pack` in every layout of ``table`` at once (the encoder's, in PyTorch and in an ONNX
+    export alike): each frame's layout is picked by its count of active harmonics, and its steps,
+    bounds and field multipliers are looked up in small tables, so one pass of the same operations
+    as :func:`pack` (a division by the step, a rounding, a clamp per field) serves every layout, where
+    an exported graph had a chain per layout and harmonic (some hundred nodes). Same results bit for
+    bit (tests/test_lowband.py)."""
+
+    def __init__(self, table: dict[int, Layout], harmonics: int, dtype: torch.dtype, device: torch.device) -> None:
+        h = harmonics
+        rows = [table.get(n, table[min(table)]) for n in range(h + 1)]   # row 0: no code (zeroed later)
+        level_step = torch.ones(h + 1, dtype=dtype)
+        level_min = torch.zeros(h + 1, dtype=dtype)
+        level_offset = torch.zeros(h + 1, dtype=torch.long)
+        amp_step = torch.ones(h + 1, h, dtype=dtype)          # 1, bound 0: an absent amplitude codes 0
+        amp_max = torch.zeros(h + 1, h, dtype=dtype)
+        phase_step = torch.ones(h + 1, h, dtype=dtype)
+        phase_steps = torch.ones(h + 1, h, dtype=torch.long)
+        scale = torch.zeros(h + 1, 1 + 2 * h, dtype=torch.long)   # fields' multipliers: level, amplitudes, phases
+        for n, layout in enumerate(rows):
+            level_step[n], level_min[n] = layout.level_step_db, -(1 << layout.level_bits) + 2
+            level_offset[n] = (1 << layout.level_bits) - 1
+            shift = 0
+            for i in reversed(range(len(layout.harmonics))):
+                amp_bits, amp_step_db, phase_bits = layout.harmonics[i]
+                if amp_bits:
+                    amp_step[n, i], amp_max[n, i] = amp_step_db, (1 << amp_bits) - 1
+                phase_step[n, i], phase_steps[n, i] = 2 * math.pi / (1 << phase_bits), 1 << phase_bits
+                scale[n, 1 + h + i], scale[n, 1 + i] = 1 << shift, 1 << (shift + phase_bits)
+                shift += phase_bits + amp_bits
+            scale[n, 0] = 1 << shift
+        self.level_step, self.level_min, self.level_offset = level_step.to(device), level_min.to(device), level_offset.to(device)
+        self.amp_step, self.amp_max = amp_step.to(device), amp_max.to(device)
+        self.phase_step, self.phase_steps, self.scale = phase_step.to(device), phase_steps.to(device), scale.to(device)
+        self.zero = torch.zeros((), dtype=dtype, device=device)
+
+    def pack(self, amp_db: torch.Tensor, phase: torch.Tensor, n_active: torch.Tensor) -> torch.Tensor:
+        """Amplitudes in dB and phases ``[B, F, H]`` and active harmonics ``[B, F]`` -> codes ``[B, F]``
+        (int64; meaningless where no harmonic is active)."""
+        step = lookup(self.level_step, n_active)
+        level = torch.round(amp_db.max(-1).values / step)
+        level = torch.minimum(torch.maximum(level, lookup(self.level_min, n_active)), self.zero)
+        rel = torch.round((level[..., None] * step[..., None] - amp_db) / lookup(self.amp_step, n_active))
+        rel = torch.minimum(torch.maximum(rel, self.zero), lookup(self.amp_max, n_active))
+        ph = torch.round(phase / lookup(self.phase_step, n_active)).long()
+        ph = torch.remainder(ph, lookup(self.phase_steps, n_active))
+        fields = torch.cat([(level.long() + lookup(self.level_offset, n_active))[..., None], rel.long(), ph], -1)
+        return (fields * lookup(self.scale, n_active)).sum(-1)
+
+
+class UnpackTables:
+    """:func:`unpack` in every layout of ``table`` at once, as lookups (the decoder's, in PyTorch and in
+    an ONNX export alike): each frame's layout is picked by its count of active harmonics, its fields
+    are cut out by one integer division and remainder with that layout's divisors, and its levels and
+    phases are read from tables of every value each field can take. The tables hold what :func:`unpack`
+    computes, by the same operations on every field value, so the results are the same bit for bit;
+    an exported graph takes some twenty nodes where a chain of shifts, masks and selects per layout
+    and harmonic took over a hundred (docs/onnx.md)."""
+
+    def __init__(self, table: dict[int, Layout], harmonics: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.harmonics = h = harmonics
+        rows = [table.get(n) for n in range(harmonics + 1)]      # row 0: no active harmonic, no code
+        used = [t for t in rows if t is not None]
+        self.level_values = lv = 1 << max(t.level_bits for t in used)
+        self.amp_values = av = 1 << max(max((a for a, _, _ in t.harmonics), default=0) for t in used)
+        self.phase_values = pv = 1 << max(max((p for _, _, p in t.harmonics), default=0) for t in used)
+        divisor = torch.ones(h + 1, 1 + 2 * h, dtype=torch.long)      # fields: level, amplitudes, phases
+        modulus = torch.ones_like(divisor)                             # 1: an absent field reads 0
+        amp_db = torch.zeros(h + 1, h, lv, av, dtype=dtype)
+        phase = torch.zeros(h + 1, h, pv, dtype=dtype)
+        levels, amps = torch.arange(lv), torch.arange(av)
+        for n, layout in enumerate(rows):
+            if layout is None:
+                continue
+            shift = 0
+            for i in reversed(range(len(layout.harmonics))):
+                amp_bits, amp_step_db, phase_bits = layout.harmonics[i]
+                steps = 1 << phase_bits
+                divisor[n, 1 + h + i], modulus[n, 1 + h + i] = 1 << shift, steps
+                divisor[n, 1 + i], modulus[n, 1 + i] = 1 << (shift + phase_bits), 1 << amp_bits
+                shift += phase_bits + amp_bits
+                phase[n, i, :steps] = torch.arange(steps).to(dtype) * (2 * math.pi / steps)
+            divisor[n, 0], modulus[n, 0] = 1 << shift, 1 << layout.level_bits
+            # as unpack: the level's dB less each amplitude's, in the default dtype, then cast
+            level_db = (levels - (1 << layout.level_bits) + 1) * layout.level_step_db
+            for i in range(h):
+                if i < len(layout.harmonics):
+                    amp_db[n, i] = (level_db[:, None] - (amps * layout.harmonics[i][1])[None]).to(dtype)
+                else:
+                    amp_db[n, i] = -200.0
+        self.divisor, self.modulus = divisor.to(device), modulus.to(device)
+        self.amp_db, self.phase = amp_db.flatten().to(device), phase.flatten().to(device)
+        self.harmonic = torch.arange(h, device=device)
+
+    def unpack(self, codes: torch.Tensor, n_active: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Codes and active harmonics ``[B, F]`` -> ``(has_code [B, F], amp_db [B, F, H], phase [B, F, H])``."""
+        h = self.harmonics
+        fields = torch.remainder(torch.div(codes[..., None], lookup(self.divisor, n_active), rounding_mode="floor"),
+                                 lookup(self.modulus, n_active))                           # [B, F, 1 + 2H]
+        level, amp, ph = fields[..., :1], fields[..., 1:1 + h], fields[..., 1 + h:]
+        row = n_active[..., None] * h + self.harmonic                               # [B, F, H]
+        amp_db = lookup(self.amp_db, (row * self.level_values + level) * self.amp_values + amp)
+        phase = lookup(self.phase, row * self.phase_values + ph)
+        return (level[..., 0] > NONE) & (n_active > 0), amp_db, phase
 
 
 def split_rows(codes: torch.Tensor, row_bits: tuple[int, ...]) -> torch.Tensor:

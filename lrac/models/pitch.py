@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .streaming import State, StreamingModule, causal_frames
+from .streaming import State, StreamingModule, causal_frames, lookup
 
 F0_MIN_HZ = 50.0
 F0_MAX_HZ = 500.0
@@ -373,6 +373,12 @@ class PitchUnpacker(StreamingModule):
         self.row_bits, self.fine_bits = bits // every, fine_bits
         # the refinement symbol that changes nothing: what stands in where row 1 is absent or unknown
         self.no_refinement = 1 << max(fine_bits - 1, 0)
+        # an ONNX export's lookups (:meth:`_pitch`): every code and half code (a code with unknown low
+        # bits at their middle), every refinement; plain attributes, float64, not moved or cast
+        self._f0_table = code_to_f0(torch.arange(2 * self.levels, dtype=torch.float64) / 2, self.levels)
+        fines = torch.arange(1 << fine_bits)
+        self._ratio_table = fine_code_to_ratio(fines, fine_bits) if fine_bits else None
+        self._late_table = late_code_to_f0(fines, fine_bits) if fine_bits else None
 
     def init_state(self, batch_size: int) -> State:
         return State(pending=torch.zeros(batch_size, 2, 0, dtype=torch.long), emitted=0,
@@ -388,14 +394,21 @@ class PitchUnpacker(StreamingModule):
         return (groups << shifts).cumsum(-1)
 
     def _pitch(self, code: torch.Tensor, fine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Codes (int64 or float) and refinement symbols ``[B, F]`` -> ``(f0_hz float64, voiced)``."""
+        """Codes (int64 or float) and refinement symbols ``[B, F]`` -> ``(f0_hz float64, voiced)``.
+
+        An ONNX export looks the three functions up in tables of their values (a Gather each:
+        :func:`~lrac.models.streaming.lookup`), where their arithmetic took some forty nodes per call. Only there: PyTorch's own ``pow`` differs by
+        an ulp between the elements it computes in vector registers and the rest, so a table would not
+        reproduce eager PyTorch bit for bit (tests/test_golden.py)."""
         voiced = code > 0
-        f0 = code_to_f0(code, self.levels)
+        export = torch.onnx.is_in_onnx_export()
+        f0 = lookup(self._f0_table, (code * 2).long()) if export else code_to_f0(code, self.levels)
         if self.fine_bits:
-            f0 = f0 * fine_code_to_ratio(fine, self.fine_bits)
+            f0 = f0 * (lookup(self._ratio_table, fine) if export else fine_code_to_ratio(fine, self.fine_bits))
             # late onsets (a bitrate without row 1 has only the middle value there: no onset)
             late = ~voiced & (fine != self.no_refinement)
-            f0, voiced = torch.where(late, late_code_to_f0(fine, self.fine_bits), f0), voiced | late
+            late_f0 = lookup(self._late_table, fine) if export else late_code_to_f0(fine, self.fine_bits)
+            f0, voiced = torch.where(late, late_f0, f0), voiced | late
         return f0, voiced
 
     def _next_frames(self, known: torch.Tensor, fine: torch.Tensor, start: int, end: int

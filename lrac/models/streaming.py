@@ -143,3 +143,12 @@ def time_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if b.shape[-1] == 0:
         return a
     return torch.cat([a, b], dim=-1)
+
+
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]``: the rows of ``table`` at integer ``index`` (any shape), ``[*index.shape,
+    *table.shape[1:]]``. The same values as indexing; an ONNX export gets one Gather (indexing
+    exports as a GatherND between transposes or reshapes)."""
+    if table.dim() == 1:
+        return F.embedding(index, table[:, None])[..., 0]
+    return F.embedding(index, table.flatten(1)).reshape(*index.shape, *table.shape[1:])
