@@ -124,7 +124,7 @@ class LowBandEncoder(StreamingModule):
         super().__init__()
         self.n_fft, self.hop, self.sample_rate = n_fft, hop, sample_rate
         self.harmonics, self.row_bits, self.layouts = harmonics, row_bits(harmonics), layouts(layout, harmonics)
-        self._tables: dict = {}       # (dtype, device) -> PackTables (not buffers: kept exact under .to(dtype))
+        self._tables: dict = {}       # (dtype, device) -> PackTables (:func:`cached_tables`)
         self.register_buffer("window", window, persistent=False)
 
     def init_state(self, batch_size: int) -> State:
@@ -155,15 +155,10 @@ class LowBandEncoder(StreamingModule):
         amp_db = 10 * torch.log10(cos_part.square() + sin_part.square() + 1e-20)
         phase = torch.atan2(-sin_part, cos_part)
         amp_db = torch.where(active, amp_db, torch.full_like(amp_db, -200.0))
-        code = self._pack_tables(amp_db.dtype, amp_db.device).pack(amp_db, phase, active.sum(-1))
+        tables = cached_tables(self._tables, PackTables, self.layouts, self.harmonics, amp_db.dtype, amp_db.device)
+        code = tables.pack(amp_db, phase, active.sum(-1))
         has_code = (voiced > 0) & active[..., 0]
         return torch.where(has_code, code, torch.zeros_like(code))
-
-    def _pack_tables(self, dtype: torch.dtype, device: torch.device) -> "PackTables":
-        key = (dtype, device)
-        if key not in self._tables:
-            self._tables[key] = PackTables(self.layouts, self.harmonics, dtype, device)
-        return self._tables[key]
 
     def forward(self, wav: torch.Tensor, f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
         """``wav [B, 1, T]`` (``n`` new frames) and the pitch of the frames the unpacker has decoded
@@ -187,7 +182,8 @@ class LowBandEncoder(StreamingModule):
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         n, h2 = self.n_fft, 2 * self.harmonics
         # basis; its weighting; Gram matrix (symmetric half) and right side; a solve of that size;
-        # levels, phases (atan2: 8) and their quantisation in each distinct layout, one select each
+        # levels, phases (atan2: 8) and their quantisation, charged once per distinct layout with a
+        # select each, as a device without the lookup tables (PackTables) would compute them
         per_frame = (basis_macs(n, self.harmonics) + n * h2 + n * h2 * (h2 + 1) // 2 + n * h2 + h2 ** 3
                      + (40 * self.harmonics + 1) * len(set(self.layouts.values())) - 1)
         return output.shape[-1] * per_frame
@@ -213,7 +209,7 @@ class LowBandDecoder(StreamingModule):
         self.n_fft, self.hop, self.sample_rate, self.harmonics = n_fft, hop, sample_rate, harmonics
         self.row_bits, self.layouts = row_bits(harmonics), layouts(layout, harmonics)
         self.extrapolates = True
-        self._unpack_tables: dict = {}       # (dtype, device) -> UnpackTables (not buffers: kept exact under .to(dtype))
+        self._tables: dict = {}       # (dtype, device) -> UnpackTables (:func:`cached_tables`)
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("bin_hz", torch.arange(n_fft // 2 + 1) * (sample_rate / n_fft), persistent=False)
 
@@ -240,7 +236,8 @@ class LowBandDecoder(StreamingModule):
         keep [B, bins, F])``."""
         dtype = f0_hz.dtype
         basis, active = harmonic_basis(f0_hz, self.n_fft, self.sample_rate, self.harmonics)
-        has_code, amp_db, phase = self._tables(dtype, codes.device).unpack(codes, active.sum(-1))
+        tables = cached_tables(self._tables, UnpackTables, self.layouts, self.harmonics, dtype, codes.device)
+        has_code, amp_db, phase = tables.unpack(codes, active.sum(-1))
         if self.extrapolates:
             amp_db, phase, has_code = self._extrapolate(codes, f0_hz, amp_db, phase, has_code)
         amp = torch.pow(10.0, amp_db / 20) * has_code[..., None].to(dtype)
@@ -250,26 +247,21 @@ class LowBandDecoder(StreamingModule):
         keep = (self.bin_hz.to(dtype)[:, None] >= cut_hz[:, None, :]).to(dtype)
         return frames, keep
 
-    def _tables(self, dtype: torch.dtype, device: torch.device) -> "UnpackTables":
-        key = (dtype, device)
-        if key not in self._unpack_tables:
-            self._unpack_tables[key] = UnpackTables(self.layouts, self.harmonics, dtype, device)
-        return self._unpack_tables[key]
-
     def _extrapolate(self, codes: torch.Tensor, f0_hz: torch.Tensor, amp_db: torch.Tensor, phase: torch.Tensor,
                      has_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The lost frames (``codes < 0``) of ``amp_db``, ``phase`` ``[B, F, H]`` and ``has_code [B, F]``
         continued from the last received frame (of this call, else the stream's memory)."""
         state = self.stream_state
         lost = codes < 0
-        if state is None and not bool(lost.any()):
-            return amp_db, phase, has_code
+        any_lost = bool(lost.any())
         b, n = codes.shape
-        if state is None:
+        if state is None:           # one pass: nothing to remember, and nothing to do without a loss
+            if not any_lost:
+                return amp_db, phase, has_code
             state = self.init_state(b)
         if n == 0:
             return amp_db, phase, has_code
-        if bool(lost.any()):
+        if any_lost:
             f0 = f0_hz.double()
             # the fundamental's turn from the end of one frame to the end of the next, at the mean
             # pitch of the two; accumulated in float64 and wrapped (harmonics turn whole multiples)
@@ -300,7 +292,8 @@ class LowBandDecoder(StreamingModule):
     def extra_macs(self, inputs: tuple, output: tuple) -> int:
         n, h = self.n_fft, self.harmonics
         # unpack (4 per harmonic) in each distinct layout and select (3 per harmonic and layout after
-        # the first), levels (exp: 8) and phases (cos, sin: 16) per harmonic, the basis, one product
+        # the first: what a device without UnpackTables' lookups computes, an upper bound of them),
+        # levels (exp: 8) and phases (cos, sin: 16) per harmonic, the basis, one product
         # per sample and column, the window, the mask per bin and its use on the two neural spectra
         # (periodic and aperiodic)
         per_layout = len(set(self.layouts.values()))
@@ -344,6 +337,17 @@ def unpack(layout: Layout, codes: torch.Tensor, harmonics: int, dtype: torch.dty
         amp_db = torch.cat([amp_db, amp_db.new_full((*codes.shape, missing), -200.0)], -1)
         phase = torch.cat([phase, phase.new_zeros(*codes.shape, missing)], -1)
     return level > NONE, amp_db, phase
+
+
+def cached_tables(cache: dict, kind: type, table: dict[int, Layout], harmonics: int, dtype: torch.dtype,
+                  device: torch.device):
+    """``kind(table, harmonics, dtype, device)`` (:class:`PackTables` or :class:`UnpackTables`), made
+    once per dtype and device and kept in ``cache``: plain tensors, not buffers, so that
+    ``.to(dtype)`` of the module cannot round them."""
+    key = (dtype, device)
+    if key not in cache:
+        cache[key] = kind(table, harmonics, dtype, device)
+    return cache[key]
 
 
 class PackTables:
