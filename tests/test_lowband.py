@@ -189,6 +189,7 @@ def test_the_decoder_continues_a_steady_low_band_over_lost_frames_in_one_pass_an
         parts.append(session(concealed[..., a:b], f0[:, c:d])[0])
     assert torch.allclose(torch.cat(parts, 1), frames, atol=1e-9)
 
+
 @pytest.mark.parametrize("name", ["adaptive", "uniform"])
 def test_layout_tables_match_pack_and_unpack(name):
     """The table formulations (every layout at once, as lookups; what the encoder and decoder and

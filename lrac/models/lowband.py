@@ -339,6 +339,20 @@ def unpack(layout: Layout, codes: torch.Tensor, harmonics: int, dtype: torch.dty
     return level > NONE, amp_db, phase
 
 
+def field_multipliers(layout: Layout, harmonics: int) -> list[int]:
+    """Each field's weight in a code of ``layout``, as :func:`pack` orders them (level first, then per
+    harmonic its amplitude and phase): ``[level, amplitudes 1..harmonics, phases 1..harmonics]``; 1
+    for the fields of harmonics the layout does not code (they read and write 0)."""
+    out = [1] * (1 + 2 * harmonics)
+    shift = 0
+    for i in reversed(range(len(layout.harmonics))):
+        amp_bits, _, phase_bits = layout.harmonics[i]
+        out[1 + harmonics + i], out[1 + i] = 1 << shift, 1 << (shift + phase_bits)
+        shift += phase_bits + amp_bits
+    out[0] = 1 << shift
+    return out
+
+
 def cached_tables(cache: dict, kind: type, table: dict[int, Layout], harmonics: int, dtype: torch.dtype,
                   device: torch.device):
     """``kind(table, harmonics, dtype, device)`` (:class:`PackTables` or :class:`UnpackTables`), made
@@ -368,19 +382,14 @@ class PackTables:
         amp_max = torch.zeros(h + 1, h, dtype=dtype)
         phase_step = torch.ones(h + 1, h, dtype=dtype)
         phase_steps = torch.ones(h + 1, h, dtype=torch.long)
-        scale = torch.zeros(h + 1, 1 + 2 * h, dtype=torch.long)   # fields' multipliers: level, amplitudes, phases
+        scale = torch.tensor([field_multipliers(layout, h) for layout in rows])   # [h + 1, 1 + 2h]
         for n, layout in enumerate(rows):
             level_step[n], level_min[n] = layout.level_step_db, -(1 << layout.level_bits) + 2
             level_offset[n] = (1 << layout.level_bits) - 1
-            shift = 0
-            for i in reversed(range(len(layout.harmonics))):
-                amp_bits, amp_step_db, phase_bits = layout.harmonics[i]
+            for i, (amp_bits, amp_step_db, phase_bits) in enumerate(layout.harmonics):
                 if amp_bits:
                     amp_step[n, i], amp_max[n, i] = amp_step_db, (1 << amp_bits) - 1
                 phase_step[n, i], phase_steps[n, i] = 2 * math.pi / (1 << phase_bits), 1 << phase_bits
-                scale[n, 1 + h + i], scale[n, 1 + i] = 1 << shift, 1 << (shift + phase_bits)
-                shift += phase_bits + amp_bits
-            scale[n, 0] = 1 << shift
         self.level_step, self.level_min, self.level_offset = level_step.to(device), level_min.to(device), level_offset.to(device)
         self.amp_step, self.amp_max = amp_step.to(device), amp_max.to(device)
         self.phase_step, self.phase_steps, self.scale = phase_step.to(device), phase_steps.to(device), scale.to(device)
@@ -424,15 +433,12 @@ class UnpackTables:
         for n, layout in enumerate(rows):
             if layout is None:
                 continue
-            shift = 0
-            for i in reversed(range(len(layout.harmonics))):
-                amp_bits, amp_step_db, phase_bits = layout.harmonics[i]
+            divisor[n] = torch.tensor(field_multipliers(layout, h))
+            modulus[n, 0] = 1 << layout.level_bits
+            for i, (amp_bits, _, phase_bits) in enumerate(layout.harmonics):
                 steps = 1 << phase_bits
-                divisor[n, 1 + h + i], modulus[n, 1 + h + i] = 1 << shift, steps
-                divisor[n, 1 + i], modulus[n, 1 + i] = 1 << (shift + phase_bits), 1 << amp_bits
-                shift += phase_bits + amp_bits
+                modulus[n, 1 + i], modulus[n, 1 + h + i] = 1 << amp_bits, steps
                 phase[n, i, :steps] = torch.arange(steps).to(dtype) * (2 * math.pi / steps)
-            divisor[n, 0], modulus[n, 0] = 1 << shift, 1 << layout.level_bits
             # as unpack: the level's dB less each amplitude's, in the default dtype, then cast
             level_db = (levels - (1 << layout.level_bits) + 1) * layout.level_step_db
             for i in range(h):
