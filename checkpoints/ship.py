@@ -3,9 +3,15 @@
     python checkpoints/ship.py exp/t1-main/last.pt /tmp/t1-candidate.pt "preview model, version 16 (...)" t1
     cp /tmp/t1-candidate.pt lrac/pretrained/t1.pt      # once benchmarks/compare.py shows it is better
 
-The optional last argument names the model (``t1``, ``t2``). The float16 rounding happens before the
-comparison, so the evaluated file is the file that ships (:func:`lrac.train.checkpoint.export_model`).
-``Codec.pretrained`` reads the note; docs/results.md keeps the figures of every shipped version.
+The optional fourth argument names the model (``t1``, ``t2``); ``--set KEY=VALUE`` (repeatable)
+changes a setting without weights, for a "same weights" version (a new coding rule):
+
+    python checkpoints/ship.py lrac/pretrained/t1.pt /tmp/t1-v20.pt "..." t1 \
+        --set model.frame.pitch.fine_levels=companded
+
+The float16 rounding happens before the comparison, so the evaluated file is the file that ships
+(:func:`lrac.train.checkpoint.export_model`). ``Codec.pretrained`` reads the note;
+docs/results.md keeps the figures of every shipped version.
 """
 
 import sys
@@ -13,7 +19,15 @@ import sys
 from lrac.train.checkpoint import export_model
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (4, 5):
+    args, rules = [], []
+    rest = sys.argv[1:]
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--set" and rest:
+            rules.append(rest.pop(0))
+        else:
+            args.append(arg)
+    if len(args) not in (3, 4) or "--set" in args:
         sys.exit(__doc__)
-    codec = export_model(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) == 5 else None)
-    print(f"{sys.argv[2]}: model id {codec.model_id.hex()}")
+    codec = export_model(*args[:3], args[3] if len(args) == 4 else None, rules)
+    print(f"{args[1]}: model id {codec.model_id.hex()}")

@@ -32,8 +32,8 @@ from .tokens import LATENT, TokenLayout, token_layout
 
 MODEL_FORMAT = "lrac-model"
 SILENCE_FRAMES = 32  # frames of zeros coded to find the tokens of silence (the encoders' context is shorter)
-MODEL_VERSION = 3   # 3: the low-band code names its layout; 2: the model's config only (name, model,
-                    # quantizer); 1 stored the whole Config
+MODEL_VERSION = 4   # 4: the pitch refinement names its levels; 3: the low-band code names its layout;
+                    # 2: the model's config only (name, model, quantizer); 1 stored the whole Config
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"  # the model files shipped in the package
 
 
@@ -592,15 +592,20 @@ class _eval:
 
 
 def _upgrade_model_config(config: dict[str, Any], version: int) -> dict[str, Any]:
-    """A model file's config as today's keys read it: a low band in a file before format 3 is
-    coded in the ``uniform`` layout (t1 version 16), which the config did not name."""
+    """A model file's config as today's keys read it: what a file of an earlier format coded by a
+    rule its config did not name gets that rule's name: a low band before format 3 the ``uniform``
+    layout (t1 version 16), a pitch refinement before format 4 ``uniform`` levels (t1 up to version
+    19, t2 up to version 13)."""
     model = config.get("model") if isinstance(config, dict) else None
     frame = model.get("frame") if isinstance(model, dict) else None
-    lowband = frame.get("lowband") if isinstance(frame, dict) else None
-    if version >= 3 or not isinstance(lowband, dict) or "layout" in lowband:
+    if not isinstance(frame, dict):
         return config
     config = copy.deepcopy(config)
-    config["model"]["frame"]["lowband"]["layout"] = "uniform"
+    frame = config["model"]["frame"]
+    for key, field, value, since in (("lowband", "layout", "uniform", 3), ("pitch", "fine_levels", "uniform", 4)):
+        part = frame.get(key)
+        if version < since and isinstance(part, dict) and field not in part:
+            part[field] = value
     return config
 
 

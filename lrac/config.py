@@ -68,13 +68,17 @@ class PitchConfig:
     """The pitch path of the frame family (``lrac/models/pitch.py``): the encoder tracks the pitch
     (causal YIN) and sends it as a code of ``bits`` bits every ``every_frames`` frames (64 levels per
     20 ms: 300 bit/s inside the first token of each frame, so the bitrates stay); with ``fine_bits``
-    the second token (6 kbps) refines each frame's own pitch in that many bits (16-cent steps) and
-    carries late voicing onsets. The decoder mixes a pulse train at that pitch, with a learnt phase
-    per bin, into the iSTFT spectrum. The tracker's voicing rules are fixed in ``pitch.py``."""
+    the second token (6 kbps) refines each frame's own pitch in that many bits and carries late
+    voicing onsets. ``fine_levels``: the refinement's steps (``lrac.models.pitch.fine_octaves``),
+    ``companded`` (15 cents near the code, up to 380 cents and an octave either way; t1 from version
+    20) or ``uniform`` (16-cent steps, -128 to +112 cents; model files before format 4). The decoder
+    mixes a pulse train at that pitch, with a learnt phase per bin, into the iSTFT spectrum. The
+    tracker's voicing rules are fixed in ``pitch.py``."""
 
     bits: int = 6
     every_frames: int = 2
     fine_bits: int = 4
+    fine_levels: str = "companded"
 
     @property
     def symbol_bits(self) -> tuple[int, ...]:
@@ -403,6 +407,7 @@ def upgrade_legacy(data: Any) -> Any:
             pitch = {new: frame.pop(old) for old, new in (("pitch_bits", "bits"),
                                                           ("pitch_every_frames", "every_frames"),
                                                           ("pitch_fine_bits", "fine_bits")) if old in frame}
+            pitch["fine_levels"] = "uniform"   # the only refinement then
             phase = frame.pop("harmonic_phase", False)
             if harmonic and not phase:
                 raise ConfigError("model.frame.harmonic_phase=false: a pitch path without the learnt "

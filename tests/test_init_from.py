@@ -131,3 +131,21 @@ def test_init_from_grows_a_smaller_frame_model(tmp_path):
     assert torch.count_nonzero(new[4].gamma) == 0
     later.fit(2)   # and it trains
     assert torch.count_nonzero(new[4].gamma) > 0
+
+
+def test_a_same_weights_version_changes_a_rule_and_keeps_the_weights(tmp_path):
+    """checkpoints/ship.py --set: a coding rule without weights changes (new model id), the weights
+    stay; a setting that would need other weights is refused."""
+    from lrac.codec import Codec
+    from lrac.train.checkpoint import export_model
+    src = tmp_path / "src.pt"
+    Codec.pretrained("t1").save(src)
+    old = Codec.load(src)
+    new = export_model(src, tmp_path / "new.pt", "a note", "t1", ["model.frame.pitch.fine_levels=uniform"])
+    loaded = Codec.load(tmp_path / "new.pt")
+    assert loaded.config.model.frame.pitch.fine_levels == "uniform" != old.config.model.frame.pitch.fine_levels
+    assert loaded.model_id == new.model_id != old.model_id and loaded.note == "a note"
+    for key, value in old.generator.state_dict().items():
+        assert torch.equal(loaded.generator.state_dict()[key], value), key
+    with pytest.raises(RuntimeError):
+        export_model(src, tmp_path / "bad.pt", "a note", "t1", ["model.frame.decoder_dim=128"])

@@ -240,19 +240,45 @@ def test_pitch_code_streams_like_one_pass(fine_bits: int) -> None:
         assert torch.equal(torch.cat([p[i] for p in parts], -1), whole[i])
 
 
-def test_refinement_gives_every_frame_its_own_pitch() -> None:
+@pytest.mark.parametrize(("levels", "worst_cents"), [("uniform", 8.01), ("companded", 20.01)])
+def test_refinement_gives_every_frame_its_own_pitch(levels: str, worst_cents: float) -> None:
     f0, voiced = _random_pitch(30, seed=3)
     f0 = 150 * 2 ** (0.1 * torch.sin(torch.arange(30) / 3))[None].repeat(2, 1)   # a moving pitch
-    symbols = PitchPacker(6, 2, fine_bits=4)(f0, voiced)
+    symbols = PitchPacker(6, 2, fine_bits=4, fine_levels=levels)(f0, voiced)
     assert symbols.shape == (2, 2, 30) and symbols[:, 1].max() < 16
     coarse, _ = PitchUnpacker(6, 2, delay=1)(symbols[:, :1])
-    fine, voicing = PitchUnpacker(6, 2, delay=1, fine_bits=4)(symbols)
+    fine, voicing = PitchUnpacker(6, 2, delay=1, fine_bits=4, fine_levels=levels)(symbols)
     # the frames whose group's code is voiced (the others are late onsets and their backfill)
     on = voiced & voiced[:, torch.arange(30) // 2 * 2]
-    assert _cents(fine[on], f0[on]).max() <= 8.01                   # half a 16-cent step
+    # within half a step: 16 cents uniform; companded 15 cents near the code, wider further out
+    assert _cents(fine[on], f0[on]).max() <= worst_cents
     assert _cents(coarse[on], f0[on]).max() > 30                    # the held 64-cent code alone
     # a bitrate without the second token decodes as the code alone
-    assert torch.equal(PitchUnpacker(6, 2, delay=1, fine_bits=4)(symbols[:, :1])[0], coarse)
+    assert torch.equal(PitchUnpacker(6, 2, delay=1, fine_bits=4, fine_levels=levels)(symbols[:, :1])[0],
+                       coarse)
+
+
+def test_companded_refinement_follows_jumps_the_uniform_one_clips() -> None:
+    """A group's second frame an octave or 300 cents from its first: the uniform refinement stops at
+    -128 / +112 cents, the companded one reaches both."""
+    first = torch.tensor([120.0, 200.0, 300.0, 180.0])
+    second = first * 2 ** (torch.tensor([1200.0, -1200.0, 300.0, -300.0]) / 1200)
+    f0 = torch.stack([first, second], -1).reshape(1, 8)
+    voiced = torch.ones(1, 8, dtype=torch.bool)
+    errors = {}
+    for levels in ("uniform", "companded"):
+        symbols = PitchPacker(6, 2, fine_bits=4, fine_levels=levels)(f0, voiced)
+        out, _ = PitchUnpacker(6, 2, delay=1, fine_bits=4, fine_levels=levels)(symbols)
+        errors[levels] = _cents(out[0, 1::2], f0[0, 1::2])
+    # companded: within half the 260 -> 380 cent gap of the offset from the first frame's code
+    assert errors["companded"].max() <= 60.01 and errors["uniform"].min() > 100
+
+
+def test_refinement_levels_are_checked() -> None:
+    with pytest.raises(ValueError, match="refinement levels"):
+        PitchPacker(6, 2, fine_bits=3, fine_levels="companded")
+    with pytest.raises(ValueError, match="refinement levels"):
+        PitchUnpacker(6, 2, delay=1, fine_bits=4, fine_levels="logarithmic")
 
 
 def test_late_code_classes_cover_the_range_around_the_middle_value() -> None:
@@ -340,7 +366,7 @@ def test_refinement_rides_in_the_second_token_at_6_kbps_only() -> None:
         f0_out, voicing = codec.decoder.net.pitch_unpacker(side)
         errors[bitrate] = _cents(f0_out[0, 5:-1], truth[5:-1]).max()
         assert voicing[0, 5:-1].all() and codec.decode(tokens).shape == tone.shape
-    assert errors[6000] <= 8.01 < 30 < errors[1000]                      # half a 16-cent step
+    assert errors[6000] <= 20.01 < 30 < errors[1000]          # within the companded refinement's steps
 
 
 # -- the source -------------------------------------------------------------------------------------

@@ -242,12 +242,14 @@ class FrameEncoder(nn.Module):
         pitch = cfg.pitch
         self.stft = CausalSTFT(cfg.n_fft, cfg.hop)
         self.pitch = PitchTracker(sample_rate, cfg.hop) if pitch else None
-        self.pitch_packer = PitchPacker(pitch.bits, pitch.every_frames, pitch.fine_bits) if pitch else None
+        self.pitch_packer = (PitchPacker(pitch.bits, pitch.every_frames, pitch.fine_bits, pitch.fine_levels)
+                             if pitch else None)
         # streaming: the symbols wait for the backbone's look-ahead frames, so both stay aligned
         self.pitch_delay = FrameDelay(cfg.encoder_lookahead_frames) if pitch else None
         lowband = cfg.lowband
         if lowband:  # the low band is fitted at the pitch the decoder will use: decoded here too
-            self.lowband_pitch = PitchUnpacker(pitch.bits, pitch.every_frames, 1, pitch.fine_bits)
+            self.lowband_pitch = PitchUnpacker(pitch.bits, pitch.every_frames, 1, pitch.fine_bits,
+                                              pitch.fine_levels)
             self.lowband = LowBandEncoder(cfg.n_fft, cfg.hop, sample_rate, lowband.harmonics, lowband.layout,
                                           sqrt_hann(cfg.n_fft))
             self.lowband_delay = FrameDelay(cfg.encoder_lookahead_frames)
@@ -309,7 +311,7 @@ class FrameDecoder(nn.Module):
         if pitch:
             # the unpacker holds back as many frames as the backbone, so their outputs stay aligned
             self.pitch_unpacker = PitchUnpacker(pitch.bits, pitch.every_frames, cfg.decoder_lookahead_frames,
-                                                pitch.fine_bits)
+                                                pitch.fine_bits, pitch.fine_levels)
             self.source = HarmonicSource(sample_rate, cfg.hop, sqrt_hann(cfg.n_fft))
             self.source_stft = CausalSTFT(cfg.n_fft, cfg.hop)
             self.harmonic_phase = PhaseRotation()

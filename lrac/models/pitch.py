@@ -38,7 +38,11 @@ ONSET_MS = 6.67            # the onset window: the newest 6.67 ms of each frame,
 ONSET_DIP = 0.4            # a dip below this in the onset window voices a frame
 PERIOD_TOLERANCE = 0.06    # the period: the first YIN minimum within this much of the deepest
 START_F0_HZ = 100.0        # the decoder's pitch before the first voiced frame (the source is silent then)
-FINE_STEP_CENTS = 16.0     # step of the pitch refinement: 4 bits reach +-128 cents around the code
+FINE_STEP_CENTS = 16.0     # step of the uniform pitch refinement: 4 bits reach -128..+112 cents
+# The companded refinement (4 bits; t1 from version 20): errors under 20 cents cost nothing, while a
+# quarter of the voiced frames sit further from their group's code, up to octave jumps (docs/results.md)
+COMPANDED_CENTS = (-1200, -380, -260, -170, -110, -70, -40, -15, 0, 15, 40, 70, 110, 170, 260, 1200)
+FINE_LEVELS = ("uniform", "companded")
 
 
 def yin_lags(sample_rate: int, f0_min: float = F0_MIN_HZ, f0_max: float = F0_MAX_HZ) -> tuple[int, int]:
@@ -262,20 +266,32 @@ def code_to_f0(code: torch.Tensor, levels: int) -> torch.Tensor:
     return F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** position
 
 
+def fine_octaves(levels: str, bits: int) -> torch.Tensor:
+    """The pitch offset of each refinement symbol in octaves, float64 ``[2 ** bits]`` (the middle
+    symbol ``2 ** (bits - 1)``: none): ``uniform`` steps of :data:`FINE_STEP_CENTS`, ``companded``
+    the steps of :data:`COMPANDED_CENTS` (4 bits)."""
+    if levels == "uniform":
+        return (torch.arange(1 << bits) - (1 << (bits - 1))).double() * (FINE_STEP_CENTS / 1200)
+    if levels == "companded" and bits == 4:
+        return torch.tensor(COMPANDED_CENTS, dtype=torch.float64) / 1200
+    raise ValueError(f"pitch refinement levels (model.frame.pitch.fine_levels) must be one of "
+                     f"{FINE_LEVELS}, companded with model.frame.pitch.fine_bits=4; got {levels!r} with "
+                     f"{bits} bits")
+
+
 def pitch_to_fine_code(f0_hz: torch.Tensor, coarse_hz: torch.Tensor, voiced: torch.Tensor,
-                       bits: int) -> torch.Tensor:
+                       octaves: torch.Tensor) -> torch.Tensor:
     """The refinement of a frame's pitch: ``f0_hz`` against the coded pitch ``coarse_hz`` the decoder
-    will use, in steps of :data:`FINE_STEP_CENTS` around ``2 ** (bits - 1)`` (int64, ``[...]``);
+    will use, as the nearest of the offsets ``octaves`` (:func:`fine_octaves`; int64, ``[...]``);
     the middle value (no change) where ``voiced`` is false."""
-    mid = 1 << (bits - 1)
-    cents = 1200 * torch.log2(f0_hz.double() / coarse_hz.double())
-    code = torch.round(cents / FINE_STEP_CENTS).clamp(-mid, mid - 1).long() + mid
-    return torch.where(voiced, code, torch.full_like(code, mid))
+    offset = torch.log2(f0_hz.double() / coarse_hz.double())
+    code = (offset[..., None] - octaves.to(offset.device)).abs().argmin(-1)
+    return torch.where(voiced, code, torch.full_like(code, len(octaves) // 2))
 
 
-def fine_code_to_ratio(code: torch.Tensor, bits: int) -> torch.Tensor:
+def fine_code_to_ratio(code: torch.Tensor, octaves: torch.Tensor) -> torch.Tensor:
     """Frequency ratio (float64) of a refinement code (the inverse of :func:`pitch_to_fine_code`)."""
-    return 2.0 ** ((code - (1 << (bits - 1))).double() * (FINE_STEP_CENTS / 1200))
+    return 2.0 ** octaves.to(code.device)[code]
 
 
 def pitch_to_late_code(f0_hz: torch.Tensor, bits: int) -> torch.Tensor:
@@ -311,10 +327,11 @@ class PitchPacker(StreamingModule):
     Row 1 is otherwise unused there, so the bitrate stays.
     """
 
-    def __init__(self, bits: int, every: int, fine_bits: int = 0) -> None:
+    def __init__(self, bits: int, every: int, fine_bits: int = 0, fine_levels: str = "companded") -> None:
         super().__init__()
         self.levels, self.every, self.fine_bits = 1 << bits, every, fine_bits
         self.symbol_bits = (bits // every,) + ((fine_bits,) if fine_bits else ())
+        self._fine_octaves = fine_octaves(fine_levels, fine_bits) if fine_bits else None
 
     def init_state(self, batch_size: int) -> State:
         # position: frames seen modulo ``every`` (bounded, so a stream's state takes few shapes and
@@ -338,14 +355,16 @@ class PitchPacker(StreamingModule):
         coarse = (code >> shift) & ((1 << self.symbol_bits[0]) - 1)
         if not self.fine_bits:
             return coarse[:, None]
-        fine = pitch_to_fine_code(f0_hz, code_to_f0(code, self.levels), voiced & (code > 0), self.fine_bits)
+        fine = pitch_to_fine_code(f0_hz, code_to_f0(code, self.levels), voiced & (code > 0),
+                                  self._fine_octaves)
         fine = torch.where(voiced & (code == 0), pitch_to_late_code(f0_hz, self.fine_bits), fine)
         return torch.stack([coarse, fine], 1)
 
     def extra_macs(self, inputs: tuple, output: torch.Tensor) -> int:
-        # log, scale, round, select, shift and mask per frame; the refinement: exp, log, scale, round;
-        # a late onset's class: log, scale, floor, select
-        return output.shape[-1] * (8 + 12 * bool(self.fine_bits))
+        # log, scale, round, select, shift and mask per frame; the refinement: exp, log, then a
+        # difference, magnitude and comparison per level; a late onset's class: log, scale, floor, select
+        levels = 0 if self._fine_octaves is None else len(self._fine_octaves)
+        return output.shape[-1] * (8 + bool(self.fine_bits) * (6 + 3 * levels))
 
 
 class PitchUnpacker(StreamingModule):
@@ -364,7 +383,8 @@ class PitchUnpacker(StreamingModule):
     its group's symbols up to it say (:meth:`_known_codes`), the unknown low bits at their middle.
     """
 
-    def __init__(self, bits: int, every: int, delay: int, fine_bits: int = 0) -> None:
+    def __init__(self, bits: int, every: int, delay: int, fine_bits: int = 0,
+                 fine_levels: str = "companded") -> None:
         super().__init__()
         if delay < max(every - 1, 1):
             raise ValueError(f"a pitch code spread over {every} frame(s) and the backfill need a decoder "
@@ -377,7 +397,8 @@ class PitchUnpacker(StreamingModule):
         # bits at their middle), every refinement; plain attributes, float64, not moved or cast
         self._f0_table = code_to_f0(torch.arange(2 * self.levels, dtype=torch.float64) / 2, self.levels)
         fines = torch.arange(1 << fine_bits)
-        self._ratio_table = fine_code_to_ratio(fines, fine_bits) if fine_bits else None
+        self._fine_octaves = fine_octaves(fine_levels, fine_bits) if fine_bits else None
+        self._ratio_table = fine_code_to_ratio(fines, self._fine_octaves) if fine_bits else None
         self._late_table = late_code_to_f0(fines, fine_bits) if fine_bits else None
 
     def init_state(self, batch_size: int) -> State:
@@ -404,7 +425,8 @@ class PitchUnpacker(StreamingModule):
         export = torch.onnx.is_in_onnx_export()
         f0 = lookup(self._f0_table, (code * 2).long()) if export else code_to_f0(code, self.levels)
         if self.fine_bits:
-            f0 = f0 * (lookup(self._ratio_table, fine) if export else fine_code_to_ratio(fine, self.fine_bits))
+            ratio = lookup(self._ratio_table, fine) if export else fine_code_to_ratio(fine, self._fine_octaves)
+            f0 = f0 * ratio
             # late onsets (a bitrate without row 1 has only the middle value there: no onset)
             late = ~voiced & (fine != self.no_refinement)
             late_f0 = lookup(self._late_table, fine) if export else late_code_to_f0(fine, self.fine_bits)

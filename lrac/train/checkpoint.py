@@ -194,11 +194,20 @@ def average_generators(checkpoints: Sequence[str | Path], dest: str | Path, half
     codec.save(dest, extra={"step": max(steps), "averaged_steps": steps}, half=half)
 
 
-def export_model(source: str | Path, dest: str | Path, note: str, name: str | None = None) -> Codec:
+def export_model(source: str | Path, dest: str | Path, note: str, name: str | None = None,
+                 rules: list[str] = ()) -> Codec:
     """A model file to ship from a checkpoint or model file: the generator only, in float16, with
     ``note`` (what users should know about these weights) and, when given, the model's ``name``.
-    The float16 rounding happens here, so the file evaluated is the file that ships."""
+    ``rules``: config overrides (``KEY=VALUE``) of settings without weights, e.g. a coding rule
+    that a "same weights" version changes. The float16 rounding happens here, so the file
+    evaluated is the file that ships."""
     codec = Codec.load(source, inference=False)
+    if rules:
+        weights = codec.generator.state_dict()
+        made = codec.made
+        codec = Codec(codec.config.override(list(rules)))
+        codec.generator.load_state_dict(weights)   # a rule with weights of its own does not fit: refused
+        codec.made = made
     state = torch.load(source, map_location="cpu", weights_only=False)
     codec.note = note
     if name:
