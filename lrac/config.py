@@ -71,7 +71,7 @@ class PitchConfig:
     the second token (6 kbps) refines each frame's own pitch in that many bits and carries late
     voicing onsets. ``fine_levels``: the refinement's steps (``lrac.models.pitch.fine_octaves``),
     ``companded`` (15 cents near the code, up to 380 cents and an octave either way; t1 from version
-    20) or ``uniform`` (16-cent steps, -128 to +112 cents; model files before format 4). The decoder
+    20) or ``uniform`` (16-cent steps, -128 to +112 cents; t2, model files before format 4). The decoder
     mixes a pulse train at that pitch, with a learnt phase per bin, into the iSTFT spectrum. The
     tracker's voicing rules are fixed in ``pitch.py``."""
 

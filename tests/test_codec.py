@@ -137,7 +137,7 @@ def test_a_model_file_stores_the_model_config_and_provenance(tmp_path):
     codec.note, codec.made = "a test model", "untrained"
     codec.save(tmp_path / "m.pt")
     state = torch.load(tmp_path / "m.pt", weights_only=False)
-    assert set(state["config"]) == {"name", "model", "quantizer"} and state["version"] == MODEL_VERSION == 3
+    assert set(state["config"]) == {"name", "model", "quantizer"} and state["version"] == MODEL_VERSION == 4
     loaded = Codec.load(tmp_path / "m.pt")
     assert (loaded.note, loaded.made, loaded.model_id) == ("a test model", "untrained", codec.model_id)
     assert loaded.config.model == codec.config.model and loaded.config.name == "t1"

@@ -78,16 +78,13 @@ def test_files_of_earlier_versions_load(recwarn):
 @pytest.mark.filterwarnings("ignore:model.frame.voicing_hold")
 @pytest.mark.parametrize("preset", ["t1", "t2"])
 def test_the_continuation_files_are_runs_of_the_presets(preset):
-    """checkpoints/<preset>-*gd.pt, of lrac 0.1.0, start runs of today's t1 and t2 (the pitch refinement
-    aside)."""
+    """checkpoints/<preset>-*gd.pt, of lrac 0.1.0, start runs of today's t1 and t2."""
     files = sorted((Path(__file__).resolve().parents[1] / "checkpoints").glob(f"{preset}-*gd.pt"))
     if not files:
         pytest.skip("no continuation file in checkpoints/")
     for path in files:
         saved = Config.from_dict(torch.load(path, weights_only=False)["config"])
-        # with the pitch refinement of their time (a legacy file's: uniform steps)
-        today = load_config(preset, [f"model.frame.pitch.fine_levels={saved.model.frame.pitch.fine_levels}"])
-        assert saved.model == today.model and saved.quantizer == today.quantizer
+        assert saved.model == load_config(preset).model and saved.quantizer == load_config(preset).quantizer
 
 
 def test_settings_that_went_are_named_as_such():
