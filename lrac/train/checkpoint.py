@@ -195,7 +195,7 @@ def average_generators(checkpoints: Sequence[str | Path], dest: str | Path, half
 
 
 def export_model(source: str | Path, dest: str | Path, note: str, name: str | None = None,
-                 rules: list[str] = ()) -> Codec:
+                 rules: Sequence[str] = ()) -> Codec:
     """A model file to ship from a checkpoint or model file: the generator only, in float16, with
     ``note`` (what users should know about these weights) and, when given, the model's ``name``.
     ``rules``: config overrides (``KEY=VALUE``) of settings without weights, e.g. a coding rule
