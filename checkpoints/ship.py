@@ -29,5 +29,8 @@ if __name__ == "__main__":
             args.append(arg)
     if len(args) not in (3, 4) or "--set" in args:
         sys.exit(__doc__)
-    codec = export_model(*args[:3], args[3] if len(args) == 4 else None, rules)
+    try:
+        codec = export_model(*args[:3], args[3] if len(args) == 4 else None, rules)
+    except ValueError as exc:   # a file that does not load, a setting that needs other weights
+        sys.exit(f"error: {exc}")
     print(f"{args[1]}: model id {codec.model_id.hex()}")

@@ -147,5 +147,5 @@ def test_a_same_weights_version_changes_a_rule_and_keeps_the_weights(tmp_path):
     assert loaded.model_id == new.model_id != old.model_id and loaded.note == "a note"
     for key, value in old.generator.state_dict().items():
         assert torch.equal(loaded.generator.state_dict()[key], value), key
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="decoder_dim=128: changes the model's weights"):
         export_model(src, tmp_path / "bad.pt", "a note", "t1", ["model.frame.decoder_dim=128"])

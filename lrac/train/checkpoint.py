@@ -206,7 +206,11 @@ def export_model(source: str | Path, dest: str | Path, note: str, name: str | No
         weights = codec.generator.state_dict()
         made = codec.made
         codec = Codec(codec.config.override(list(rules)))
-        codec.generator.load_state_dict(weights)   # a rule with weights of its own does not fit: refused
+        try:
+            codec.generator.load_state_dict(weights)
+        except RuntimeError:
+            raise ValueError(f"{', '.join(rules)}: changes the model's weights; a same-weights version "
+                             "can change only settings without weights") from None
         codec.made = made
     state = torch.load(source, map_location="cpu", weights_only=False)
     codec.note = note
