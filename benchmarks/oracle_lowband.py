@@ -1,10 +1,11 @@
-"""What a low-band code is worth: t1's 6 kbps output with its band below 500 Hz replaced.
+"""What a low-band code is worth: t1's 6 kbps output with its low band replaced.
 
-For each validation clip, t1 codes the clip at 6 kbps; then the band below 500 Hz of its output
-(per 20 ms frame of the codec's own framing, in voiced frames) is replaced by:
+For each validation clip, t1 codes the clip at 6 kbps; then the band below ``--max-hz`` (500 Hz, the
+low-band code's) of its output (per 20 ms frame of the codec's own framing, in voiced frames) is
+replaced by:
 
-* ``reference``: the reference's waveform below 500 Hz (a zero-phase brick wall, every frame);
-* ``harmonics``: the harmonics below 500 Hz fitted to the reference by least squares at the pitch
+* ``reference``: the reference's waveform below it (a zero-phase brick wall, every frame);
+* ``harmonics``: the harmonics below it fitted to the reference by least squares at the pitch
   the decoder uses (``lrac.models.lowband``'s fit), unquantised; ``harmonics-3``: only the first three;
 * ``amp-3dB`` / ``phase-3bit`` / ``phase-4bit``: those harmonics with amplitudes in 3 dB steps or
   phases in 3 / 4 bits;
@@ -14,6 +15,7 @@ For each validation clip, t1 codes the clip at 6 kbps; then the band below 500 H
   with the latent's 6 stages (``code``) or the 4 that leave it room (``code-4-stages``).
 
     python benchmarks/oracle_lowband.py --list exp/lists/valid77.scp --max 20
+    python benchmarks/oracle_lowband.py --list exp/lists/valid25.scp --max 25 --max-hz 1000
 """
 
 from __future__ import annotations
@@ -50,17 +52,17 @@ def overlap_add(frames: np.ndarray, length: int) -> np.ndarray:
     return y[N - HOP: N - HOP + length]
 
 
-def lowpass(x: np.ndarray) -> np.ndarray:
+def lowpass(x: np.ndarray, max_hz: float) -> np.ndarray:
     spec = np.fft.rfft(x)
-    spec[np.fft.rfftfreq(len(x), 1 / SR) >= MAX_HZ] = 0
+    spec[np.fft.rfftfreq(len(x), 1 / SR) >= max_hz] = 0
     return np.fft.irfft(spec, len(x))
 
 
-def fit(frame: np.ndarray, f0: float, harmonics: int) -> tuple[np.ndarray, np.ndarray]:
-    """Least squares under the Hann window: ``(amplitude, phase)`` of harmonics below MAX_HZ at the
+def fit(frame: np.ndarray, f0: float, harmonics: int, max_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares under the Hann window: ``(amplitude, phase)`` of harmonics below ``max_hz`` at the
     frame's end, and the basis ``[N, 2H]``."""
     h = np.arange(1, harmonics + 1)
-    h = h[h * f0 < MAX_HZ]
+    h = h[h * f0 < max_hz]
     angle = 2 * np.pi * np.outer(np.arange(-N, 0), h) * f0 / SR
     basis = np.concatenate([np.cos(angle), np.sin(angle)], 1)
     w = WINDOW[:, None]
@@ -85,16 +87,17 @@ def replaced(y: np.ndarray, lb_frames: dict[int, np.ndarray], cut_hz: dict[int, 
     return overlap_add(out, len(y))
 
 
-def variant(name: str, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+def variant(name: str, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.ndarray, max_hz: float
+            ) -> np.ndarray:
     if name == "reference":
-        return y - lowpass(y) + lowpass(x)
+        return y - lowpass(y, max_hz) + lowpass(x, max_hz)
     harmonics = 3 if name == "harmonics-3" else 99
     lb, cut, prev = {}, {}, {}
     for f, frame in enumerate(frames_of(x)):
-        if not voiced[f] or f0[f] >= MAX_HZ:
+        if not voiced[f] or f0[f] >= max_hz:
             prev = {}
             continue
-        c, basis = fit(frame, f0[f], harmonics)
+        c, basis = fit(frame, f0[f], harmonics, max_hz)
         amp, phase = np.abs(c), np.angle(c)
         if name == "amp-3dB":
             amp = 10 ** (3 * np.round(20 * np.log10(amp + 1e-12) / 3) / 20)
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", default="exp/lists/valid77.scp")
     parser.add_argument("--max", type=int, default=20, help="clips, spread over the list (seed 0)")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--max-hz", type=float, default=MAX_HZ,
+                        help="the band replaced (all but the code variants); default: the code's")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     codec = Codec.load(args.model) if args.model.endswith(".pt") else Codec.pretrained(args.model)
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             elif name.startswith("code"):
                 z = code_variant(codec, x, outs[4 if name == "code-4-stages" else 6], f0, voiced)
             else:
-                z = variant(name, x, outs[6], f0, voiced)
+                z = variant(name, x, outs[6], f0, voiced, args.max_hz)
             scores[name].append((pesq_wb(x, z, SR), estoi(x, z, SR)))
         print(f"\r{i + 1}/{len(pick)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
