@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from scipy.stats import wilcoxon
 
-from lrac import Codec
 from lrac.audio import load_audio
+from lrac.cli.common import load_codec
 from lrac.eval.metrics import dnsmos, plcmos
 from lrac.lists import read_scp
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--bitrates", type=int, nargs="+", default=[1000, 6000])
     args = parser.parse_args()
     torch.set_num_threads(1)
-    codecs = [Codec.load(m) if m.endswith(".pt") else Codec.pretrained(m) for m in args.models]
+    codecs = [load_codec(m) for m in args.models]
     paths = [p for _, p in read_scp(args.list)][::args.every][:args.n]
     scores: dict[str, list[dict[str, float]]] = {}
     for i, path in enumerate(paths, 1):

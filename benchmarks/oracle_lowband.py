@@ -28,6 +28,7 @@ import torch
 
 from lrac import Codec
 from lrac.audio import load_audio
+from lrac.cli.common import load_codec
 from lrac.eval.metrics import estoi, pesq_wb
 from lrac.lists import read_scp
 from lrac.models.frame import sqrt_hann
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the band replaced (all but the code variants); default: the code's")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    codec = Codec.load(args.model) if args.model.endswith(".pt") else Codec.pretrained(args.model)
+    codec = load_codec(args.model)
     clips = read_scp(args.list)
     pick = np.random.default_rng(0).choice(len(clips), min(args.max, len(clips)), replace=False)
     scores: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}

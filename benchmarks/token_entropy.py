@@ -20,6 +20,7 @@ import torch
 
 from lrac import Codec
 from lrac.audio import load_audio
+from lrac.cli.common import load_codec
 from lrac.lists import read_scp
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    codec = Codec.load(args.model) if args.model.endswith(".pt") else Codec.pretrained(args.model)
+    codec = load_codec(args.model)
     train_paths = [p for _, p in read_scp(args.train)]
     random.Random(0).shuffle(train_paths)
     train = tokens_of(codec, train_paths[: args.n_train], args.bitrate, args.seconds)

@@ -14,23 +14,22 @@ The float16 rounding happens before the comparison, so the evaluated file is the
 docs/results.md keeps the figures of every shipped version.
 """
 
+import argparse
 import sys
 
 from lrac.train.checkpoint import export_model
 
 if __name__ == "__main__":
-    args, rules = [], []
-    rest = sys.argv[1:]
-    while rest:
-        arg = rest.pop(0)
-        if arg == "--set" and rest:
-            rules.append(rest.pop(0))
-        else:
-            args.append(arg)
-    if len(args) not in (3, 4) or "--set" in args:
-        sys.exit(__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="checkpoint or model file")
+    parser.add_argument("dest", help="the model file to write")
+    parser.add_argument("note", help="what users should know about these weights")
+    parser.add_argument("name", nargs="?", help="the model's name (t1, t2)")
+    parser.add_argument("--set", dest="rules", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting without weights (repeatable)")
+    args = parser.parse_args()
     try:
-        codec = export_model(*args[:3], args[3] if len(args) == 4 else None, rules)
+        codec = export_model(args.source, args.dest, args.note, args.name, args.rules)
     except ValueError as exc:   # a file that does not load, a setting that needs other weights
         sys.exit(f"error: {exc}")
-    print(f"{args[1]}: model id {codec.model_id.hex()}")
+    print(f"{args.dest}: model id {codec.model_id.hex()}")
