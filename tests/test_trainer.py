@@ -101,6 +101,21 @@ def test_resume_is_exact(tmp_path, workers):
     assert codec.decode(codec.encode(torch.zeros(1, 1, 2400), 1000)).shape == (1, 1, 2400)
 
 
+def test_a_resume_takes_a_changed_learning_rate_schedule_at_once(tmp_path):
+    """A run continued with ``train.lr_decay_from_step`` (or ``train.lr``) changed restarts its
+    schedule from the first step after the resume, not at the next decay."""
+    utts = _utterances(tmp_path, 2)
+    cfg = _cfg(lr=1e-3, lr_gamma=0.5, lr_gamma_every_steps=2)
+    first = _trainer(cfg, tmp_path / "run", utts)
+    first.fit(5)
+    assert first.gan.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5 ** 2)
+    for extra, lr in (((), 1e-3 * 0.5 ** 2), (("train.lr_decay_from_step=5",), 1e-3),
+                      (("train.lr=4e-4", "train.lr_decay_from_step=3"), 4e-4 * 0.5)):
+        resumed = _trainer(cfg.override(list(extra)), tmp_path / "run", utts)
+        resumed.load_checkpoint(tmp_path / "run" / "last.pt")
+        assert [o.param_groups[0]["lr"] for o in (resumed.gan.opt_g, resumed.gan.opt_d)] == pytest.approx([lr, lr])
+
+
 def test_a_resume_with_other_validation_chunks_says_so(tmp_path):
     """The checkpoint knows the chunks its run validated on: a resume on others warns (their
     figures would not continue the log), a resume on the same ones does not."""

@@ -131,12 +131,15 @@ class GanStep:
 
     def set_learning_rates(self, step: int) -> None:
         """``lr * lr_gamma ** n`` with ``n`` the decays since ``lr_decay_from_step``, on both
-        optimisers (set here rather than by ``sched.step()``, which warns while D is unused)."""
+        optimisers (set here rather than by ``sched.step()``, which warns while D is unused); ``lr``
+        is this run's setting, so a resumed run takes a changed schedule (a new ``lr`` or
+        ``lr_decay_from_step``) at once."""
         decays = max(step - self.tc.lr_decay_from_step, 0) // self.tc.lr_gamma_every_steps
         for sched in (self.sched_g, self.sched_d):
             sched.last_epoch = decays
-            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
-                group["lr"] = base * self.tc.lr_gamma ** decays
+            sched.base_lrs = [self.tc.lr] * len(sched.optimizer.param_groups)
+            for group in sched.optimizer.param_groups:
+                group["lr"] = self.tc.lr * self.tc.lr_gamma ** decays
 
     # -- one iteration ----------------------------------------------------------------------------
 

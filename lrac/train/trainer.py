@@ -94,6 +94,7 @@ class Trainer:
                           "with its best checkpoints", stacklevel=2)
         self.gan.load_state_dict(state)
         self.step = int(state["step"])
+        self.gan.set_learning_rates(self.step)   # the schedule of this run's config (it may restart it)
         self.best.entries = list(state.get("best", []))
         mine = state["ranks"][self.dist.rank]
         self.data.close()
