@@ -144,6 +144,17 @@ class ModelConfig:
     frame: FrameConfig = field(default_factory=FrameConfig)
 
 
+def bitrate_from_kbps(kbps: float, modes_bps: list[int]) -> int:
+    """A bitrate given in kbit/s (as the commands take it) -> one of ``modes_bps`` in bit/s;
+    ``ValueError`` naming the modes in kbit/s, and the likely slip of a figure in bit/s."""
+    bps = int(round(kbps * 1000))
+    if bps in modes_bps:
+        return bps
+    modes = ", ".join(f"{m / 1000:g}" for m in sorted(modes_bps))
+    slip = f" ({kbps:g} bit/s? give --bitrate {kbps / 1000:g})" if int(round(kbps)) in modes_bps else ""
+    raise ValueError(f"bitrate {kbps:g} kbit/s is not a mode of this model: {modes} kbit/s{slip}")
+
+
 @dataclass
 class QuantizerConfig:
     """Residual quantiser (spec §2.4). One stage carries ``log2(codebook_size)`` bits per frame.

@@ -155,7 +155,10 @@ def test_model_required_and_bad_bitrate(tmp_path, wav, model):
     if not Codec.pretrained_names():
         assert code == 2 and "--model" in out
     code, out = run(encode_main, [str(wav), str(tmp_path / "o.lrac"), "--model", model, "--bitrate", "3"])
-    assert code == 2 and "1000, 6000" in out
+    assert code == 2 and "3 kbit/s is not a mode of this model: 1, 6 kbit/s" in out and "give" not in out
+    # a figure in bit/s (the API's unit) is named as the slip it is
+    code, out = run(encode_main, [str(wav), str(tmp_path / "b.lrac"), "--model", model, "--bitrate", "6000"])
+    assert code == 2 and "6000 bit/s? give --bitrate 6" in out and not (tmp_path / "b.lrac").exists()
 
 
 def test_print_config(model):

@@ -267,5 +267,5 @@ def test_code_and_score_writes_the_recipe_layout_and_real_bitrate(tmp_path):
         assert json.loads((base / "score" / "summary.json").read_text())["stoi"]["n"] == 2
     combined = json.loads((tmp_path / "exp" / "summary.json").read_text())
     assert combined["6kbps"]["metrics"]["si_sdr"]["n"] == 2
-    with pytest.raises(ValueError, match="not one of the model's 1, 6 kbps"):
+    with pytest.raises(ValueError, match="not a mode of this model: 1, 6 kbit/s"):
         S.code_and_score(codec, testset, tmp_path / "exp2", [3])

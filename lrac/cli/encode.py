@@ -44,8 +44,9 @@ def main(source: str, output: str | None, bitrate_kbps: float, model: str | None
                               engine)
     if codec is None:
         return
-    bitrate_bps = int(round(bitrate_kbps * 1000))
-    codec.stages_for_bitrate(bitrate_bps)  # refuse a bad bitrate before touching files
+    from ..config import bitrate_from_kbps
+
+    bitrate_bps = bitrate_from_kbps(bitrate_kbps, codec.bitrates_bps)  # refused before touching files
     if single:
         info = encode_file(codec, source, output, bitrate_bps, chunk_ms,
                            progress_bar("encode", not no_progress))

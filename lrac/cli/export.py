@@ -22,10 +22,11 @@ from .common import load_codec, user_errors, version_option
 def main(model: str, out_dir: str, chunk_frames: tuple[int, ...], variants: tuple[str, ...],
          bitrates_kbps: tuple[float, ...]) -> None:
     """Export MODEL (a model file or a pretrained name: t1, t2) to OUT_DIR for lrac.runtime and ONNX Runtime."""
+    from ..config import bitrate_from_kbps
     from ..export import export_onnx
 
     codec = load_codec(model)
-    bitrates = [int(round(b * 1000)) for b in bitrates_kbps] or None
+    bitrates = [bitrate_from_kbps(b, codec.bitrates_bps) for b in bitrates_kbps] or None
     sidecar = export_onnx(codec, out_dir, chunk_frames=chunk_frames, variants=variants,
                           bitrates_bps=bitrates, log=lambda line: click.echo(line, err=True))
     click.echo(f"{out_dir}: {', '.join(sidecar['files'])} and lrac-onnx.json (model {sidecar['model_id']})",

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..audio import AudioError, load_audio, resample
+from ..config import bitrate_from_kbps
 from ..lists import list_audio, write_scp
 from ..mel import mel_filterbank
 from .metrics import column_spec, compute_metrics, resolve_metrics
@@ -518,11 +519,8 @@ def code_and_score(codec: Any, testset: str | Path, out_dir: str | Path, bitrate
     name = testset_name(testset)
     out_dir = Path(out_dir)
     metric_columns(metric_names)  # refuse bad metric names and bitrates before coding anything
-    valid = sorted(codec.bitrates_bps)
     for kbps in bitrates_kbps:
-        if int(round(kbps * 1000)) not in valid:
-            raise ValueError(f"bitrate {kbps:g} kbps is not one of the model's "
-                             f"{', '.join(f'{b / 1000:g}' for b in valid)} kbps")
+        bitrate_from_kbps(kbps, codec.bitrates_bps)
     runs: dict[str, dict[str, Any]] = {}
     for kbps in bitrates_kbps:
         bps = int(round(kbps * 1000))
