@@ -25,6 +25,7 @@ BLOCK_SAMPLES = 1 << 16
 # Formats lrac writes its 16-bit PCM output in, and the rates it writes: below 8 kHz speech is not
 # intelligible, and a resampler asked for GHz would run out of memory.
 OUTPUT_SUFFIXES = (".wav", ".flac")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")   # no name for a bitstream
 OUTPUT_RATES_HZ = (8000, 384000)
 _SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
                  "ULAW": 1, "ALAW": 1}
@@ -273,13 +274,16 @@ def load_audio(path: str | Path, sample_rate: int | None = None, warn_stereo: bo
         return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)), reader.rate
 
 
-def check_output_path(path: str | Path, suffixes: tuple[str, ...] | None = OUTPUT_SUFFIXES) -> Path:
+def check_output_path(path: str | Path, suffixes: tuple[str, ...] | None = OUTPUT_SUFFIXES,
+                      source: str | Path | None = None) -> Path:
     """Refuse, before any work, an output file that could not be written: an existing folder, an
-    extension not in ``suffixes`` (None: any), a place where no file can be created. Creates
-    nothing (a probe file is removed at once)."""
+    extension not in ``suffixes`` (None: any), the input file ``source`` itself, a place where no
+    file can be created. Creates nothing (a probe file is removed at once)."""
     path = Path(path)
     if path.is_dir():
         raise AudioError(f"{path}: is a folder, expected a file name")
+    if source is not None and path.exists() and Path(source).exists() and os.path.samefile(path, source):
+        raise AudioError(f"{path}: is the input file too; writing it would destroy the input")
     if suffixes is not None and path.suffix.lower() not in suffixes:
         allowed = " or ".join(suffixes)
         what = f"'{path.suffix}' files cannot be written" if path.suffix else "has no file extension"
@@ -294,6 +298,16 @@ def check_output_path(path: str | Path, suffixes: tuple[str, ...] | None = OUTPU
     except OSError as exc:
         raise AudioError(f"{path}: cannot write into {folder} ({exc.strerror or _reason(exc)})") from None
     return path
+
+
+def check_bitstream_path(path: str | Path, source: str | Path | None = None) -> Path:
+    """:func:`check_output_path` for an ``.lrac`` bitstream: any extension but an audio file's
+    (a bitstream named ``out.wav`` is no audio file; ``lrac-decode`` writes the audio)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in AUDIO_SUFFIXES:
+        raise AudioError(f"{path}: an .lrac bitstream cannot be written as '{suffix}' (name it .lrac; "
+                         "lrac-decode turns it into audio)")
+    return check_output_path(path, suffixes=None, source=source)
 
 
 class AudioWriter:

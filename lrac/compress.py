@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from . import bitstream
-from .audio import OUTPUT_RATES_HZ, AudioReader, AudioWriter, StreamResampler, check_output_path
+from .audio import (OUTPUT_RATES_HZ, AudioReader, AudioWriter, StreamResampler, check_bitstream_path,
+                    check_output_path)
 from .bitstream import BitstreamError, LracReader
 from .codec import Codec
 from .packets import MAX_FRAMES, PacketFormat, loss_pattern
@@ -185,7 +186,7 @@ def encode_file(codec: Codec, in_path: str | Path, out_path: str | Path, bitrate
     (NaN samples at hour 3) leaves no file. ``progress(done_s, total_s)`` is called per block."""
     n_q = codec.stages_for_bitrate(bitrate_bps)
     start = time.perf_counter()
-    out_path = check_output_path(out_path, suffixes=None)
+    out_path = check_bitstream_path(out_path, in_path)
     with AudioReader(in_path, codec.sample_rate) as reader:
         limit = bitstream.MAX_SAMPLES
         if reader.num_samples > limit:
@@ -271,7 +272,7 @@ def decode_file(codec: Codec, in_path: str | Path, out_path: str | Path, sample_
         raise ValueError(f"output sample rate must be {OUTPUT_RATES_HZ[0]}-{OUTPUT_RATES_HZ[1]} Hz, got {rate}")
     if loss is not None and chunk_ms is not None:
         raise ValueError("chunk_ms and a packet loss simulation do not go together (packets are the chunks)")
-    check_output_path(out_path)
+    check_output_path(out_path, source=in_path)
     with open_lrac(codec, in_path) as reader:
         header = reader.header
         total_s = header.num_samples / codec.sample_rate

@@ -312,6 +312,28 @@ def test_decode_output_paths_are_checked_before_the_model_loads(tmp_path, wav, m
     assert code == 2 and _one_error_line(out) and message in out, out
 
 
+def test_an_output_that_would_destroy_the_input_or_is_no_bitstream_name_is_refused(tmp_path, wav, model,
+                                                                                   monkeypatch):
+    """lrac-encode IN.wav IN.wav (or OUT.wav, OUT.flac: a bitstream under an audio name) and a decode
+    onto its own input are refused before the model loads; the input stays as it was."""
+    run(encode_main, [str(wav), str(tmp_path / "x.lrac"), "--model", model])
+    (tmp_path / "x.wav").write_bytes((tmp_path / "x.lrac").read_bytes())   # an .lrac file under a .wav name
+    before = wav.read_bytes()
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the output was checked")
+    monkeypatch.setattr("lrac.cli.common.load_codec", no_model)
+    os.link(wav, tmp_path / "same.bin")                                    # the input under another name
+    for source, output, message in ((wav, wav, "'.wav' (name it .lrac"),
+                                    (wav, tmp_path / "out.flac", "'.flac' (name it .lrac"),
+                                    (tmp_path / "same.bin", tmp_path / "same.bin", "is the input file too")):
+        code, out = run(encode_main, [str(source), str(output), "--model", model])
+        assert code == 2 and _one_error_line(out) and message in out, out
+    code, out = run(decode_main, [str(tmp_path / "x.wav"), str(tmp_path / "x.wav"), "--model", model])
+    assert code == 2 and _one_error_line(out) and "is the input file too" in out, out
+    assert wav.read_bytes() == before and not (tmp_path / "out.flac").exists()
+
+
 def test_inputs_are_checked_before_the_model_loads(tmp_path, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("the model loaded before the input was checked")

@@ -102,7 +102,7 @@ def main(source: str, output: str | None, model: str | None, sample_rate: int | 
     single = not (path.is_dir() or path.suffix == ".scp") and not print_config
     if single:   # a bad input or output is reported before torch and the model load
         if output is not None:
-            check_output_path(output)
+            check_output_path(output, source=path)
         model_id = _check_lrac(path)
         if model is None:
             from ..codec import Codec

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..audio import AudioReader, check_output_path
+from ..audio import AudioReader, check_bitstream_path
 from .common import EXIT_USER_ERROR, batch_items, check_number, codec_for_command, coding_options, \
     check_threads, engine_option, is_batch, progress_bar, run_batch, set_threads, user_errors, version_option
 
@@ -36,7 +36,7 @@ def main(source: str, output: str | None, bitrate_kbps: float, model: str | None
     if single:   # a missing or unreadable input is reported before torch and the model load
         AudioReader(source).close()
         if output is not None:
-            check_output_path(output, suffixes=None)
+            check_bitstream_path(output, source)
     from ..compress import encode_file
 
     set_threads(threads)
