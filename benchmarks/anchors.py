@@ -41,6 +41,7 @@ from typing import Callable
 import numpy as np
 
 from lrac.audio import load_audio, resample, write_audio
+from lrac.cli.common import user_errors
 from lrac.eval import score as S
 from lrac.lists import write_scp
 
@@ -428,4 +429,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

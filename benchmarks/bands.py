@@ -29,6 +29,7 @@ from scipy.signal import resample_poly
 from anchors import opus                 # benchmarks/anchors.py
 from compare import code, load_model     # benchmarks/compare.py
 from lrac.audio import AudioError, load_audio, write_audio
+from lrac.cli.common import user_errors
 from lrac.lists import read_scp
 from lrac.eval.score import align, estimate_delay
 
@@ -117,4 +118,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

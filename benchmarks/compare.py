@@ -35,7 +35,7 @@ from scipy.stats import wilcoxon
 from lrac import Codec
 from lrac.audio import AudioError, load_audio
 from lrac.lists import read_scp
-from lrac.cli.common import load_codec
+from lrac.cli.common import load_codec, user_errors
 from lrac.eval.metrics import estoi, mel_distance, pesq_wb
 
 METRICS = {"pesq_wb": pesq_wb, "estoi": estoi, "mel_distance": mel_distance}
@@ -153,4 +153,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

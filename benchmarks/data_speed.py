@@ -19,6 +19,7 @@ import time
 import soundfile as sf
 import torch
 
+from lrac.cli.common import user_errors
 from lrac.lists import read_scp
 from lrac.config import Config
 from lrac.train.augment import Augmenter
@@ -62,4 +63,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

@@ -25,6 +25,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from lrac.bitstream import BitstreamError  # noqa: E402
+from lrac.cli.common import user_errors  # noqa: E402
 from lrac.codec import Codec  # noqa: E402
 from lrac.compress import decode_file, encode_file  # noqa: E402
 from lrac_fuzz import cases  # noqa: E402
@@ -88,4 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

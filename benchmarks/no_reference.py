@@ -12,13 +12,14 @@ Needs the ``mos`` extra (speechmos). One thread; about 8 CPU seconds per clip an
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import torch
 from scipy.stats import wilcoxon
 
 from lrac.audio import load_audio
-from lrac.cli.common import load_codec
+from lrac.cli.common import load_codec, user_errors
 from lrac.eval.metrics import dnsmos, plcmos
 from lrac.lists import read_scp
 
@@ -62,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from lrac.audio import load_audio
+from lrac.cli.common import user_errors
 from lrac.codec import PRETRAINED_DIR, Codec
 from lrac.eval.metrics import estoi, pesq_wb
 from lrac.lists import read_scp
@@ -108,4 +109,4 @@ def summarize(rows: list, args, variants: list) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

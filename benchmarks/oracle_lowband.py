@@ -28,7 +28,7 @@ import torch
 
 from lrac import Codec
 from lrac.audio import load_audio
-from lrac.cli.common import load_codec
+from lrac.cli.common import load_codec, user_errors
 from lrac.eval.metrics import estoi, pesq_wb
 from lrac.lists import read_scp
 from lrac.models.frame import sqrt_hann
@@ -170,4 +170,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

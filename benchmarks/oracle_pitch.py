@@ -7,7 +7,6 @@ pitch in Hz (0 = unvoiced); they pass the generator's training forward, not real
 
 takes every argument of lrac-train (the run that measured it: `git show c52c210:checkpoints/README.md`,
 the exp/t1-anneal command with --out exp/t1-oracle and --set train.max_minutes=85)."""
-import sys
 import torch
 from lrac.models import pitch as P
 

@@ -24,6 +24,7 @@ code for such late onsets could give).
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ import torch
 from compare import METRICS, code, table   # benchmarks/compare.py: the same scores and table
 from lrac.audio import load_audio
 from lrac.lists import read_scp
-from lrac.cli.common import load_codec
+from lrac.cli.common import load_codec, user_errors
 
 MODES = ("voicing", "add", "onset", "pitch", "late")
 
@@ -135,4 +136,4 @@ def main() -> None:
     print(table(["tracker", f"oracle {args.mode}"], arrays, bitrates))
 
 if __name__ == "__main__":
-    main()
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

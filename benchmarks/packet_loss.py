@@ -40,6 +40,7 @@ import numpy as np
 
 from anchors import default_clips, prepare_references
 from lrac.audio import load_audio, resample
+from lrac.cli.common import user_errors
 from lrac.eval import score as S
 from lrac.eval.metrics import MetricError, estoi, pesq_wb, plcmos
 from lrac.packets import loss_pattern
@@ -304,4 +305,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

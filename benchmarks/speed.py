@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lrac.cli.common import user_errors
 from lrac.codec import Codec
 from lrac.config import preset_names
 
@@ -234,4 +235,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

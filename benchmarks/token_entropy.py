@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 
 import numpy as np
 import torch
 
 from lrac import Codec
 from lrac.audio import load_audio
-from lrac.cli.common import load_codec
+from lrac.cli.common import load_codec, user_errors
 from lrac.lists import read_scp
 
 
@@ -71,4 +72,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

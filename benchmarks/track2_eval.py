@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from lrac.audio import load_audio, write_audio
+from lrac.cli.common import user_errors
 from lrac.config import DataConfig
 from lrac.eval import score as S
 from lrac.train.augment import Augmenter
@@ -203,4 +204,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

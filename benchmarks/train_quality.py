@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from scipy.stats import wilcoxon
 
 from lrac import Codec
 from lrac.audio import load_audio
+from lrac.cli.common import user_errors
 from lrac.eval.metrics import MetricError, pesq_wb, stoi
 from lrac.train.augment import Augmenter
 from lrac.train.data import load_prepared, load_source, read_list
@@ -91,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -38,6 +39,7 @@ from tempfile import TemporaryDirectory
 import torch
 import torch.nn.functional as F
 
+from lrac.cli.common import user_errors
 from lrac.config import load_config
 from lrac.train.data import ChunkStream, Utterance
 from lrac.train.gan import GanStep
@@ -197,4 +199,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

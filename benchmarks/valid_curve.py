@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import score_model  # noqa: E402
 
+from lrac.cli.common import user_errors
 from lrac.lists import read_scp  # noqa: E402
 
 
@@ -98,4 +99,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2

@@ -14,11 +14,13 @@ same instant (pairing them one frame apart changes the figures by less than 0.2 
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import torch
 
 from lrac.audio import load_audio
+from lrac.cli.common import user_errors
 from lrac.lists import read_scp
 from lrac.models.pitch import PitchTracker
 
@@ -68,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(user_errors(main)())   # a bad argument or file: one line, exit 2
