@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..audio import AudioReader, check_bitstream_path
+from ..config import bitrate_from_kbps
 from .common import EXIT_USER_ERROR, batch_items, check_number, codec_for_command, coding_options, \
     check_threads, engine_option, is_batch, progress_bar, run_batch, set_threads, user_errors, version_option
 
@@ -44,8 +45,6 @@ def main(source: str, output: str | None, bitrate_kbps: float, model: str | None
                               engine)
     if codec is None:
         return
-    from ..config import bitrate_from_kbps
-
     bitrate_bps = bitrate_from_kbps(bitrate_kbps, codec.bitrates_bps)  # refused before touching files
     if single:
         info = encode_file(codec, source, output, bitrate_bps, chunk_ms,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..config import bitrate_from_kbps
 from .common import load_codec, user_errors, version_option
 
 
@@ -22,7 +23,6 @@ from .common import load_codec, user_errors, version_option
 def main(model: str, out_dir: str, chunk_frames: tuple[int, ...], variants: tuple[str, ...],
          bitrates_kbps: tuple[float, ...]) -> None:
     """Export MODEL (a model file or a pretrained name: t1, t2) to OUT_DIR for lrac.runtime and ONNX Runtime."""
-    from ..config import bitrate_from_kbps
     from ..export import export_onnx
 
     codec = load_codec(model)
