@@ -519,11 +519,9 @@ def code_and_score(codec: Any, testset: str | Path, out_dir: str | Path, bitrate
     name = testset_name(testset)
     out_dir = Path(out_dir)
     metric_columns(metric_names)  # refuse bad metric names and bitrates before coding anything
-    for kbps in bitrates_kbps:
-        bitrate_from_kbps(kbps, codec.bitrates_bps)
+    modes_bps = [bitrate_from_kbps(kbps, codec.bitrates_bps) for kbps in bitrates_kbps]
     runs: dict[str, dict[str, Any]] = {}
-    for kbps in bitrates_kbps:
-        bps = int(round(kbps * 1000))
+    for kbps, bps in zip(bitrates_kbps, modes_bps):
         label = f"{kbps:g}kbps"
         base = out_dir / label / name
         tick = (lambda stage: (lambda d, t: progress(f"{label} {stage}", d, t))) if progress else None
