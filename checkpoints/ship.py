@@ -17,9 +17,11 @@ docs/results.md keeps the figures of every shipped version.
 import argparse
 import sys
 
+from lrac.cli.common import user_errors
 from lrac.train.checkpoint import export_model
 
-if __name__ == "__main__":
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="checkpoint or model file")
     parser.add_argument("dest", help="the model file to write")
@@ -28,8 +30,10 @@ if __name__ == "__main__":
     parser.add_argument("--set", dest="rules", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting without weights (repeatable)")
     args = parser.parse_args()
-    try:
-        codec = export_model(args.source, args.dest, args.note, args.name, args.rules)
-    except ValueError as exc:   # a file that does not load, a setting that needs other weights
-        sys.exit(f"error: {exc}")
+    codec = export_model(args.source, args.dest, args.note, args.name, args.rules)
     print(f"{args.dest}: model id {codec.model_id.hex()}")
+
+
+if __name__ == "__main__":
+    # a file that does not load or is missing, a setting that needs other weights: one line, exit 2
+    sys.exit(user_errors(main)())

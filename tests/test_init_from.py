@@ -149,3 +149,21 @@ def test_a_same_weights_version_changes_a_rule_and_keeps_the_weights(tmp_path):
         assert torch.equal(loaded.generator.state_dict()[key], value), key
     with pytest.raises(ValueError, match="decoder_dim=128: changes the model's weights"):
         export_model(src, tmp_path / "bad.pt", "a note", "t1", ["model.frame.decoder_dim=128"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["missing.pt", "out.pt", "a note"], "missing.pt: model file not found"),
+    (["SRC", "out.pt", "a note", "t1", "--set", "model.frame.decoder_dim=128"], "changes the model's weights")])
+def test_ship_script_reports_a_bad_source_or_setting_in_one_line(tmp_path, args, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lrac.codec import Codec
+    Codec("t1").save(tmp_path / "src.pt")
+    args = [str(tmp_path / "src.pt") if a == "SRC" else a for a in args]
+    script = Path(__file__).resolve().parents[1] / "checkpoints" / "ship.py"
+    done = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "out.pt").exists()
