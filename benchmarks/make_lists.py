@@ -39,7 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     root = data_root()
     if not (root / "splits").is_dir():
-        raise SystemExit(f"no splits at {root / 'splits'} (set LRAC_DATA to the shared data folder)")
+        raise FileNotFoundError(f"no splits at {root / 'splits'} (set LRAC_DATA to the shared data folder)")
     out = Path(args.out)
     for listing in sorted((root / "splits").glob("*.txt")):
         paths = [root / p for p in listing.read_text().split()]
