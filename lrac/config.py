@@ -213,9 +213,6 @@ class TrainConfig:
     erasure_rate: float = 0.15
     erasure_burst: float = 3.0
     erasure_packet_frames: int = 2
-    # > 0: the decoder's missing latent learns at this rate (decaying as lr does) rather than at lr:
-    # over the repeat fill (model.missing_over_repeat) it is a flag that must grow to be noticed
-    missing_latent_lr: float = 0.0
     seed: int = 777
     valid_every_steps: int = 10_000
     valid_batches: int = 8

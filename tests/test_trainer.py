@@ -301,37 +301,6 @@ def test_erasure_training_teaches_the_missing_latent(tmp_path):
     assert learned < zeros
 
 
-def test_the_missing_latent_learns_at_its_own_rate_and_a_resume_moves_it_in_and_out_of_its_group(tmp_path):
-    """``train.missing_latent_lr`` puts the missing latent in an optimiser group of its own rate
-    (decaying as lr does); a run resumed with it set or unset keeps every parameter's moments."""
-    utts = _utterances(tmp_path, 1)
-    cfg = _cfg("t1", lr=1e-4, lr_gamma=0.5, lr_gamma_every_steps=2, erasure_prob=1.0, erasure_rate=0.3)
-    first = _trainer(cfg, tmp_path / "run", utts)
-    first.fit(3)
-
-    def moments(trainer):
-        opt = trainer.gan.opt_g
-        return {name: opt.state[p]["exp_avg"].clone() for name, p in trainer.gan.generator.named_parameters()
-                if p in opt.state}
-
-    saved = moments(first)
-    assert saved["decoder.missing_latent"].any()
-    split = _trainer(cfg.override(["train.missing_latent_lr=1e-2"]), tmp_path / "run", utts)
-    split.load_checkpoint(tmp_path / "run" / "last.pt")
-    groups = split.gan.opt_g.param_groups
-    assert [g["lr"] for g in groups] == pytest.approx([1e-4 * 0.5, 1e-2 * 0.5])
-    assert groups[1]["params"] == [split.gan.generator.decoder.missing_latent]
-    assert all(torch.equal(saved[k], v) for k, v in moments(split).items()) and moments(split).keys() == saved.keys()
-    before = split.gan.generator.decoder.missing_latent.detach().clone()
-    split.fit(4)
-    assert (split.gan.generator.decoder.missing_latent - before).abs().max() > 1e-3   # at 5e-3, not 5e-5
-    saved = moments(split)
-    merged = _trainer(cfg, tmp_path / "run", utts)
-    merged.load_checkpoint(tmp_path / "run" / "last.pt")
-    assert len(merged.gan.opt_g.param_groups) == 1
-    assert all(torch.equal(saved[k], v) for k, v in moments(merged).items()) and moments(merged).keys() == saved.keys()
-
-
 def test_a_checkpoint_from_before_the_missing_latent_resumes(tmp_path):
     """A checkpoint written before the decoder had its missing latent (no weight, one optimiser
     parameter fewer) resumes: the latent starts at zero, without optimiser moments."""

@@ -78,7 +78,7 @@ class GanStep:
         self.valid_mel = MultiScaleMelLoss(sr).to(self.device)   # the validation score, unweighted
         self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
-        self.opt_g = self._optimizer(self._generator_groups())
+        self.opt_g = self._optimizer(self.g_params)
         self.opt_d = self._optimizer(self.d_params)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, self.tc.lr_gamma)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, self.tc.lr_gamma)
@@ -101,21 +101,8 @@ class GanStep:
         stay in float32."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.tc.bf16)
 
-    def _optimizer(self, params: list[nn.Parameter] | list[dict[str, Any]]) -> torch.optim.Optimizer:
+    def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.RAdam(params, lr=self.tc.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0)
-
-    def _generator_groups(self) -> list[dict[str, Any]]:
-        """The generator's parameter groups: all in one, or with ``train.missing_latent_lr`` the
-        decoder's missing latent in a second group of its own rate."""
-        if self.tc.missing_latent_lr <= 0:
-            return [{"params": self.g_params}]
-        missing = self.generator.decoder.missing_latent
-        return [{"params": [p for p in self.g_params if p is not missing]},
-                {"params": [missing], "lr": self.tc.missing_latent_lr}]
-
-    def _base_lrs(self, optimizer: torch.optim.Optimizer) -> list[float]:
-        """Each group's undecayed rate: ``train.lr``, ``train.missing_latent_lr`` for the second."""
-        return [self.tc.lr, self.tc.missing_latent_lr][:len(optimizer.param_groups)]
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -129,9 +116,7 @@ class GanStep:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
         self.disc.load_state_dict(state["discriminator"])
-        missing_at = next(i for i, p in enumerate(self.g_params) if p is self.generator.decoder.missing_latent)
-        opt_g = _with_new_parameters(state["opt_g"], len(self.g_params))
-        self.opt_g.load_state_dict(_regrouped(opt_g, missing_at, len(self.opt_g.param_groups)))
+        self.opt_g.load_state_dict(_with_new_parameters(state["opt_g"], len(self.g_params)))
         for key in ("opt_d", "sched_g", "sched_d"):
             getattr(self, key).load_state_dict(state[key])
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
@@ -152,9 +137,9 @@ class GanStep:
         decays = max(step - self.tc.lr_decay_from_step, 0) // self.tc.lr_gamma_every_steps
         for sched in (self.sched_g, self.sched_d):
             sched.last_epoch = decays
-            sched.base_lrs = self._base_lrs(sched.optimizer)
-            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
-                group["lr"] = base * self.tc.lr_gamma ** decays
+            sched.base_lrs = [self.tc.lr] * len(sched.optimizer.param_groups)
+            for group in sched.optimizer.param_groups:
+                group["lr"] = self.tc.lr * self.tc.lr_gamma ** decays
 
     # -- one iteration ----------------------------------------------------------------------------
 
@@ -294,24 +279,6 @@ class GanStep:
             self.losses(y_hat, x)
             self.disc(y_hat), self.disc(x)
         return sum(saved.values())
-
-
-def _regrouped(opt_state: dict[str, Any], missing_at: int, groups: int) -> dict[str, Any]:
-    """A generator optimiser state saved with its parameters in one group, or with the missing latent
-    (parameter ``missing_at``) in a second group of its own (``train.missing_latent_lr``), laid out
-    in ``groups`` groups as this run's optimiser has them. Optimiser states number the parameters
-    group after group, so a split or a merge renumbers them."""
-    saved = opt_state["param_groups"]
-    if len(saved) == groups or len(saved) + groups != 3:
-        return opt_state
-    ids = [i for g in saved for i in g["params"]]
-    if len(saved) == 1:   # ids are positions: the missing latent's id moves to a group of its own
-        rest, own = [i for i in ids if i != missing_at], [missing_at]
-        return {**opt_state, "param_groups": [{**saved[0], "params": rest}, {**saved[0], "params": own}]}
-    # two groups (the others in order, then the missing latent): back to positions in one group
-    others, (own,) = saved[0]["params"], saved[1]["params"]
-    order = others[:missing_at] + [own] + others[missing_at:]
-    return {**opt_state, "param_groups": [{**saved[0], "params": order}]}
 
 
 def _with_new_parameters(opt_state: dict[str, Any], n_params: int) -> dict[str, Any]:
