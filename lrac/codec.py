@@ -65,8 +65,7 @@ class Generator(nn.Module):
         symbols = self.layout.carried(symbols, n_q)
         if lost is not None:
             quantized, symbols = conceal(quantized, symbols, lost, self.silence(n_q), "learned",
-                                         self.decoder.missing_latent, self.decoder.symbol_periods,
-                                         over_repeat=self.decoder.missing_over_repeat)
+                                         self.decoder.missing_latent, self.decoder.symbol_periods)
         return self.decoder(quantized.to(_dtype_of(self.decoder)), symbols), commit
 
     @torch.no_grad()
@@ -562,7 +561,7 @@ class StreamDecoder:
             lost = None
         latent, symbols = conceal(latent, symbols, lost, self.silence(self.n_q), self.conceal,
                                   codec.decoder.missing_latent, codec.decoder.symbol_periods,
-                                  self.conceal_state, codec.decoder.missing_over_repeat)
+                                  self.conceal_state)
         return self._run(latent, symbols)
 
     @torch.inference_mode()

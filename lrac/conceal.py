@@ -10,8 +10,6 @@ Methods (``METHODS``):
 
 * ``"learned"``: the decoder's learned missing latent (``Decoder.missing_latent``, trained with
   frame erasures: ``train.erasure_prob``); the stateful decoder extrapolates from its context.
-  With ``over_repeat`` (``model.missing_over_repeat``) it is added to the "repeat" fill: the
-  decoder both hears the last frame held and knows that it is concealing.
 * ``"repeat"``: the last received latent, held for ``HOLD_FRAMES``, then faded linearly over
   ``FADE_FRAMES`` towards the latent of digital silence.
 * ``"zero"``: the latent and symbols of digital silence, as if the lost audio were zeros: the
@@ -67,7 +65,7 @@ def fade_weight(run: torch.Tensor) -> torch.Tensor:
 def conceal(latent: torch.Tensor, symbols: Symbols, lost: torch.Tensor | None,
             silence: tuple[torch.Tensor, Symbols], method: str,
             missing_latent: torch.Tensor | None = None, periods: Periods | None = None,
-            state: ConcealState | None = None, over_repeat: bool = False) -> tuple[torch.Tensor, Symbols]:
+            state: ConcealState | None = None) -> tuple[torch.Tensor, Symbols]:
     """Decoder inputs with the lost frames filled in.
 
     Args:
@@ -81,7 +79,6 @@ def conceal(latent: torch.Tensor, symbols: Symbols, lost: torch.Tensor | None,
         periods: frames of one code of each row of a sub-code (1 when absent; 0: extrapolated by
             the decoder); frame ``f`` is at position ``f % period`` counted from the stream's start.
         state: a stream's :class:`ConcealState` (updated); None: ``latent`` is a whole stream.
-        over_repeat: "learned" adds ``missing_latent`` to the "repeat" fill instead of replacing it.
 
     Returns ``(latent, symbols)`` shaped as given; the received frames are unchanged (gradients
     reach ``latent`` there and ``missing_latent`` where it fills in)."""
@@ -104,13 +101,11 @@ def conceal(latent: torch.Tensor, symbols: Symbols, lost: torch.Tensor | None,
     silent_now = silent_latent[:, :, (state.frame + frames) % quiet].to(latent.dtype)
     if method == "zero":
         fill = silent_now
-    elif method == "learned" and not over_repeat:
-        fill = missing_latent.to(latent.dtype)[None, :, None]
-    else:   # "repeat", and "learned" over it
+    elif method == "repeat":
         w = fade_weight(run)[:, None].to(latent.dtype)
         fill = w * earlier + (1 - w) * silent_now
-        if method == "learned":
-            fill = fill + missing_latent.to(latent.dtype)[None, :, None]
+    else:
+        fill = missing_latent.to(latent.dtype)[None, :, None]
     out = torch.where(lost[:, None], fill, latent)
     keep = (run <= HOLD_FRAMES + FADE_FRAMES // 2) & (method != "zero")
     out_symbols = {}

@@ -142,9 +142,6 @@ class ModelConfig:
     encoder: SeanetEncoderConfig = field(default_factory=SeanetEncoderConfig)
     decoder: SeanetDecoderConfig = field(default_factory=SeanetDecoderConfig)
     frame: FrameConfig = field(default_factory=FrameConfig)
-    # "learned" concealment (lrac/conceal.py): the decoder's missing latent added to the "repeat"
-    # fill (held, then faded last latent; at zero it conceals as "repeat") rather than in its place
-    missing_over_repeat: bool = False
 
 
 def bitrate_from_kbps(kbps: float, modes_bps: list[int]) -> int:

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from conftest import speechlike
-from lrac.codec import Codec, Generator, model_identity
-from lrac.config import load_config
+from lrac.codec import Codec, model_identity
 from lrac.conceal import FADE_FRAMES, HOLD_FRAMES, ConcealState, conceal
 from lrac.packets import PacketError, PacketFormat, erasure_mask, loss_pattern, model_tag
 
@@ -194,45 +193,6 @@ def test_the_learned_missing_latent_gets_the_gradient_of_lost_frames_only():
     out, _ = conceal(latent, {"pitch": side}, lost, silence, "learned", missing, PERIODS)
     out.sum().backward()
     assert torch.equal(missing.grad, torch.full((4,), 2.0))
-
-
-def test_learned_over_repeat_is_the_repeat_fill_plus_the_missing_latent_in_chunks_too():
-    latent, side, silence = _inputs()
-    lost = torch.from_numpy(loss_pattern(40, 30, 3, 5)).expand(2, -1).clone()
-    missing = torch.randn(4)
-    repeat, repeat_symbols = conceal(latent, {"pitch": side}, lost, silence, "repeat", periods=PERIODS)
-    over, over_symbols = conceal(latent, {"pitch": side}, lost, silence, "learned", missing, PERIODS,
-                                 over_repeat=True)
-    shift = torch.where(lost[:, None], missing[None, :, None], 0.0)
-    assert torch.allclose(over, repeat + shift) and torch.equal(over_symbols["pitch"], repeat_symbols["pitch"])
-    state, parts = ConcealState(), []
-    for start, stop in [(0, 5), (5, 6), (6, 17), (17, 40)]:
-        parts.append(conceal(latent[..., start:stop], {"pitch": side[..., start:stop]}, lost[:, start:stop],
-                             silence, "learned", missing, PERIODS, state, over_repeat=True)[0])
-    assert torch.equal(torch.cat(parts, -1), over)
-    at_zero, _ = conceal(latent, {"pitch": side}, lost, silence, "learned", torch.zeros(4), PERIODS,
-                         over_repeat=True)
-    assert torch.equal(at_zero, repeat)
-
-
-def test_a_model_with_missing_over_repeat_trains_its_offset_and_conceals_over_repeat():
-    generator = Generator(load_config("baseline-t1", ["model.missing_over_repeat=true"]))
-    assert generator.decoder.missing_over_repeat
-    wav = torch.from_numpy(speechlike(20 * generator.encoder.hop_length / 24000))[None, None].float()
-    lost = torch.zeros(1, 20, dtype=torch.bool)
-    lost[0, 8:12] = True
-    with torch.no_grad():
-        generator.eval()
-        over = generator(wav, 1, lost)[0]
-        generator.decoder.missing_over_repeat = False     # the missing latent (zeros) in place of the fill
-        instead = generator(wav, 1, lost)[0]
-        generator.decoder.missing_over_repeat = True
-        generator.train()
-    hop = generator.encoder.hop_length
-    assert not torch.allclose(over[..., 8 * hop:12 * hop], instead[..., 8 * hop:12 * hop])
-    y_hat, _ = generator(wav, 1, lost)
-    y_hat.square().sum().backward()
-    assert generator.decoder.missing_latent.grad.abs().sum() > 0
 
 
 # -- the packet API ----------------------------------------------------------------------------

@@ -58,9 +58,7 @@ class Decoder(nn.Module):
     (lrac/conceal.py, "learned"); it starts at zero and learns only in training runs with frame
     erasures (``train.erasure_prob``); model files from before it existed load with it at zero.
     :attr:`symbol_periods` gives the frames one code of each row of a sub-code spans (the pitch
-    code's group; 0: the decoder extrapolates the row's lost frames itself).
-    :attr:`missing_over_repeat` (``model.missing_over_repeat``): the missing latent is added to the
-    held, then faded last latent rather than standing in its place."""
+    code's group; 0: the decoder extrapolates the row's lost frames itself)."""
 
     def __init__(self, cfg: ModelConfig, net: nn.Module | None = None) -> None:
         super().__init__()
@@ -68,7 +66,6 @@ class Decoder(nn.Module):
         self.hop_length = self.net.hop_length
         self.latent_dim = cfg.latent_dim
         self.symbol_periods: dict[str, tuple[int, ...]] = dict(getattr(self.net, "symbol_periods", {}))
-        self.missing_over_repeat = cfg.missing_over_repeat
         # (registered last, so that it is the generator's last parameter: see GanStep.load_state_dict)
         self.missing_latent = nn.Parameter(torch.zeros(cfg.latent_dim))
 
