@@ -210,6 +210,14 @@ class TrainConfig:
     erasure_rate: float = 0.15
     erasure_burst: float = 3.0
     erasure_packet_frames: int = 2
+    # > 0 (while warmup_steps keeps the whole-chunk discriminator off): the discriminator judges
+    # 160 ms around each erased chunk's first lost packet, the decode with the losses against the
+    # lossless decode of the same chunk, and the generator gets its hinge and feature-matching
+    # losses (lambda_adv, lambda_feat) times this weight: reconstruction losses reward the mean of
+    # what a gap could hold, which PLCMOS marks down (docs/packet_loss.md)
+    lambda_conceal_adv: float = 0.0
+    erasure_recon_weight: float = 1.0   # the erased chunks' share of the reconstruction losses
+    disc_lr: float = 0.0   # > 0: the discriminator's rate (decaying as lr does); 0: lr
     seed: int = 777
     valid_every_steps: int = 10_000
     valid_batches: int = 8
@@ -357,7 +365,6 @@ LEGACY_KEYS: dict[str, tuple[Any, str]] = {
     "quantizer.kmeans_iters": (50, "the baseline's EMA settings are fixed (lrac/quant/vq.py)"),
     "quantizer.dead_code_threshold": (2.0, "the baseline's EMA settings are fixed (lrac/quant/vq.py)"),
     "quantizer.dead_code_max_share": (0.1, "the baseline's EMA settings are fixed (lrac/quant/vq.py)"),
-    "train.disc_lr": (0.0, _EXPERIMENT),
     "train.betas": ([0.9, 0.999], "the optimiser's settings are fixed (lrac/train/loop.py)"),
     "train.adam_eps": (1e-9, "the optimiser's settings are fixed (lrac/train/loop.py)"),
     "train.grad_clip": (0.0, _EXPERIMENT),

@@ -11,9 +11,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import speechlike
 from lrac.config import load_config
 from lrac.train.data import ChunkStream, Utterance, load_source
 from lrac.train.distributed import DistInfo
+from lrac.train.gan import GanStep
 from lrac.train.trainer import Trainer
 
 torch.set_num_threads(1)
@@ -299,6 +301,53 @@ def test_erasure_training_teaches_the_missing_latent(tmp_path):
         zeros = gan.valid_mel(gan.generator(x, 6, lost)[0], y).item()
         missing.copy_(saved)
     assert learned < zeros
+
+
+def test_the_concealment_discriminator_sees_the_lossy_and_the_lossless_decode_around_the_first_loss(tmp_path):
+    """``train.lambda_conceal_adv``: with the whole-chunk discriminator off, the discriminator
+    trains on 160 ms around each erased chunk's first lost frame, the decode with the losses
+    (fake) against the lossless decode (real), and the generator gets the adversarial terms."""
+    utts = _utterances(tmp_path, 1)
+    cfg = _cfg("t1", ("model.frame.lowband=null",), segment_samples=24000, warmup_steps=1000,
+               erasure_prob=0.5, erasure_rate=0.3, lambda_conceal_adv=1.0, disc_lr=3e-4, bf16=False)
+    gan = _trainer(cfg, tmp_path / "run", utts).gan
+    assert gan.opt_d.param_groups[0]["lr"] == 3e-4 and gan.opt_g.param_groups[0]["lr"] == cfg.train.lr
+    x = torch.from_numpy(speechlike(1.0))[None, None].float().expand(2, 1, -1).clone()
+    hop, frames = gan.codec.hop_length, 100
+    lost = torch.zeros(2, frames, dtype=torch.bool)
+    lost[1, 30:34] = True                                   # chunk 1 loses frames 30-33
+    gan.generator.eval()
+    with torch.no_grad():
+        y_hat = gan.generator(x, 6, lost)[0]
+        fake, real = gan._concealment_windows(x, y_hat, lost, 6)
+        lossless = gan.generator(x, 6)[0]
+    gan.generator.train()
+    span = slice(26 * hop, 42 * hop)                        # from 4 frames before, 16 frames
+    assert fake.shape == real.shape == (1, 1, 16 * hop)
+    assert torch.equal(fake[0, 0], y_hat[1, 0, span]) and torch.allclose(real[0, 0], lossless[1, 0, span])
+    assert not torch.allclose(fake, real)
+    before = [p.detach().clone() for p in gan.d_params]
+    step = next(s for s in range(50) if gan.erasures_at(s, 2, frames) is not None)
+    out = gan.train_step(x, x, step)
+    assert {"adv", "fm", "d_loss"} <= out.keys()
+    assert any(not torch.equal(a, p) for a, p in zip(before, gan.d_params))
+
+
+def test_erased_chunks_weigh_erasure_recon_weight_in_the_reconstruction_losses(tmp_path):
+    utts = _utterances(tmp_path, 1)
+    gan = _trainer(_cfg("t1", erasure_recon_weight=0.1), tmp_path / "run", utts).gan
+    y = torch.from_numpy(speechlike(0.5))[None, None].float().expand(3, 1, -1).clone()
+    y_hat = y + 0.01 * torch.randn_like(y)
+    erased = torch.tensor([False, True, True])
+    total, values = gan._reconstruction(y_hat, y, erased)
+    whole, whole_values = gan.losses(y_hat, y)
+    clean, _ = gan.losses(y_hat[:1], y[:1])
+    lossy, _ = gan.losses(y_hat[1:], y[1:])
+    assert total.item() == pytest.approx((clean + 2 * 0.1 * lossy).item() / 3, rel=1e-5)
+    assert all(values[k].item() == pytest.approx(whole_values[k].item(), rel=1e-4) for k in values)
+    assert torch.equal(gan._reconstruction(y_hat, y, None)[0], whole)
+    with pytest.raises(ValueError, match="one process"):
+        GanStep(_cfg("t1", lambda_conceal_adv=1.0), DistInfo(0, 2))
 
 
 def test_a_checkpoint_from_before_the_missing_latent_resumes(tmp_path):

@@ -42,6 +42,8 @@ from lrac.train.losses import (MultiScaleMelLoss, ReconstructionLoss, discrimina
 
 ADAM_BETAS = (0.9, 0.999)   # RAdam settings of the baseline recipe (spec §3)
 ADAM_EPS = 1e-9
+CONCEAL_WINDOW_FRAMES = 16   # what the concealment discriminator sees: 160 ms ...
+CONCEAL_LEAD_FRAMES = 4      # ... from 40 ms before a chunk's first lost frame
 
 
 class GanStep:
@@ -75,11 +77,18 @@ class GanStep:
                 and self.tc.erasure_burst >= 1 and self.tc.erasure_packet_frames >= 1):
             raise ValueError("train.erasure_prob must be 0-1, train.erasure_rate 0 to below 1, "
                              "train.erasure_burst >= 1 and train.erasure_packet_frames >= 1")
+        if self.tc.lambda_conceal_adv < 0 or self.tc.erasure_recon_weight < 0 or self.tc.disc_lr < 0:
+            raise ValueError("train.lambda_conceal_adv, train.erasure_recon_weight and train.disc_lr "
+                             "must be >= 0")
+        if self.tc.lambda_conceal_adv > 0 and self.dist.world > 1:
+            # each rank erases other chunks: a rank without any would skip the discriminator's
+            # gradient all-reduce that the others wait in
+            raise ValueError("train.lambda_conceal_adv > 0 trains on one process only")
         self.valid_mel = MultiScaleMelLoss(sr).to(self.device)   # the validation score, unweighted
         self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
         self.opt_g = self._optimizer(self.g_params)
-        self.opt_d = self._optimizer(self.d_params)
+        self.opt_d = self._optimizer(self.d_params, self.tc.disc_lr or self.tc.lr)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, self.tc.lr_gamma)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, self.tc.lr_gamma)
         self.nonfinite_steps = 0
@@ -101,8 +110,8 @@ class GanStep:
         stay in float32."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.tc.bf16)
 
-    def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.RAdam(params, lr=self.tc.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0)
+    def _optimizer(self, params: list[nn.Parameter], lr: float | None = None) -> torch.optim.Optimizer:
+        return torch.optim.RAdam(params, lr=lr or self.tc.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0)
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -137,9 +146,10 @@ class GanStep:
         decays = max(step - self.tc.lr_decay_from_step, 0) // self.tc.lr_gamma_every_steps
         for sched in (self.sched_g, self.sched_d):
             sched.last_epoch = decays
-            sched.base_lrs = [self.tc.lr] * len(sched.optimizer.param_groups)
+            lr = self.tc.disc_lr if sched is self.sched_d and self.tc.disc_lr > 0 else self.tc.lr
+            sched.base_lrs = [lr] * len(sched.optimizer.param_groups)
             for group in sched.optimizer.param_groups:
-                group["lr"] = self.tc.lr * self.tc.lr_gamma ** decays
+                group["lr"] = lr * self.tc.lr_gamma ** decays
 
     # -- one iteration ----------------------------------------------------------------------------
 
@@ -187,17 +197,24 @@ class GanStep:
         with self.autocast():
             y_hat, commit = self.g_model(x, n_q, lost)
         y_hat = y_hat[..., :y.shape[-1]].float()
-        reconstruction, values = self.losses(y_hat, y)
+        erased = None if lost is None else lost.any(-1)          # [B]: the chunks that lost packets
+        reconstruction, values = self._reconstruction(y_hat, y, erased)
         g_loss = reconstruction + tc.lambda_commit * commit
         out = {"n_q": float(n_q), **{k: v.item() for k, v in values.items()}, "commit": commit.item()}
         use_disc = step >= tc.warmup_steps
+        weight = 1.0
+        if use_disc:
+            fake_audio, real_audio = y_hat, y
+        elif tc.lambda_conceal_adv > 0 and erased is not None and bool(erased.any()):
+            fake_audio, real_audio = self._concealment_windows(x, y_hat, lost, n_q)
+            use_disc, weight = True, tc.lambda_conceal_adv
         if use_disc:
             # cached(): each weight-normed D weight is computed once for both forwards.
             with parametrize.cached(), self.autocast():
-                fake, real = self.disc(y_hat), self.disc(y)
+                fake, real = self.disc(fake_audio), self.disc(real_audio)
             adv = generator_adversarial_loss(fake)
             fm = feature_matching_loss(fake, real)
-            g_loss = g_loss + tc.lambda_adv * adv + tc.lambda_feat * fm
+            g_loss = g_loss + weight * (tc.lambda_adv * adv + tc.lambda_feat * fm)
             out.update(adv=adv.item(), fm=fm.item())
         out["g_loss"] = g_loss.item()
 
@@ -214,6 +231,42 @@ class GanStep:
         if use_disc:
             self._update_disc(real, fake, out, step)
         return out
+
+    def _reconstruction(self, y_hat: torch.Tensor, y: torch.Tensor, erased: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The reconstruction losses of ``y_hat`` against ``y`` (``[B, 1, T]``), the chunks flagged in
+        ``erased`` (``[B]`` bool) weighted ``train.erasure_recon_weight``; the values reported are
+        the unweighted means over all chunks."""
+        w = self.tc.erasure_recon_weight
+        if erased is None or w == 1 or not bool(erased.any()):
+            return self.losses(y_hat, y)
+        if bool(erased.all()):
+            total, values = self.losses(y_hat, y)
+            return w * total, values
+        parts = [(self.losses(y_hat[m], y[m]), int(m.sum()), share)
+                 for m, share in ((~erased, 1.0), (erased, w))]
+        n = y.shape[0]
+        total = sum(share * count / n * part[0] for part, count, share in parts)
+        values = {k: sum(count / n * part[1][k] for part, count, _ in parts) for k in parts[0][0][1]}
+        return total, values
+
+    def _concealment_windows(self, x: torch.Tensor, y_hat: torch.Tensor, lost: torch.Tensor, n_q: int
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the concealment discriminator compares, ``(fake, real)`` ``[E, 1, W]``: for each of
+        the E erased chunks, the decode ``y_hat`` with its losses and the lossless decode of the same
+        input ``x``, in a window of :data:`CONCEAL_WINDOW_FRAMES` from :data:`CONCEAL_LEAD_FRAMES`
+        before its first lost frame (``lost [B, F]``)."""
+        hop = self.codec.hop_length
+        chunks = lost.any(-1).nonzero().squeeze(-1)
+        frames = min(CONCEAL_WINDOW_FRAMES, lost.shape[-1])
+        first = lost[chunks].float().argmax(-1)                     # each chunk's first lost frame
+        starts = (first - CONCEAL_LEAD_FRAMES).clamp(0, lost.shape[-1] - frames) * hop
+        with torch.no_grad(), self.autocast():
+            lossless = self.g_model(x[chunks], n_q)[0][..., :y_hat.shape[-1]].float()
+        at = starts[:, None] + torch.arange(frames * hop, device=x.device)       # [E, W]
+        fake = y_hat[chunks, 0].gather(-1, at)[:, None]
+        real = lossless[:, 0].gather(-1, at)[:, None]
+        return fake, real
 
     def _update_disc(self, real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]],
                      out: dict[str, float], step: int) -> None:
