@@ -528,7 +528,9 @@ def load_config(name_or_path: str | Path | dict | Config = "t1",
     else:
         text = str(name_or_path)
         path = Path(text)
-        if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        # a file, else a preset: a folder that happens to share a preset's name (a run's output
+        # called t1) does not hide the preset
+        if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
             if not path.is_file():
                 raise ConfigError(f"config file not found: {text}")
             raw = path.read_text()
@@ -536,7 +538,8 @@ def load_config(name_or_path: str | Path | dict | Config = "t1",
             cfg = Config.from_dict(data or {})
         else:
             if text not in preset_names():
-                raise ConfigError(f"unknown preset {text!r}; presets: {', '.join(preset_names())}"
+                what = "a folder, not a config file" if path.is_dir() else "an unknown preset"
+                raise ConfigError(f"{text!r} is {what}; presets: {', '.join(preset_names())}"
                                   " (or give a path to a .yaml file)")
             resource = resources.files("lrac") / "presets" / f"{text}.yaml"
             cfg = Config.from_dict(yaml.safe_load(resource.read_text()))

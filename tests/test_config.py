@@ -1,7 +1,9 @@
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lrac.config import Config, ConfigError, load_config, preset_names
 
@@ -108,6 +110,16 @@ def test_bad_overrides_are_clear(bad, message):
 def test_unknown_preset_lists_presets():
     with pytest.raises(ConfigError, match="baseline-t1"):
         load_config("baseline-t9")
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t1").mkdir()                       # e.g. a run's output folder
+    (tmp_path / "runs").mkdir()
+    preset = yaml.safe_load((resources.files("lrac") / "presets" / "t1.yaml").read_text())
+    assert load_config("t1") == load_config(preset)
+    with pytest.raises(ConfigError, match="'runs' is a folder, not a config file"):
+        load_config("runs")
 
 
 def test_missing_yaml_file():
