@@ -326,6 +326,10 @@ def test_the_concealment_discriminator_sees_the_lossy_and_the_lossless_decode_ar
     assert fake.shape == real.shape == (1, 1, 16 * hop)
     assert torch.equal(fake[0, 0], y_hat[1, 0, span]) and torch.allclose(real[0, 0], lossless[1, 0, span])
     assert not torch.allclose(fake, real)
+    y_hat = gan.generator(x, 6, lost)[0]                     # no adversarial gradient before the loss
+    fake, _ = gan._concealment_windows(x, y_hat, lost, 6)
+    grad, = torch.autograd.grad(fake.sum(), y_hat)
+    assert not grad[1, 0, 26 * hop:29 * hop].any() and grad[1, 0, 29 * hop:42 * hop].all()
     before = [p.detach().clone() for p in gan.d_params]
     step = next(s for s in range(50) if gan.erasures_at(s, 2, frames) is not None)
     out = gan.train_step(x, x, step)

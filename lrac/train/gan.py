@@ -264,7 +264,11 @@ class GanStep:
         with torch.no_grad(), self.autocast():
             lossless = self.g_model(x[chunks], n_q)[0][..., :y_hat.shape[-1]].float()
         at = starts[:, None] + torch.arange(frames * hop, device=x.device)       # [E, W]
-        fake = y_hat[chunks, 0].gather(-1, at)[:, None]
+        fake = y_hat[chunks, 0].gather(-1, at)
+        # before the loss (less the decoder's one frame of look-ahead) fake and real are the same
+        # audio: no adversarial gradient there, which would only be noise to the lossless decode
+        before = at < ((first - 1).clamp(min=0) * hop)[:, None]
+        fake = torch.where(before, fake.detach(), fake)[:, None]
         real = lossless[:, 0].gather(-1, at)[:, None]
         return fake, real
 
