@@ -24,7 +24,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -132,6 +132,22 @@ class OnnxCodec:
     def bitrate_for_stages(self, n_q: int) -> int:
         return int(round(n_q * self.bits_per_index * self.frame_rate))
 
+    # -- the engine ------------------------------------------------------------------------------------
+    def load_graph(self, side: str, graph: str) -> Callable:
+        """The runner of ``side``'s graph file ``graph``: ``(chunk, state) -> (output, new state
+        values)``, here an onnxruntime session (an engine running the same graphs otherwise, e.g.
+        :mod:`lrac.tvm_engine`, overrides this and keeps the stream loop)."""
+        path = self.model_dir / self.variant / graph
+        if not path.is_file():
+            raise ModelFileError(f"{path}: file not found")
+        session = _session(path, self.threads, prepack=self.variant != "float32")
+        props = session.get_modelmeta().custom_metadata_map
+        model_id = self.model_id.hex()
+        if props.get("lrac.model_id") != model_id or props.get("lrac.side") != side:
+            raise ModelFileError(f"{path}: made for another model or side ({props.get('lrac.side')} of "
+                                 f"{props.get('lrac.model_id')}; this export is {model_id})")
+        return OrtGraph(session, self.meta[side]["input"])
+
     # -- coding ----------------------------------------------------------------------------------------
     def stream_encoder(self, bitrate_bps: int = 6000) -> "OnnxStreamEncoder":
         return OnnxStreamEncoder(self, bitrate_bps)
@@ -163,7 +179,7 @@ class OnnxCodec:
 
 class _Graphs:
     """One side's graphs: one per (state layout, chunk rows, chunk frames), as the sidecar lists them;
-    each loaded into an onnxruntime session on its first call."""
+    each loaded by the codec (an onnxruntime session here) on its first call."""
 
     def __init__(self, codec: OnnxCodec, side: str, folder: Path) -> None:
         self.codec, self.side, self.folder = codec, side, folder
@@ -178,24 +194,34 @@ class _Graphs:
         except (KeyError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{codec.model_dir / SIDECAR}: incomplete or corrupted "
                                  f"({type(exc).__name__}: {exc})") from None
-        self.sessions: dict = {}
-        self.session(next(iter(self.branches.values()))[0])   # a bad graph file fails here, not mid-stream
+        self.runners: dict = {}
+        self.runner(next(iter(self.branches.values()))[0])   # a bad graph file fails here, not mid-stream
 
-    def session(self, graph: str) -> tuple:
-        """``(session, input names, output names)`` of the graph file ``graph``."""
-        if graph not in self.sessions:
-            path = self.folder / graph
-            if not path.is_file():
-                raise ModelFileError(f"{path}: file not found")
-            session = _session(path, self.codec.threads, prepack=self.codec.variant != "float32")
-            props = session.get_modelmeta().custom_metadata_map
-            model_id = self.codec.model_id.hex()
-            if props.get("lrac.model_id") != model_id or props.get("lrac.side") != self.side:
-                raise ModelFileError(f"{path}: made for another model or side ({props.get('lrac.side')} of "
-                                     f"{props.get('lrac.model_id')}; this export is {model_id})")
-            self.sessions[graph] = (session, [i.name for i in session.get_inputs()],
-                                    [o.name for o in session.get_outputs()])
-        return self.sessions[graph]
+    def runner(self, graph: str) -> Callable:
+        """The callable that runs the graph file ``graph``: ``(chunk, state) -> (output, new state
+        values)``, made by the codec's :meth:`OnnxCodec.load_graph` on the first call and kept."""
+        if graph not in self.runners:
+            self.runners[graph] = self.codec.load_graph(self.side, graph)
+        return self.runners[graph]
+
+
+class OrtGraph:
+    """One graph in an onnxruntime session: ``(chunk, state) -> (output, new state values)``.
+    State values made by another engine are read through their ``numpy()`` (the fallback of an
+    engine that could not compile a graph)."""
+
+    def __init__(self, session, chunk_name: str) -> None:
+        self.session, self.chunk_name = session, chunk_name
+        self.inputs = [i.name for i in session.get_inputs()]
+        self.outputs = [o.name for o in session.get_outputs()]
+
+    def __call__(self, chunk: np.ndarray, state: dict) -> tuple[np.ndarray, list]:
+        feeds = {}
+        for n in self.inputs:
+            v = chunk if n == self.chunk_name else state[n]
+            feeds[n] = v if isinstance(v, np.ndarray) else v.numpy()
+        values = self.session.run(self.outputs, feeds)
+        return values[0], values[1:]
 
 
 class _GraphStream:
@@ -222,11 +248,9 @@ class _GraphStream:
             raise ValueError(f"no {g.side} graph for a chunk of {key[2]} frames and {key[1]} rows "
                              f"(exported: {self.graphs.codec.chunk_frames} frames)")
         graph, self.layout = g.branches[key]
-        session, inputs, outputs = g.session(graph)
-        state = self.state
-        values = session.run(outputs, {n: chunk if n == g.chunk_name else state[n] for n in inputs})
-        self.state = dict(zip(g.state_names, values[1:]))
-        return values[0]
+        output, values = g.runner(graph)(chunk, self.state)
+        self.state = dict(zip(g.state_names, values))
+        return output
 
 
 def _plan(frames: int, sizes: list[int]) -> list[int]:
