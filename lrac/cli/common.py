@@ -233,15 +233,16 @@ def run_batch(items: list[tuple[str, Any]], work: Callable[[str, Any], None], wh
     return failures
 
 
-ENGINES = ("torch", "onnx", "onnx-int8")
+ENGINES = ("torch", "onnx", "onnx-int8", "tvm")
 
 
 def engine_option(fn: Callable) -> Callable:
     """``--engine``: the PyTorch model, or its exported ONNX graphs run by onnxruntime."""
     return click.option("--engine", type=click.Choice(ENGINES), default="torch", show_default=True,
                         help="torch: the PyTorch model; onnx / onnx-int8: its exported streaming graphs "
-                             "(float32 / 8-bit weights) in onnxruntime (lrac[runtime]); --model may "
-                             "then be an lrac-export folder.")(fn)
+                             "(float32 / 8-bit weights) in onnxruntime (lrac[runtime]); tvm: the float32 "
+                             "graphs compiled by Apache TVM (lrac[tvm]); --model may then be an "
+                             "lrac-export folder.")(fn)
 
 
 def onnx_cache_dir() -> Path:
@@ -260,15 +261,36 @@ def load_engine(model: str | None, engine: str):
         return load_codec(model)
     from ..runtime import SIDECAR, OnnxCodec
 
+    if engine == "tvm":
+        from ..tvm_engine import _import_tvm
+        _import_tvm()   # a missing TVM: one line before any export
     variant = "int8" if engine == "onnx-int8" else "float32"
     if model is not None and (Path(model) / SIDECAR).is_file():
-        return OnnxCodec(model, variant)
+        return _open_export(model, engine)
     codec = load_codec(model)
     folder = onnx_cache_dir() / codec.model_id.hex()
     try:
-        return OnnxCodec(folder, variant)
+        onnx_codec = OnnxCodec(folder, variant)
     except ValueError:
         click.echo(f"exporting the model's streaming graphs to {folder} (once; a few minutes)", err=True)
-    from ..export import export_onnx
-    export_onnx(codec, folder, variants=("float32", "int8"))
-    return OnnxCodec(folder, variant)
+        from ..export import export_onnx
+        export_onnx(codec, folder, variants=("float32", "int8"))
+    else:
+        if engine != "tvm":
+            return onnx_codec
+    return _open_export(folder, engine)
+
+
+def _open_export(folder: str | Path, engine: str):
+    """The codec of an export folder for ``engine``; for ``tvm``, its graphs are compiled into
+    ``folder/tvm`` first if they are not there yet."""
+    from ..runtime import OnnxCodec
+
+    if engine != "tvm":
+        return OnnxCodec(folder, "int8" if engine == "onnx-int8" else "float32")
+    from ..tvm_engine import TVM_SIDECAR, TvmCodec, compile_tvm
+
+    if not (Path(folder) / "tvm" / TVM_SIDECAR).is_file():
+        click.echo(f"compiling the streaming graphs with TVM into {Path(folder) / 'tvm'} (once; minutes)", err=True)
+        compile_tvm(folder)
+    return TvmCodec(folder)
