@@ -6,10 +6,10 @@
 
 The second form streams a model with both engines side by side, in the same process and turn by
 turn (the PyTorch float32 streaming path, and the graphs ``lrac-export`` wrote to DIR in onnxruntime:
-float32 and, if exported, int8; several DIRs, e.g. two exports of one model, are named by their
-folder), per chunk size, encode and decode separately, and reports the RTF
-(best of the repeats) and the distribution of the time one chunk takes (p50 / p99 in ms over every
-chunk of every repeat): the latency a real-time caller adds.
+float32 and, if exported, int8; and, if ``lrac-export --tvm`` compiled them, the float32 graphs in
+TVM; several DIRs, e.g. two exports of one model, are named by their folder), per chunk size, encode
+and decode separately, and reports the RTF (best of the repeats) and the distribution of the time one
+chunk takes (p50 / p99 in ms over every chunk of every repeat): the latency a real-time caller adds.
 
 Real-time factor (RTF) = processing seconds / audio seconds (smaller is faster); "x RT" is 1/RTF.
 Models are untrained (weights do not change the cost), loaded as `lrac-encode` loads them: weight norm
@@ -122,6 +122,10 @@ def _engine_streams(model: str, onnx_dirs: list[Path]) -> dict:
         for variant in OnnxCodec(onnx_dir).meta["variants"]:
             name = f"onnx {variant}" + (f" ({onnx_dir.name})" if len(onnx_dirs) > 1 else "")
             engines[name] = (OnnxCodec(onnx_dir, variant), lambda x: x, lambda t: t)
+        if (onnx_dir / "tvm" / "lrac-tvm.json").is_file():   # compiled by lrac-export --tvm
+            from lrac.tvm_engine import TvmCodec
+            name = "tvm float32" + (f" ({onnx_dir.name})" if len(onnx_dirs) > 1 else "")
+            engines[name] = (TvmCodec(onnx_dir), lambda x: x, lambda t: t)
     return engines
 
 
