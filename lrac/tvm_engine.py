@@ -269,14 +269,16 @@ class TvmGraph:
     def __init__(self, tvm, vm, inputs: list[str], chunk_name: str, weights: list) -> None:
         self.vm, self.main = vm, vm["main"]
         self.inputs, self.chunk_name, self.weights = inputs, chunk_name, weights
-        self.tensor_type, self.from_dlpack = tvm.runtime.Tensor, tvm.runtime.from_dlpack
+        self.tensor_type, self.from_dlpack, self.empty = tvm.runtime.Tensor, tvm.runtime.from_dlpack, tvm.runtime.empty
 
     def _tensor(self, value):
         if isinstance(value, self.tensor_type):
             return value
+        value = np.asarray(value)
+        if value.size == 0:   # numpy's empty arrays have strides TVM's kernels refuse as not compact
+            return self.empty(value.shape, str(value.dtype))
         # a fresh 64-byte aligned copy: TVM's kernels may assume aligned data, and the graph's
         # outputs (the next state) may be views of its inputs, so a caller's buffer is never lent
-        value = np.asarray(value)
         raw = np.empty(value.nbytes + 64, np.uint8)
         start = (-raw.ctypes.data) % 64
         a = raw[start:start + value.nbytes].view(value.dtype).reshape(value.shape)
