@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -77,8 +78,6 @@ def compile_tvm(onnx_dir: str | Path, out_dir: str | Path | None = None, mcpu: s
 
     Returns the sidecar written as ``out_dir/lrac-tvm.json``.
     """
-    import time
-
     tvm = _import_tvm()
     from tvm import relax
 
