@@ -5,10 +5,10 @@
     python benchmarks/onnx_agreement.py ONNX_DIR --summarize FILE
 
 For each clip and bitrate: the share of token frames (all stages of a frame) that each ONNX variant
-(float32, int8 if exported) encodes as the PyTorch float32 streaming path does, and PESQ-WB / ESTOI
-of each engine's whole path (its own tokens, decoded by itself) against the clean clip. Also the
-largest sample difference when each variant decodes the PyTorch tokens. The clips are the first
-``--limit`` of the list.
+(float32, int8 if exported; the float32 graphs in TVM if ``lrac-export --tvm`` compiled them)
+encodes as the PyTorch float32 streaming path does, and PESQ-WB / ESTOI of each engine's whole path
+(its own tokens, decoded by itself) against the clean clip. Also the largest sample difference when
+each variant decodes the PyTorch tokens. The clips are the first ``--limit`` of the list.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ def main() -> None:
     path = Path(args.model) if Path(args.model).is_file() else PRETRAINED_DIR / f"{args.model}.pt"
     codec = Codec.load(path, exact=False)
     variants = {v: OnnxCodec(args.onnx_dir, v) for v in OnnxCodec(args.onnx_dir).meta["variants"]}
+    if (args.onnx_dir / "tvm" / "lrac-tvm.json").is_file():   # compiled by lrac-export --tvm
+        from lrac.tvm_engine import TvmCodec
+        variants["tvm"] = TvmCodec(args.onnx_dir)
     clips = read_scp(args.list)[: args.limit]
     rows = []
     writer = None
