@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -96,23 +97,33 @@ def test_streams_start_from_a_clean_state(small):
 
 
 def test_a_graph_left_to_onnxruntime_warns_and_agrees(small, tmp_path):
+    """A streaming graph TVM could not compile runs in onnxruntime, with a warning; a flush graph
+    (a chunk of 0 frames, once a stream) runs there without one."""
     meta = json.loads((small / "tvm" / TVM_SIDECAR).read_text())
-    steady = next(g for g, e in meta["graphs"].items() if e["side"] == "decoder" and "error" not in e
-                  and g != "decoder.0.onnx")
+    branches = OnnxCodec(small).meta["decoder"]["branches"]
+    steady = next(b["graph"] for b in branches if b["frames"] > 0 and "error" not in meta["graphs"][b["graph"]])
+    flush = next(b["graph"] for b in branches if b["frames"] == 0)
 
-    def fail_one(copy):
-        m = json.loads((copy / "tvm" / TVM_SIDECAR).read_text())
-        m["graphs"][steady] = {"side": "decoder", "onnx_sha256": m["graphs"][steady]["onnx_sha256"],
-                               "error": "(test) not compiled"}
-        (copy / "tvm" / TVM_SIDECAR).write_text(json.dumps(m))
+    def left_to_onnxruntime(graph):
+        def change(copy):
+            m = json.loads((copy / "tvm" / TVM_SIDECAR).read_text())
+            m["graphs"][graph] = {"side": "decoder", "onnx_sha256": m["graphs"][graph]["onnx_sha256"],
+                                  "error": "(test) not compiled"}
+            (copy / "tvm" / TVM_SIDECAR).write_text(json.dumps(m))
+        return change
 
-    copy = _copy(small, tmp_path, fail_one)
+    copy = _copy(small, tmp_path / "steady", left_to_onnxruntime(steady))
     with pytest.warns(UserWarning, match=f"run in onnxruntime.*{steady}"):
         codec = TvmCodec(copy)
     audio = _speech(1.0)
     ort_tokens, ort_audio = _stream(OnnxCodec(small), audio, 240)
     tokens, wav = _stream(codec, audio, 240, ort_tokens)
     assert np.array_equal(tokens, ort_tokens) and np.abs(wav - ort_audio).max() < 1e-5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        codec = TvmCodec(_copy(small, tmp_path / "flush", left_to_onnxruntime(flush)))
+    assert not any(flush in str(w.message) for w in caught)
+    assert np.array_equal(_stream(codec, audio, 240)[0], ort_tokens)
 
 
 def test_corrupted_files_give_one_line_errors(small, tmp_path):
