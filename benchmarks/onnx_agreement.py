@@ -27,6 +27,7 @@ from lrac.codec import PRETRAINED_DIR, Codec
 from lrac.eval.metrics import estoi, pesq_wb
 from lrac.lists import read_scp
 from lrac.runtime import OnnxCodec
+from lrac.tvm_engine import TvmCodec, compiled
 
 
 def main() -> None:
@@ -52,8 +53,7 @@ def main() -> None:
     path = Path(args.model) if Path(args.model).is_file() else PRETRAINED_DIR / f"{args.model}.pt"
     codec = Codec.load(path, exact=False)
     variants = {v: OnnxCodec(args.onnx_dir, v) for v in OnnxCodec(args.onnx_dir).meta["variants"]}
-    if (args.onnx_dir / "tvm" / "lrac-tvm.json").is_file():   # compiled by lrac-export --tvm
-        from lrac.tvm_engine import TvmCodec
+    if compiled(args.onnx_dir):   # by lrac-export --tvm
         variants["tvm"] = TvmCodec(args.onnx_dir)
     clips = read_scp(args.list)[: args.limit]
     rows = []

@@ -115,6 +115,7 @@ def _speech(seconds: float, sample_rate: int) -> np.ndarray:
 def _engine_streams(model: str, onnx_dirs: list[Path]) -> dict:
     """name -> (make encoder stream, make decoder stream, to engine's tokens, to engine's audio)."""
     from lrac.runtime import OnnxCodec
+    from lrac.tvm_engine import TvmCodec, compiled
     path = Path(model) if Path(model).is_file() else Path(__file__).resolve().parents[1] / "lrac" / "pretrained" / f"{model}.pt"
     codec = Codec.load(path, exact=False)
     engines = {"torch": (codec, lambda x: torch.from_numpy(x), lambda t: torch.from_numpy(t)[None])}
@@ -122,8 +123,7 @@ def _engine_streams(model: str, onnx_dirs: list[Path]) -> dict:
         for variant in OnnxCodec(onnx_dir).meta["variants"]:
             name = f"onnx {variant}" + (f" ({onnx_dir.name})" if len(onnx_dirs) > 1 else "")
             engines[name] = (OnnxCodec(onnx_dir, variant), lambda x: x, lambda t: t)
-        if (onnx_dir / "tvm" / "lrac-tvm.json").is_file():   # compiled by lrac-export --tvm
-            from lrac.tvm_engine import TvmCodec
+        if compiled(onnx_dir):   # by lrac-export --tvm
             name = "tvm float32" + (f" ({onnx_dir.name})" if len(onnx_dirs) > 1 else "")
             engines[name] = (TvmCodec(onnx_dir), lambda x: x, lambda t: t)
     return engines

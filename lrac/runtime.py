@@ -105,12 +105,7 @@ class OnnxCodec:
         folder = self.model_dir / variant
         for name, digest in meta.get("files", {}).items():   # this variant's graphs and weights
             if name.startswith(f"{variant}/"):
-                path = self.model_dir / name
-                if not path.is_file():
-                    raise ModelFileError(f"{path}: file not found")
-                if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-                    raise ModelFileError(f"{path}: corrupted or replaced (its checksum is not the one "
-                                         f"{SIDECAR} records): export the model again")
+                check_file(self.model_dir / name, digest, SIDECAR, "export the model again")
         self.encoder_graphs = _Graphs(self, "encoder", folder)
         self.decoder_graphs = _Graphs(self, "decoder", folder)
 
@@ -175,6 +170,19 @@ class OnnxCodec:
         stream = self.stream_decoder()
         parts = [stream.push(tokens[:, i:i + size]) for i in range(0, tokens.shape[-1], size)]
         return np.concatenate(parts + [stream.flush(length)])
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_file(path: Path, digest: str | None, sidecar: str, remedy: str) -> None:
+    """:class:`ModelFileError` unless ``path`` exists with the checksum its ``sidecar`` records."""
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    if file_sha256(path) != digest:
+        raise ModelFileError(f"{path}: corrupted or replaced (its checksum is not the one "
+                             f"{sidecar} records): {remedy}")
 
 
 class _Graphs:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .runtime import SIDECAR, ModelFileError, OnnxCodec
+from .runtime import SIDECAR, ModelFileError, OnnxCodec, check_file, file_sha256
 
 TVM_SIDECAR = "lrac-tvm.json"
 TVM_FORMAT = "lrac-tvm"
@@ -56,13 +56,14 @@ def _import_tvm():
     return tvm
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _one_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return (lines[-1] if lines else type(exc).__name__)[:200]
+
+
+def compiled(onnx_dir: str | Path) -> bool:
+    """Whether :func:`compile_tvm` compiled the export in ``onnx_dir`` (into its default ``tvm/``)."""
+    return (Path(onnx_dir) / "tvm" / TVM_SIDECAR).is_file()
 
 
 # -- compiling -------------------------------------------------------------------------------------
@@ -110,14 +111,14 @@ def compile_tvm(onnx_dir: str | Path, out_dir: str | Path | None = None, mcpu: s
                     key = hashlib.sha1(repr((a.shape, a.dtype.str)).encode() + a.tobytes()).hexdigest()
                     pool.setdefault(key, a)
                     keys.append(key)
-                entry.update(library=library.name, sha256=_sha256(library), inputs=inputs, weights=keys)
+                entry.update(library=library.name, sha256=file_sha256(library), inputs=inputs, weights=keys)
                 if log:
                     log(f"{graph}: {library.name} in {time.time() - start:.1f} s, {len(keys)} weights")
             graphs[graph] = entry
     np.savez(out / WEIGHTS_FILE, **pool)
     sidecar = {"format": TVM_FORMAT, "version": TVM_FORMAT_VERSION, "model_id": codec.meta["model_id"],
                "tvm_version": tvm.__version__, "target": str(target), "mcpu": mcpu,
-               "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(out / WEIGHTS_FILE), "tensors": len(pool),
+               "weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(out / WEIGHTS_FILE), "tensors": len(pool),
                            "bytes": int(sum(a.nbytes for a in pool.values()))},
                "graphs": graphs}
     (out / TVM_SIDECAR).write_text(json.dumps(sidecar, indent=1))
@@ -356,11 +357,7 @@ class TvmCodec(OnnxCodec):
         if self._weights is None:
             info = self.tvm_meta.get("weights", {})
             path = self.tvm_dir / str(info.get("file", WEIGHTS_FILE))
-            if not path.is_file():
-                raise ModelFileError(f"{path}: file not found")
-            if _sha256(path) != info.get("sha256"):
-                raise ModelFileError(f"{path}: corrupted or replaced (its checksum is not the one "
-                                     f"{TVM_SIDECAR} records): compile again")
+            check_file(path, info.get("sha256"), TVM_SIDECAR, "compile again")
             with np.load(path) as z:
                 self._weights = {k: self._tvm.runtime.tensor(z[k]) for k in z.files}
         return self._weights
@@ -375,11 +372,7 @@ class TvmCodec(OnnxCodec):
         if "error" in entry:   # warned about in __init__
             return super().load_graph(side, graph)
         path = self.tvm_dir / str(entry["library"])
-        if not path.is_file():
-            raise ModelFileError(f"{path}: file not found")
-        if _sha256(path) != entry.get("sha256"):
-            raise ModelFileError(f"{path}: corrupted or replaced (its checksum is not the one "
-                                 f"{TVM_SIDECAR} records): compile again")
+        check_file(path, entry.get("sha256"), TVM_SIDECAR, "compile again")
         pool = self._weight_pool()
         try:
             weights = [pool[k] for k in entry["weights"]]

@@ -288,9 +288,9 @@ def _open_export(folder: str | Path, engine: str):
 
     if engine != "tvm":
         return OnnxCodec(folder, "int8" if engine == "onnx-int8" else "float32")
-    from ..tvm_engine import TVM_SIDECAR, TvmCodec, compile_tvm
+    from ..tvm_engine import TvmCodec, compile_tvm, compiled
 
-    if not (Path(folder) / "tvm" / TVM_SIDECAR).is_file():
+    if not compiled(folder):
         click.echo(f"compiling the streaming graphs with TVM into {Path(folder) / 'tvm'} (once; minutes)", err=True)
         compile_tvm(folder)
     return TvmCodec(folder)
