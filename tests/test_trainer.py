@@ -352,6 +352,9 @@ def test_erased_chunks_weigh_erasure_recon_weight_in_the_reconstruction_losses(t
     assert torch.equal(gan._reconstruction(y_hat, y, None)[0], whole)
     with pytest.raises(ValueError, match="one process"):
         GanStep(_cfg("t1", lambda_conceal_adv=1.0), DistInfo(0, 2))
+    for setting in ("lambda_conceal_adv", "erasure_recon_weight", "disc_lr"):
+        with pytest.raises(ValueError, match="must be >= 0"):
+            GanStep(_cfg("t1", **{setting: -1.0}))
 
 
 def test_a_checkpoint_from_before_the_missing_latent_resumes(tmp_path):
