@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lrac.codec import Codec
+from lrac.codec import Codec, _eval
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.packets import erasure_mask
@@ -261,12 +261,9 @@ class GanStep:
         frames = min(CONCEAL_WINDOW_FRAMES, lost.shape[-1])
         first = lost[chunks].float().argmax(-1)                     # each chunk's first lost frame
         starts = (first - CONCEAL_LEAD_FRAMES).clamp(0, lost.shape[-1] - frames) * hop
-        self.generator.eval()   # as the model decodes (a baseline VQ's codebooks do not learn twice)
-        try:
-            with torch.no_grad(), self.autocast():
-                lossless = self.generator(x[chunks], n_q)[0][..., :y_hat.shape[-1]].float()
-        finally:
-            self.generator.train()
+        # in eval mode, as the model decodes (a baseline VQ's codebooks do not learn twice)
+        with _eval(self.generator), torch.no_grad(), self.autocast():
+            lossless = self.generator(x[chunks], n_q)[0][..., :y_hat.shape[-1]].float()
         at = starts[:, None] + torch.arange(frames * hop, device=x.device)       # [E, W]
         fake = y_hat[chunks, 0].gather(-1, at)
         # before the loss (less the decoder's one frame of look-ahead) fake and real are the same
