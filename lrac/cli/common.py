@@ -264,13 +264,12 @@ def load_engine(model: str | None, engine: str):
     if engine == "tvm":
         from ..tvm_engine import _import_tvm
         _import_tvm()   # a missing TVM: one line before any export
-    variant = "int8" if engine == "onnx-int8" else "float32"
     if model is not None and (Path(model) / SIDECAR).is_file():
         return _open_export(model, engine)
     codec = load_codec(model)
     folder = onnx_cache_dir() / codec.model_id.hex()
     try:
-        onnx_codec = OnnxCodec(folder, variant)
+        onnx_codec = OnnxCodec(folder, _onnx_variant(engine))
     except ValueError:
         click.echo(f"exporting the model's streaming graphs to {folder} (once; a few minutes)", err=True)
         from ..export import export_onnx
@@ -281,13 +280,18 @@ def load_engine(model: str | None, engine: str):
     return _open_export(folder, engine)
 
 
+def _onnx_variant(engine: str) -> str:
+    """The exported graphs' weights an engine runs (TVM compiles the float32 graphs)."""
+    return "int8" if engine == "onnx-int8" else "float32"
+
+
 def _open_export(folder: str | Path, engine: str):
     """The codec of an export folder for ``engine``; for ``tvm``, its graphs are compiled into
     ``folder/tvm`` first if they are not there yet."""
     from ..runtime import OnnxCodec
 
     if engine != "tvm":
-        return OnnxCodec(folder, "int8" if engine == "onnx-int8" else "float32")
+        return OnnxCodec(folder, _onnx_variant(engine))
     from ..tvm_engine import TvmCodec, compile_tvm, compiled
 
     if not compiled(folder):
