@@ -303,9 +303,9 @@ def test_erasure_training_teaches_the_missing_latent(tmp_path):
     assert learned < zeros
 
 
-def test_the_concealment_discriminator_sees_the_lossy_and_the_lossless_decode_around_the_first_loss(tmp_path):
+def test_the_concealment_discriminator_sees_the_lossy_and_the_lossless_decode_around_the_longest_loss(tmp_path):
     """``train.lambda_conceal_adv``: with the whole-chunk discriminator off, the discriminator
-    trains on 160 ms around each erased chunk's first lost frame, the decode with the losses
+    trains on 160 ms around the start of each erased chunk's longest run of lost frames, the decode with the losses
     (fake) against the lossless decode (real), and the generator gets the adversarial terms."""
     utts = _utterances(tmp_path, 1)
     cfg = _cfg("t1", ("model.frame.lowband=null",), segment_samples=24000, warmup_steps=1000,
@@ -315,7 +315,7 @@ def test_the_concealment_discriminator_sees_the_lossy_and_the_lossless_decode_ar
     x = torch.from_numpy(speechlike(1.0))[None, None].float().expand(2, 1, -1).clone()
     hop, frames = gan.codec.hop_length, 100
     lost = torch.zeros(2, frames, dtype=torch.bool)
-    lost[1, 30:34] = True                                   # chunk 1 loses frames 30-33
+    lost[1, 10:12] = lost[1, 30:34] = lost[1, 60:64] = True  # chunk 1: the longest first at 30
     gan.generator.eval()
     with torch.no_grad():
         y_hat = gan.generator(x, 6, lost)[0]

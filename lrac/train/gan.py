@@ -43,7 +43,7 @@ from lrac.train.losses import (MultiScaleMelLoss, ReconstructionLoss, discrimina
 ADAM_BETAS = (0.9, 0.999)   # RAdam settings of the baseline recipe (spec §3)
 ADAM_EPS = 1e-9
 CONCEAL_WINDOW_FRAMES = 16   # what the concealment discriminator sees: 160 ms ...
-CONCEAL_LEAD_FRAMES = 4      # ... from 40 ms before a chunk's first lost frame
+CONCEAL_LEAD_FRAMES = 4      # ... from 40 ms before the start of a chunk's longest loss
 
 
 class GanStep:
@@ -255,19 +255,22 @@ class GanStep:
         """What the concealment discriminator compares, ``(fake, real)`` ``[E, 1, W]``: for each of
         the E erased chunks, the decode ``y_hat`` with its losses and the lossless decode of the same
         input ``x``, in a window of :data:`CONCEAL_WINDOW_FRAMES` from :data:`CONCEAL_LEAD_FRAMES`
-        before its first lost frame (``lost [B, F]``)."""
+        before the start of its longest run of lost frames (``lost [B, F]``; the earliest of equals).
+        The longest, not the first: in bursty chunks the first loss is often a single packet, and
+        long bursts are where concealment fails audibly."""
         hop = self.codec.hop_length
         chunks = lost.any(-1).nonzero().squeeze(-1)
         frames = min(CONCEAL_WINDOW_FRAMES, lost.shape[-1])
-        first = lost[chunks].float().argmax(-1)                     # each chunk's first lost frame
+        first = _longest_run_starts(lost[chunks])                   # [E] frame indices
         starts = (first - CONCEAL_LEAD_FRAMES).clamp(0, lost.shape[-1] - frames) * hop
         # in eval mode, as the model decodes (a baseline VQ's codebooks do not learn twice)
         with _eval(self.generator), torch.no_grad(), self.autocast():
             lossless = self.generator(x[chunks], n_q)[0][..., :y_hat.shape[-1]].float()
         at = starts[:, None] + torch.arange(frames * hop, device=x.device)       # [E, W]
         fake = y_hat[chunks, 0].gather(-1, at)
-        # before the loss (less the decoder's one frame of look-ahead) fake and real are the same
-        # audio: no adversarial gradient there, which would only be noise to the lossless decode
+        # just before the run (less the decoder's one frame of look-ahead) fake and real differ
+        # at most by the tail of an earlier loss: no adversarial gradient there, which would only
+        # be noise to the decode of received frames
         before = at < ((first - 1).clamp(min=0) * hop)[:, None]
         fake = torch.where(before, fake.detach(), fake)[:, None]
         real = lossless[:, 0].gather(-1, at)[:, None]
@@ -349,3 +352,13 @@ def _with_new_parameters(opt_state: dict[str, Any], n_params: int) -> dict[str, 
         group = {**group, "params": list(group["params"]) + list(range(start, start + n_params - have))}
         opt_state = {**opt_state, "param_groups": opt_state["param_groups"][:-1] + [group]}
     return opt_state
+
+
+def _longest_run_starts(lost: torch.Tensor) -> torch.Tensor:
+    """The first frame of each row's longest run of True in ``lost`` ``[E, F]`` (the earliest of
+    equal runs) ``[E]``; every row has at least one True."""
+    count = lost.long().cumsum(-1)
+    # frames lost in a row up to each frame: the count less its value at the last received frame
+    run = count - torch.cummax(torch.where(lost, 0, count), -1).values
+    end = run.argmax(-1)                                              # first maximum: earliest run
+    return end - run.gather(-1, end[:, None]).squeeze(-1) + 1
