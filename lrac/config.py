@@ -211,7 +211,7 @@ class TrainConfig:
     erasure_burst: float = 3.0
     erasure_packet_frames: int = 2
     # > 0 (while warmup_steps keeps the whole-chunk discriminator off): the discriminator judges
-    # 160 ms around each erased chunk's first lost packet, the decode with the losses against the
+    # 160 ms around each erased chunk's longest loss, the decode with the losses against the
     # lossless decode of the same chunk, and the generator gets its hinge and feature-matching
     # losses (lambda_adv, lambda_feat) times this weight: reconstruction losses reward the mean of
     # what a gap could hold, which PLCMOS marks down (docs/packet_loss.md)

@@ -261,8 +261,8 @@ class GanStep:
         hop = self.codec.hop_length
         chunks = lost.any(-1).nonzero().squeeze(-1)
         frames = min(CONCEAL_WINDOW_FRAMES, lost.shape[-1])
-        first = _longest_run_starts(lost[chunks])                   # [E] frame indices
-        starts = (first - CONCEAL_LEAD_FRAMES).clamp(0, lost.shape[-1] - frames) * hop
+        run_start = _longest_run_starts(lost[chunks])               # [E] frame indices
+        starts = (run_start - CONCEAL_LEAD_FRAMES).clamp(0, lost.shape[-1] - frames) * hop
         # in eval mode, as the model decodes (a baseline VQ's codebooks do not learn twice)
         with _eval(self.generator), torch.no_grad(), self.autocast():
             lossless = self.generator(x[chunks], n_q)[0][..., :y_hat.shape[-1]].float()
@@ -271,7 +271,7 @@ class GanStep:
         # just before the run (less the decoder's one frame of look-ahead) fake and real differ
         # at most by the tail of an earlier loss: no adversarial gradient there, which would only
         # be noise to the decode of received frames
-        before = at < ((first - 1).clamp(min=0) * hop)[:, None]
+        before = at < ((run_start - 1).clamp(min=0) * hop)[:, None]
         fake = torch.where(before, fake.detach(), fake)[:, None]
         real = lossless[:, 0].gather(-1, at)[:, None]
         return fake, real
