@@ -11,11 +11,19 @@ replaced by:
   phases in 3 / 4 bits;
 * ``phase-continued``: amplitudes as fitted, phases carried from a voiced run's first frame by the
   pitch alone (a pulse train's harmonics, in level);
+* ``bits-N`` (``--bits N ...``): the harmonics below ``--max-hz`` in N bits a frame, as a variable
+  layout would give them (:func:`in_bits`): a 5-bit level in 3 dB steps, then harmonic by harmonic
+  3 amplitude bits (6 dB steps, down to 42 dB below the level) and a phase of 4 bits for the first
+  two, 3 for the rest, while the bits last; bits left over refine the phases a bit each per round
+  from the first harmonic up (to 6 bits), then the amplitudes (3 dB steps); the harmonics left
+  without bits keep the decoder's band;
 * ``code``: the shipped 20-bit low-band code of :mod:`lrac.models.lowband` (first three harmonics),
   with the latent's 6 stages (``code``) or the 4 that leave it room (``code-4-stages``).
 
     python benchmarks/oracle_lowband.py --list exp/lists/valid77.scp --max 20
     python benchmarks/oracle_lowband.py --list exp/lists/valid25.scp --max 25 --max-hz 1000
+    python benchmarks/oracle_lowband.py --list exp/lists/valid25.scp --max 25 --max-hz 1000 \
+        --variants none code harmonics --bits 20 26 32 40
 """
 
 from __future__ import annotations
@@ -99,6 +107,12 @@ def variant(name: str, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.
             prev = {}
             continue
         c, basis = fit(frame, f0[f], harmonics, max_hz)
+        if name.startswith("bits-"):
+            c = in_bits(c, int(name[5:]))
+            if not len(c):
+                continue
+            h = len(basis[0]) // 2
+            basis = basis[:, list(range(len(c))) + list(range(h, h + len(c)))]
         amp, phase = np.abs(c), np.angle(c)
         if name == "amp-3dB":
             amp = 10 ** (3 * np.round(20 * np.log10(amp + 1e-12) / 3) / 20)
@@ -111,6 +125,36 @@ def variant(name: str, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.
             prev = dict(enumerate(phase))
         lb[f], cut[f] = synth(amp * np.exp(1j * phase), basis), (len(c) + 0.5) * f0[f]
     return replaced(y, lb, cut)
+
+
+def in_bits(c: np.ndarray, bits: int) -> np.ndarray:
+    """The harmonics ``c`` [H] (complex, from :func:`fit`) as ``bits`` bits rebuild them (the
+    ``bits-N`` variant's layout); the harmonics that get no bits are left out."""
+    amp, phase = np.abs(c), np.angle(c)
+    db = 20 * np.log10(amp + 1e-12)
+    level = 3 * np.round(db.max() / 3)
+    left = bits - 5
+    amp_bits, phase_bits = [], []
+    for h in range(len(c)):
+        a, p = 3, (4 if h < 2 else 3)
+        if left < a + p:
+            break
+        amp_bits.append(a)
+        phase_bits.append(p)
+        left -= a + p
+    for bits_of, most in ((phase_bits, 6), (amp_bits, 4)):      # a bit each per round, lowest first
+        while left and min(bits_of, default=most) < most:
+            for h in range(len(bits_of)):
+                if left and bits_of[h] < most:
+                    bits_of[h] += 1
+                    left -= 1
+    out = []
+    for h, (a, p) in enumerate(zip(amp_bits, phase_bits)):
+        step_db = 6.0 if a == 3 else 3.0
+        steps = np.clip(np.round((db[h] - level) / step_db), -(2 ** a - 1), 0)
+        step = 2 * np.pi / (1 << p)
+        out.append(10 ** ((level + steps * step_db) / 20) * np.exp(1j * step * np.round(phase[h] / step)))
+    return np.array(out, dtype=complex)
 
 
 def code_variant(codec: Codec, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
@@ -136,12 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--max-hz", type=float, default=MAX_HZ,
                         help="the band replaced (all but the code variants); default: the code's")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
+    parser.add_argument("--bits", nargs="*", type=int, default=[],
+                        help="the bits-N variants: the harmonics in N bits a frame")
     args = parser.parse_args(argv)
+    variants = args.variants + [f"bits-{n}" for n in args.bits]
     torch.set_num_threads(1)
     codec = load_codec(args.model)
     clips = read_scp(args.list)
     pick = np.random.default_rng(0).choice(len(clips), min(args.max, len(clips)), replace=False)
-    scores: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+    scores: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     for i, k in enumerate(pick):
         x, _ = load_audio(clips[k][1], SR, warn_stereo=False)
         x = x[: min(len(x), int(args.seconds * SR)) // HOP * HOP].astype(np.float64)
@@ -152,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             # (4 stages is no bitrate of t1: its decoder is run directly)
             outs = {n_q: codec._synthesize(tokens[:, :n_q])[0, 0, :len(x)].double().numpy() for n_q in (6, 4)}
         f0, voiced = f0[0].double().numpy(), voicing[0].numpy() > 0
-        for name in VARIANTS:
+        for name in variants:
             if name == "none":
                 z = outs[6]
             elif name.startswith("code"):

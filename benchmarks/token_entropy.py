@@ -13,7 +13,9 @@ against the bits the row has now. Two codes:
 
 For packets of ``--packet-frames`` frames it also reports how often a packet's context code
 exceeds the packet's fixed budget (the rate's bits for those frames) and the bits left over on
-average: what a variable layout could give other codes at the same rate (docs/results.md, "Bounds").
+average, and, for a model with a low-band code, the bits a packet's frames with a low-band code
+would have for it once every other sub-code is context-coded: what a variable layout could give
+the low band at the same rate (docs/results.md, "Bounds").
 
     python benchmarks/token_entropy.py --train exp/lists/train.speech.scp --n-train 300 \
         --list exp/lists/valid25.scp
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = codec.config.quantizer.fsq_levels
     frames = [t[LATENT].shape[-1] for t in test]
     marginal, context = [np.zeros(f) for f in frames], [np.zeros(f) for f in frames]
+    others = [np.zeros(f) for f in frames]       # the context code of every sub-code but the low band
     print(f"{args.model} at {args.bitrate} bit/s: {len(train)} training clips, {sum(frames)} frames "
           f"of {args.list}, packets of {args.packet_frames} frames")
     print("row          bits  marginal  context")
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         for row, bits in enumerate(codec.layout.bits(name)[: test[0][name].shape[0]]):
             tr, te = [t[name][row] for t in train], [t[name][row] for t in test]
             m, c = marginal_bits(tr, te, bits), context_bits(tr, te, name, bits, levels, args.packet_frames)
-            for total, part in ((marginal, m), (context, c)):
+            for total, part in ((marginal, m), (context, c)) + (((others, c),) if name != "lowband" else ()):
                 for out, p in zip(total, part):
                     out += p
             print(f"{name} {row:<6d} {bits:4d} {np.concatenate(m).mean():9.2f} {np.concatenate(c).mean():8.2f}")
@@ -137,6 +140,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"packets of {n} frames ({n * budget} bits): the context code exceeds them in "
               f"{100 * np.mean(spare < 0):.1f} %; bits left a frame: mean {np.maximum(spare, 0).mean() / n:.1f}, "
               f"5th percentile {np.percentile(spare, 5) / n:.1f}")
+        if "lowband" in test[0]:
+            # a frame with a low-band code has a non-zero first row (level 0 is "no code")
+            left = []
+            for t, o in zip(test, others):
+                m = len(o) // n * n
+                coded = (t["lowband"][0, :m] > 0).reshape(-1, n).sum(1)
+                spare = n * budget - o[:m].reshape(-1, n).sum(1)
+                left.append(np.repeat(spare[coded > 0] / coded[coded > 0], coded[coded > 0]))
+            left = np.concatenate(left)
+            print(f"for the low band: the rest takes {np.concatenate(others).mean():.1f} bits a frame; "
+                  f"a frame with a low-band code would have {left.mean():.1f} (median {np.median(left):.1f}, "
+                  f"10th-90th percentile {np.percentile(left, 10):.1f}-{np.percentile(left, 90):.1f})")
     return 0
 
 
