@@ -23,7 +23,7 @@ replaced by:
     python benchmarks/oracle_lowband.py --list exp/lists/valid77.scp --max 20
     python benchmarks/oracle_lowband.py --list exp/lists/valid25.scp --max 25 --max-hz 1000
     python benchmarks/oracle_lowband.py --list exp/lists/valid25.scp --max 25 --max-hz 1000 \
-        --variants none code harmonics --bits 20 26 32 40
+        --variants none code harmonics --bits 20 26 30 36 44
 """
 
 from __future__ import annotations
