@@ -55,8 +55,8 @@ class Generator(nn.Module):
         """Training forward: ``wav [B, 1, T]`` (T a multiple of the hop) -> ``(wav_hat [B, 1, T],
         commitment loss)``. Codebooks update themselves in train mode; the symbols beside the
         latent (the pitch) go to the decoder as the tokens of ``n_q`` stages would carry them.
-        ``lost [B, F]`` (bool, optional): frames erased as a lost packet would, filled in with the
-        decoder's learned missing latent (lrac/conceal.py, "learned"). Each part runs in its
+        ``lost [B, F]`` (bool, optional): frames erased as a lost packet would, filled in as
+        "learned" concealment fills them (lrac/conceal.py). Each part runs in its
         weights' dtype: float32 in training, a float64 send side after :meth:`Codec.set_exact`."""
         latent, symbols = self.encoder.analyze(wav.to(_dtype_of(self.encoder)))
         with torch.autocast(wav.device.type, enabled=False):   # the FSQ grid in float32 under bfloat16 training

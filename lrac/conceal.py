@@ -9,7 +9,9 @@ no look-ahead beyond its own.
 Methods (``METHODS``):
 
 * ``"learned"``: the decoder's learned missing latent (``Decoder.missing_latent``, trained with
-  frame erasures: ``train.erasure_prob``); the stateful decoder extrapolates from its context.
+  frame erasures: ``train.erasure_prob``) for the first ``HOLD_FRAMES`` lost frames of a burst, the
+  stateful decoder extrapolating from its context; "repeat"'s fill after them (in longer bursts
+  the extrapolation scores lower on PLCMOS than the held and faded last latent; docs/packet_loss.md).
 * ``"repeat"``: the last received latent, held for ``HOLD_FRAMES``, then faded linearly over
   ``FADE_FRAMES`` towards the latent of digital silence.
 * ``"zero"``: the latent and symbols of digital silence, as if the lost audio were zeros: the
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 METHODS = ("learned", "repeat", "zero")
-HOLD_FRAMES = 4     # a repeated latent holds its level for 40 ms ...
+HOLD_FRAMES = 4     # learned fills, and a repeated latent holds its level, for 40 ms ...
 FADE_FRAMES = 16    # ... and fades to silence over the next 160 ms (validation clips: docs/packet_loss.md)
 
 Symbols = dict[str, torch.Tensor]
@@ -101,11 +103,11 @@ def conceal(latent: torch.Tensor, symbols: Symbols, lost: torch.Tensor | None,
     silent_now = silent_latent[:, :, (state.frame + frames) % quiet].to(latent.dtype)
     if method == "zero":
         fill = silent_now
-    elif method == "repeat":
+    else:
         w = fade_weight(run)[:, None].to(latent.dtype)
         fill = w * earlier + (1 - w) * silent_now
-    else:
-        fill = missing_latent.to(latent.dtype)[None, :, None]
+        if method == "learned":
+            fill = torch.where((run <= HOLD_FRAMES)[:, None], missing_latent.to(latent.dtype)[None, :, None], fill)
     out = torch.where(lost[:, None], fill, latent)
     keep = (run <= HOLD_FRAMES + FADE_FRAMES // 2) & (method != "zero")
     out_symbols = {}

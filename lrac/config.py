@@ -205,7 +205,7 @@ class TrainConfig:
     # packet-loss concealment (docs/packet_loss.md): > 0: this share of the training chunks loses
     # packets of erasure_packet_frames frames at erasure_rate (a fraction), half of the chunks at
     # random and half in Gilbert-Elliott bursts of erasure_burst packets on average; the decoder
-    # gets its learned missing latent for the lost frames, and the losses compare with the audio
+    # gets them as "learned" concealment fills them, and the losses compare with the audio
     erasure_prob: float = 0.0
     erasure_rate: float = 0.15
     erasure_burst: float = 3.0

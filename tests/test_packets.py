@@ -181,6 +181,19 @@ def test_repeat_holds_the_last_latent_then_fades_to_silence_and_repeats_the_pitc
     assert (out_side[..., 4 + HOLD_FRAMES + FADE_FRAMES // 2:] == 0).all()   # then unvoiced
 
 
+def test_learned_fills_the_missing_latent_for_the_hold_then_the_faded_last_latent_as_repeat():
+    latent, side, silence = _inputs(b=1, n=30)
+    lost = torch.zeros(1, 30, dtype=torch.bool)
+    lost[0, 4:] = True
+    missing = torch.randn(4)
+    learned, learned_symbols = conceal(latent, {"pitch": side}, lost, silence, "learned", missing, PERIODS)
+    repeat, repeat_symbols = conceal(latent, {"pitch": side}, lost, silence, "repeat", periods=PERIODS)
+    assert torch.equal(learned[0, :, 4:4 + HOLD_FRAMES], missing[:, None].expand(-1, HOLD_FRAMES))
+    assert torch.equal(learned[..., 4 + HOLD_FRAMES:], repeat[..., 4 + HOLD_FRAMES:])
+    assert not torch.equal(learned[..., 4 + HOLD_FRAMES], silence[0][..., 0])   # still fading
+    assert torch.equal(learned_symbols["pitch"], repeat_symbols["pitch"])
+
+
 def test_the_learned_missing_latent_gets_the_gradient_of_lost_frames_only():
     latent, side, silence = _inputs(b=1)
     missing = torch.zeros(4, requires_grad=True)
