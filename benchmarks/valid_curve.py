@@ -55,6 +55,7 @@ def plot(rows: list[dict], out: Path) -> None:
             for r in rows:
                 if r["step"] is None and r["bitrate"] == bitrate:
                     ax.axhline(r[metric], color=colour, ls="--", lw=1, label=f"{r['run']}, {bitrate // 1000} kbps")
+        ax.xaxis.set_major_formatter(lambda step, _: f"{step / 1000:g}k")   # 6-digit steps overlap
         ax.set_xlabel("training step")
         ax.set_ylabel({"pesq_wb": "PESQ-WB", "estoi": "ESTOI"}[metric])
         ax.grid(alpha=0.3)
