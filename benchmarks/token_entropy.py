@@ -81,14 +81,15 @@ def context_bits(train: list[np.ndarray], test: list[np.ndarray], name: str, bit
     """Per test clip, the bits [F] each frame of this row costs under the training clips' counts."""
     per_clip = [np.zeros(len(t)) for t in test]
     train_streams = [streams(t, name, bits, levels, packet_frames) for t in train]
+    test_streams = [streams(t, name, bits, levels, packet_frames) for t in test]
     for k in range(len(train_streams[0])):
         n_values, n_contexts = train_streams[0][k][2:]
         counts = np.full((n_contexts, n_values), 0.5)
         for s in train_streams:
             np.add.at(counts, (s[k][1], s[k][0]), 1)
         p = counts / counts.sum(1, keepdims=True)
-        for out, t in zip(per_clip, test):
-            values, contexts, _, _ = streams(t, name, bits, levels, packet_frames)[k]
+        for out, s in zip(per_clip, test_streams):
+            values, contexts = s[k][:2]
             out -= np.log2(p[contexts, values])
     return per_clip
 
