@@ -64,6 +64,12 @@ def fade_weight(run: torch.Tensor) -> torch.Tensor:
     return (1 - (run - HOLD_FRAMES).clamp(min=0) / FADE_FRAMES).clamp(min=0)
 
 
+def last_received(lost: torch.Tensor) -> torch.Tensor:
+    """The last received frame up to each frame, ``[B, F]`` (-1: none), of ``lost [B, F]`` (bool)."""
+    frames = torch.arange(lost.shape[-1], device=lost.device)
+    return torch.where(lost, -1, frames).cummax(-1).values
+
+
 def conceal(latent: torch.Tensor, symbols: Symbols, lost: torch.Tensor | None,
             silence: tuple[torch.Tensor, Symbols], method: str,
             missing_latent: torch.Tensor | None = None, periods: Periods | None = None,
@@ -96,7 +102,7 @@ def conceal(latent: torch.Tensor, symbols: Symbols, lost: torch.Tensor | None,
     lost = torch.zeros(b, n, dtype=torch.bool, device=device) if lost is None else lost.to(device)
     frames = torch.arange(n, device=device)
     # the last received frame up to each frame (-1: none in this chunk), and the run of losses
-    last = torch.where(lost, -1, frames).cummax(-1).values                      # [B, F]
+    last = last_received(lost)                                                  # [B, F]
     run = torch.where(last >= 0, frames - last, frames + 1 + state.run[:, None])
     earlier = latent.detach().gather(-1, last.clamp(min=0)[:, None].expand_as(latent))
     earlier = torch.where((last >= 0)[:, None], earlier, state.last_latent[:, :, None])

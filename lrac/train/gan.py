@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from lrac.codec import Codec, _eval
+from lrac.conceal import last_received
 from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.packets import erasure_mask
@@ -357,8 +358,7 @@ def _with_new_parameters(opt_state: dict[str, Any], n_params: int) -> dict[str, 
 def _longest_run_starts(lost: torch.Tensor) -> torch.Tensor:
     """The first frame of each row's longest run of True in ``lost`` ``[E, F]`` (the earliest of
     equal runs) ``[E]``; every row has at least one True."""
-    count = lost.long().cumsum(-1)
-    # frames lost in a row up to each frame: the count less its value at the last received frame
-    run = count - torch.cummax(torch.where(lost, 0, count), -1).values
+    frames = torch.arange(lost.shape[-1], device=lost.device)
+    run = frames - last_received(lost)                # frames lost in a row up to each (received: 0)
     end = run.argmax(-1)                                              # first maximum: earliest run
     return end - run.gather(-1, end[:, None]).squeeze(-1) + 1
