@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bits", nargs="*", type=int, default=[],
                         help="the bits-N variants: the harmonics in N bits a frame")
     args = parser.parse_args(argv)
+    if any(n < 5 for n in args.bits):
+        parser.error(f"--bits: each N must be at least 5 (the level alone takes 5), got {args.bits}")
     variants = args.variants + [f"bits-{n}" for n in args.bits]
     torch.set_num_threads(1)
     codec = load_codec(args.model)

@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--packet-frames", type=int, default=2, help="frames a packet (20 ms: 2)")
     args = parser.parse_args(argv)
+    if args.packet_frames < 0:
+        parser.error(f"--packet-frames must be 0 (no packets) or more, got {args.packet_frames}")
     torch.set_num_threads(1)
     codec = load_codec(args.model)
     train_paths = [p for _, p in read_scp(args.train)]
