@@ -16,7 +16,7 @@ replaced by:
   3 amplitude bits (6 dB steps, down to 42 dB below the level) and a phase of 4 bits for the first
   two, 3 for the rest, while the bits last; bits left over refine the phases a bit each per round
   from the first harmonic up (to 6 bits), then the amplitudes (3 dB steps); the harmonics left
-  without bits keep the decoder's band;
+  without bits keep the band the decoder gives without a low-band code (its 4 latent stages);
 * ``code``: the shipped 20-bit low-band code of :mod:`lrac.models.lowband` (first three harmonics),
   with the latent's 6 stages (``code``) or the 4 that leave it room (``code-4-stages``).
 
@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 z = outs[6]
             elif name.startswith("code"):
                 z = code_variant(codec, x, outs[4 if name == "code-4-stages" else 6], f0, voiced)
-            else:
-                z = variant(name, x, outs[6], f0, voiced, args.max_hz)
+            else:   # bits-N: the harmonics it leaves without bits keep the decoder's band without a code
+                z = variant(name, x, outs[4 if name.startswith("bits-") else 6], f0, voiced, args.max_hz)
             scores[name].append((pesq_wb(x, z, SR), estoi(x, z, SR)))
         print(f"\r{i + 1}/{len(pick)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
