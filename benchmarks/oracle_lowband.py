@@ -19,11 +19,16 @@ replaced by:
   without bits keep the band the decoder gives without a low-band code (its 4 latent stages);
 * ``code``: the shipped 20-bit low-band code of :mod:`lrac.models.lowband` (first three harmonics),
   with the latent's 6 stages (``code``) or the 4 that leave it room (``code-4-stages``).
+* ``upper-own`` / ``upper-amp`` / ``upper-phase`` / ``upper-both``: the harmonics below
+  ``--max-hz`` fitted to the decoded output, from 500 Hz up with the reference's amplitudes, its
+  phases, or both (``upper-own``: neither, the reference for the other three).
 
     python benchmarks/oracle_lowband.py --list exp/lists/valid77.scp --max 20
     python benchmarks/oracle_lowband.py --list exp/lists/valid25.scp --max 25 --max-hz 1000
     python benchmarks/oracle_lowband.py --list exp/lists/valid25.scp --max 25 --max-hz 1000 \
         --variants none code harmonics --bits 20 26 30 36 44
+    python benchmarks/oracle_lowband.py --list exp/lists/valid25.scp --max 25 --max-hz 1000 \
+        --variants none upper-own upper-amp upper-phase upper-both
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ from lrac.models.lowband import MAX_HZ, LowBandDecoder, LowBandEncoder
 N, HOP, SR = 480, 240, 24000
 WINDOW = sqrt_hann(N).double().numpy()
 VARIANTS = ["none", "reference", "harmonics", "harmonics-3", "amp-3dB", "phase-3bit", "phase-4bit",
-            "phase-continued", "code", "code-4-stages"]
+            "phase-continued", "code", "code-4-stages", "upper-own", "upper-amp", "upper-phase", "upper-both"]
+CODE_HZ = 500.0   # the upper-* variants keep the decoder's own harmonics below this (the code's band)
 
 
 def frames_of(x: np.ndarray) -> np.ndarray:
@@ -107,6 +113,12 @@ def variant(name: str, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.
             prev = {}
             continue
         c, basis = fit(frame, f0[f], harmonics, max_hz)
+        if name.startswith("upper-"):   # the decoder's harmonics below CODE_HZ, the reference's part above
+            own = fit(frames_of(y)[f], f0[f], harmonics, max_hz)[0]
+            upper = (np.arange(1, len(c) + 1) * f0[f]) >= CODE_HZ
+            mixed = {"upper-own": own, "upper-amp": np.abs(c) * np.exp(1j * np.angle(own)),
+                     "upper-phase": np.abs(own) * np.exp(1j * np.angle(c)), "upper-both": c}[name]
+            c = np.where(upper, mixed, own)
         if name.startswith("bits-"):
             c = in_bits(c, int(name[5:]))
             if not len(c):
