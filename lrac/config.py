@@ -197,6 +197,9 @@ class TrainConfig:
     lambda_commit: float = 10.0
     # 1 - (an ESTOI-like band-envelope correlation) (losses.EnvelopeCorrelationLoss)
     lambda_estoi: float = 0.0
+    # compressed-magnitude L1 over 500 Hz - 1 kHz, relative to the reference's level there
+    # (losses.BandMagnitudeLoss; the t1 main run from step 140790)
+    lambda_band_magnitude: float = 0.0
     # generator and discriminator in bfloat16 autocast (FFTs, FSQ and the losses stay in float32)
     bf16: bool = False
     disc_n_ffts: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lrac.mel import mel_filterbank
-from lrac.train.losses import (EnvelopeCorrelationLoss, MultiScaleMelLoss, ReconstructionLoss,
+from lrac.train.losses import (BandMagnitudeLoss, EnvelopeCorrelationLoss, MultiScaleMelLoss, ReconstructionLoss,
                                discriminator_adversarial_loss, feature_matching_loss,
                                generator_adversarial_loss)
 
@@ -193,3 +193,15 @@ def test_envelope_correlation_ignores_silence_and_refuses_short_chunks():
     assert loss.score(x, x).item() == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="at least 8960 samples"):
         loss(torch.zeros(1, 1, 8000), torch.zeros(1, 1, 8000))
+
+
+def test_band_magnitude_loss_sees_the_level_of_500_hz_to_1_khz_only():
+    t = torch.arange(24000) / 24000
+    ref = torch.sin(2 * math.pi * 700 * t)[None, None]
+    loss = BandMagnitudeLoss()
+    assert float(loss(ref, ref)) < 1e-6
+    shifted = torch.sin(2 * math.pi * 700 * t + 1.0)[None, None]
+    assert float(loss(shifted, ref)) < 0.05                       # a phase is no level error
+    assert float(loss(0.5 * ref, ref)) > 0.1
+    outside = torch.sin(2 * math.pi * 2000 * t)[None, None]
+    assert float(loss(ref + outside, ref)) < 0.01

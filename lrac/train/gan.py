@@ -71,7 +71,8 @@ class GanStep:
         self.stage_choices = [self.codec.stages_for_bitrate(b) for b in self.codec.bitrates_bps]
         self.disc = MultiScaleSTFTDiscriminator(self.tc.disc_n_ffts, self.tc.disc_filters).to(self.device)
         sr = cfg.model.sample_rate
-        self.losses = ReconstructionLoss({"mel": self.tc.lambda_mel, "estoi": self.tc.lambda_estoi},
+        self.losses = ReconstructionLoss({"mel": self.tc.lambda_mel, "estoi": self.tc.lambda_estoi,
+                                         "band_magnitude": self.tc.lambda_band_magnitude},
                                          sr).to(self.device)
         self.losses.check_segment(self.tc.segment_samples)
         if not (0 <= self.tc.erasure_prob <= 1 and 0 <= self.tc.erasure_rate < 1
