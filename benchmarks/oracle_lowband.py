@@ -108,13 +108,14 @@ def variant(name: str, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.
         return y - lowpass(y, max_hz) + lowpass(x, max_hz)
     harmonics = 3 if name == "harmonics-3" else 99
     lb, cut, prev = {}, {}, {}
+    decoded = frames_of(y)
     for f, frame in enumerate(frames_of(x)):
         if not voiced[f] or f0[f] >= max_hz:
             prev = {}
             continue
         c, basis = fit(frame, f0[f], harmonics, max_hz)
         if name.startswith("upper-"):   # the decoder's harmonics below CODE_HZ, the reference's part above
-            own = fit(frames_of(y)[f], f0[f], harmonics, max_hz)[0]
+            own = fit(decoded[f], f0[f], harmonics, max_hz)[0]
             upper = (np.arange(1, len(c) + 1) * f0[f]) >= CODE_HZ
             mixed = {"upper-own": own, "upper-amp": np.abs(c) * np.exp(1j * np.angle(own)),
                      "upper-phase": np.abs(own) * np.exp(1j * np.angle(c)), "upper-both": c}[name]

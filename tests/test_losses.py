@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lrac.mel import mel_filterbank
-from lrac.train.losses import (BandMagnitudeLoss, EnvelopeCorrelationLoss, MultiScaleMelLoss, ReconstructionLoss,
-                               discriminator_adversarial_loss, feature_matching_loss,
+from lrac.train.losses import (BandMagnitudeLoss, EnvelopeCorrelationLoss, MultiScaleMelLoss,
+                               ReconstructionLoss, discriminator_adversarial_loss, feature_matching_loss,
                                generator_adversarial_loss)
 
 torch.set_num_threads(1)

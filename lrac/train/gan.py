@@ -38,8 +38,9 @@ from lrac.config import Config
 from lrac.models.discriminators import MultiScaleSTFTDiscriminator
 from lrac.packets import erasure_mask
 from lrac.train.distributed import DistInfo, all_reduce_, average_gradients, rank_tensor
-from lrac.train.losses import (MultiScaleMelLoss, ReconstructionLoss, discriminator_adversarial_loss,
-                               feature_matching_loss, generator_adversarial_loss)
+from lrac.train.losses import (RECONSTRUCTION_LOSSES, MultiScaleMelLoss, ReconstructionLoss,
+                               discriminator_adversarial_loss, feature_matching_loss,
+                               generator_adversarial_loss)
 
 ADAM_BETAS = (0.9, 0.999)   # RAdam settings of the baseline recipe (spec §3)
 ADAM_EPS = 1e-9
@@ -71,8 +72,7 @@ class GanStep:
         self.stage_choices = [self.codec.stages_for_bitrate(b) for b in self.codec.bitrates_bps]
         self.disc = MultiScaleSTFTDiscriminator(self.tc.disc_n_ffts, self.tc.disc_filters).to(self.device)
         sr = cfg.model.sample_rate
-        self.losses = ReconstructionLoss({"mel": self.tc.lambda_mel, "estoi": self.tc.lambda_estoi,
-                                         "band_magnitude": self.tc.lambda_band_magnitude},
+        self.losses = ReconstructionLoss({name: getattr(self.tc, f"lambda_{name}") for name in RECONSTRUCTION_LOSSES},
                                          sr).to(self.device)
         self.losses.check_segment(self.tc.segment_samples)
         if not (0 <= self.tc.erasure_prob <= 1 and 0 <= self.tc.erasure_rate < 1

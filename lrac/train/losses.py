@@ -2,8 +2,8 @@
 matching), an ESTOI-like envelope correlation and a magnitude loss over 500 Hz - 1 kHz.
 
 The generator loss is ``lambda_adv * adv + lambda_feat * fm + lambda_commit * commit`` plus the
-weighted reconstruction losses of :data:`RECONSTRUCTION_LOSSES` (``lambda_mel * mel``, and
-``lambda_estoi * estoi`` and ``lambda_band_magnitude * band_magnitude`` when their weights are above 0); the baseline's weights are 1, 2, 10 and 5.
+weighted reconstruction losses of :data:`RECONSTRUCTION_LOSSES` (``lambda_mel * mel``, and each
+other ``lambda_<name> * <name>`` whose weight is above 0); the baseline's weights are 1, 2, 10 and 5.
 The commitment term comes from the quantizer. A new reconstruction loss is one entry in
 :data:`RECONSTRUCTION_LOSSES` and a ``lambda_<name>`` in ``TrainConfig``.
 
@@ -169,9 +169,8 @@ class BandMagnitudeLoss(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def magnitude(self, x: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(x.reshape(-1, x.shape[-1]).float(), self.n_fft, self.n_fft // 4, self.n_fft,
-                          window=self.window, center=True, pad_mode="reflect", return_complex=True)[:, self.bins]
-        return torch.view_as_real(spec).pow(2).sum(-1).clamp(min=LOG_FLOOR).pow(self.power / 2)
+        """``|X|^power`` of the band, ``[B, frames, band bins]``."""
+        return stft_power(x.float(), self.n_fft, self.window)[..., self.bins].clamp(min=LOG_FLOOR).pow(self.power / 2)
 
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         ref = self.magnitude(y).detach()
