@@ -165,7 +165,8 @@ class BandMagnitudeLoss(nn.Module):
         super().__init__()
         self.n_fft, self.power = n_fft, power
         freqs = torch.arange(n_fft // 2 + 1) * (sample_rate / n_fft)
-        self.register_buffer("bins", torch.nonzero((freqs >= band_hz[0]) & (freqs < band_hz[1]))[:, 0], persistent=False)
+        band = (freqs >= band_hz[0]) & (freqs < band_hz[1])
+        self.register_buffer("bins", torch.nonzero(band)[:, 0], persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def magnitude(self, x: torch.Tensor) -> torch.Tensor:
