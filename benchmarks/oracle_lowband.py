@@ -23,6 +23,9 @@ replaced by:
   ``--max-hz`` fitted to the decoded output, from 500 Hz up with the reference's amplitudes, its
   phases, or both (``upper-own``: neither, the reference for the other three).
 
+It also prints how far t1's harmonics' levels are from the reference's, below 500 Hz (the code's
+band) and from there to ``--max-hz``.
+
     python benchmarks/oracle_lowband.py --list exp/lists/valid77.scp --max 20
     python benchmarks/oracle_lowband.py --list exp/lists/valid25.scp --max 25 --max-hz 1000
     python benchmarks/oracle_lowband.py --list exp/lists/valid25.scp --max 25 --max-hz 1000 \
@@ -140,6 +143,25 @@ def variant(name: str, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.
     return replaced(y, lb, cut)
 
 
+def level_errors(x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.ndarray, max_hz: float
+                 ) -> tuple[list[float], list[float]]:
+    """The decoded harmonics' levels less the reference's (dB), each fitted at the decoded pitch in
+    voiced frames, for the harmonics within 30 dB of the frame's strongest: ``(below CODE_HZ, from
+    CODE_HZ to max_hz)``."""
+    below: list[float] = []
+    above: list[float] = []
+    for f, (fx, fy) in enumerate(zip(frames_of(x), frames_of(y))):
+        if not voiced[f] or f0[f] >= max_hz:
+            continue
+        ref_db = 20 * np.log10(np.abs(fit(fx, f0[f], 99, max_hz)[0]) + 1e-9)
+        out_db = 20 * np.log10(np.abs(fit(fy, f0[f], 99, max_hz)[0]) + 1e-9)
+        strong = ref_db > ref_db.max() - 30
+        upper = np.arange(1, len(ref_db) + 1) * f0[f] >= CODE_HZ
+        below += list((out_db - ref_db)[strong & ~upper])
+        above += list((out_db - ref_db)[strong & upper])
+    return below, above
+
+
 def in_bits(c: np.ndarray, bits: int) -> np.ndarray:
     """The harmonics ``c`` [H] (complex, from :func:`fit`) as ``bits`` bits rebuild them (the
     ``bits-N`` variant's layout); the harmonics that get no bits are left out."""
@@ -205,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     clips = read_scp(args.list)
     pick = np.random.default_rng(0).choice(len(clips), min(args.max, len(clips)), replace=False)
     scores: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+    errors: tuple[list[float], list[float]] = ([], [])
     for i, k in enumerate(pick):
         x, _ = load_audio(clips[k][1], SR, warn_stereo=False)
         x = x[: min(len(x), int(args.seconds * SR)) // HOP * HOP].astype(np.float64)
@@ -215,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             # (4 stages is no bitrate of t1: its decoder is run directly)
             outs = {n_q: codec._synthesize(tokens[:, :n_q])[0, 0, :len(x)].double().numpy() for n_q in (6, 4)}
         f0, voiced = f0[0].double().numpy(), voicing[0].numpy() > 0
+        for total, part in zip(errors, level_errors(x, outs[6], f0, voiced, args.max_hz)):
+            total += part
         for name in variants:
             if name == "none":
                 z = outs[6]
@@ -229,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in scores.items():
         a = np.array(rows)
         print(f"{name:34s} {a[:, 0].mean():.3f}    {a[:, 1].mean():.3f}")
+    below, above = (np.abs(e) for e in errors)
+    print(f"t1's harmonics' level error, mean |dB| (within 30 dB of each frame's strongest): below "
+          f"{CODE_HZ:.0f} Hz {below.mean():.2f} ({len(below)}), {CODE_HZ:.0f}-{args.max_hz:.0f} Hz "
+          f"{above.mean() if len(above) else float('nan'):.2f} ({len(above)})")
     return 0
 
 
