@@ -119,7 +119,7 @@ def variant(name: str, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.
         c, basis = fit(frame, f0[f], harmonics, max_hz)
         if name.startswith("upper-"):   # the decoder's harmonics below CODE_HZ, the reference's part above
             own = fit(decoded[f], f0[f], harmonics, max_hz)[0]
-            upper = (np.arange(1, len(c) + 1) * f0[f]) >= CODE_HZ
+            upper = above_code(len(c), f0[f])
             mixed = {"upper-own": own, "upper-amp": np.abs(c) * np.exp(1j * np.angle(own)),
                      "upper-phase": np.abs(own) * np.exp(1j * np.angle(c)), "upper-both": c}[name]
             c = np.where(upper, mixed, own)
@@ -143,6 +143,11 @@ def variant(name: str, x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.
     return replaced(y, lb, cut)
 
 
+def above_code(n: int, f0: float) -> np.ndarray:
+    """Which of harmonics ``1..n`` of ``f0`` lie at or above ``CODE_HZ`` (``[n]`` bool)."""
+    return np.arange(1, n + 1) * f0 >= CODE_HZ
+
+
 def level_errors(x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.ndarray, max_hz: float
                  ) -> tuple[list[float], list[float]]:
     """The decoded harmonics' levels less the reference's (dB), each fitted at the decoded pitch in
@@ -156,7 +161,7 @@ def level_errors(x: np.ndarray, y: np.ndarray, f0: np.ndarray, voiced: np.ndarra
         ref_db = 20 * np.log10(np.abs(fit(fx, f0[f], 99, max_hz)[0]) + 1e-9)
         out_db = 20 * np.log10(np.abs(fit(fy, f0[f], 99, max_hz)[0]) + 1e-9)
         strong = ref_db > ref_db.max() - 30
-        upper = np.arange(1, len(ref_db) + 1) * f0[f] >= CODE_HZ
+        upper = above_code(len(ref_db), f0[f])
         below += list((out_db - ref_db)[strong & ~upper])
         above += list((out_db - ref_db)[strong & upper])
     return below, above

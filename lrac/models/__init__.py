@@ -55,8 +55,9 @@ class Decoder(nn.Module):
     -> waveform ``[B, 1, F * hop_length]``. ``net`` as for :class:`Encoder`.
 
     :attr:`missing_latent` ``[latent_dim]`` is what the decoder gets for the first 40 ms of a
-    burst of lost frames (lrac/conceal.py, "learned"); it starts at zero and learns only in training runs with frame
-    erasures (``train.erasure_prob``); model files from before it existed load with it at zero.
+    burst of lost frames (lrac/conceal.py, "learned"); it starts at zero and learns only in
+    training runs with frame erasures (``train.erasure_prob``); model files from before it existed
+    load with it at zero.
     :attr:`symbol_periods` gives the frames one code of each row of a sub-code spans (the pitch
     code's group; 0: the decoder extrapolates the row's lost frames itself)."""
 
